@@ -1,0 +1,39 @@
+"""Shared helpers for the benchmark scripts: timing and a printed table of ratios."""
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved so load drifts hit all alike."""
+    for fn in fns.values():  # warm-up
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def machine() -> str:
+    import torch
+
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+
+
+def print_table(title: str, rows: list[tuple[str, float, float]], unit: str) -> None:
+    """rows: (name, value, ratio to the reference)."""
+    print(f"\n{title}\n" + "-" * len(title))
+    width = max(len(r[0]) for r in rows)
+    for name, value, ratio in rows:
+        print(f"{name:<{width}}  {value:10.1f} {unit}   {ratio:5.2f}x")
