@@ -273,6 +273,10 @@ def run_pipeline(
         forced.update(s for s in STAGES if stage.name in STAGES[s].requires)
         logger.info("[%d/%d] %s: %s", index, len(STAGES), stage.name, stage.description)
         _run_stage(run_dir, stage, config, manifest, fingerprints[stage.name])
+    from lfp_mech.report import write_report
+
+    report_md, _ = write_report(run_dir)
+    logger.info("report: %s (and report.html)", report_md)
     return run_dir
 
 

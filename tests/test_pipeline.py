@@ -139,3 +139,21 @@ def test_model_stage_on_tiny_model(tmp_path):
     run_pipeline(pipeline.preset_config("smoke"), tmp_path, stages=["model"])
     card = read_json(tmp_path / "model" / "model.json")
     assert card["n_layers"] == 2 and card["parity_max_abs_logprob_diff"] < 1e-3
+
+
+def test_report_has_every_stage_summary_and_figure(tmp_path, toy_stages):
+    import matplotlib.pyplot as plt
+
+    from lfp_mech.plots import save_figure
+
+    run_pipeline(_config(a={"value": 4}), tmp_path)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    save_figure(fig, tmp_path / "b" / "curve.png")
+    from lfp_mech.report import write_report
+
+    md, page = write_report(tmp_path)
+    text = md.read_text()
+    assert "## a" in text and "## c" in text and "| total | 4 |" in text
+    assert "![curve](b/curve.png)" in text
+    assert "data:image/png;base64," in page.read_text()
