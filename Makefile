@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY := PASSIVE
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo smoke test lint notebooks docs bench clean
+.PHONY: install demo smoke test docs bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,13 @@ demo: install  ## the default study on the offline SmolLM2 (CPU)
 smoke: install  ## every stage on a tiny random model, < 2 minutes
 	$(BIN)/lfp-mech run --preset smoke --run-dir runs/smoke
 
-test: install  ## lint + unit tests + integration tests on the real SmolLM2
+test: install  ## lint + unit tests + integration tests on the real SmolLM2 + docs build
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
