@@ -61,13 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # force: an imported library may already have configured the root logger. Third-party
+    # INFO chatter (TransformerLens logs to the root logger) stays hidden; ours is shown.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,
     )
-    for noisy in ("httpx", "urllib3", "root", "datasets", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("lfp_mech").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("WANDB_MODE", "disabled")
     try:

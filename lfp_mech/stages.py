@@ -2,10 +2,13 @@
 it reads earlier stages' folders, calls a stage module's public function, writes its own folder.
 """
 
+import dataclasses
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
-from lfp_mech._io import write_json
+from lfp_mech._io import read_json, write_json
 from lfp_mech.errors import LfpMechError
 from lfp_mech.pipeline import StageContext, register_stage
 
@@ -43,3 +46,167 @@ def model_stage(ctx: StageContext) -> dict[str, Any]:
     return {k: card[k] for k in ("architecture", "n_layers", "d_model", "n_params")} | {
         "parity": parity
     }
+
+
+def _with_run_defaults(cls: type, ctx: StageContext, **defaults: Any):
+    """The stage's config dataclass: run seed/device, then stage defaults, then the user's options."""
+    from lfp_mech.pipeline import build_options
+
+    options = {"seed": ctx.config.seed, "device": ctx.config.device, **defaults, **ctx.options}
+    valid = {f.name for f in dataclasses.fields(cls)}
+    return build_options(
+        cls, {k: v for k, v in options.items() if k in valid or k in ctx.options}, ctx.name
+    )
+
+
+def _policy_dir(ctx: StageContext) -> Path:
+    return ctx.stage_dir("rlhf") / "policy"
+
+
+def _completions(ctx: StageContext, policy: str) -> list[str]:
+    """Held-out prompt + completion texts sampled in the RLHF stage's evaluation."""
+    rows = read_jsonl(ctx.stage_dir("rlhf") / "completions.jsonl")
+    return [r["prompt"] + r["completion"] for r in rows if r["policy"] == policy]
+
+
+def _top_layers(ctx: StageContext) -> list[int]:
+    return list(read_json(ctx.stage_dir("divergence") / "summary.json")["top_layers_sorted"])
+
+
+def _small_sae_dirs(ctx: StageContext) -> dict[str, Path]:
+    summary = read_json(ctx.stage_dir("saes") / "summary.json")
+    return {
+        hook: ctx.stage_dir("saes") / f"L{layer}_small"
+        for layer, hook in zip(summary["layers"], summary["hook_names"], strict=True)
+    }
+
+
+@register_stage("rlhf", requires=["model"], description="RLHF-tune the base model on the reward")
+def rlhf_stage(ctx: StageContext) -> dict[str, Any]:
+    from lfp_mech.rlhf import RLHFConfig, run_rlhf_stage
+
+    return run_rlhf_stage(ctx.config.model, ctx.dir, _with_run_defaults(RLHFConfig, ctx))
+
+
+@register_stage(
+    "divergence", requires=["rlhf"], description="per-layer parameter divergence base ↔ tuned"
+)
+def divergence_stage(ctx: StageContext) -> dict[str, Any]:
+    from lfp_mech.divergence import DivergenceConfig, run_divergence_stage
+
+    config = _with_run_defaults(DivergenceConfig, ctx)
+    return run_divergence_stage(ctx.config.model, _policy_dir(ctx), ctx.dir, config)
+
+
+@register_stage(
+    "activations",
+    requires=["divergence"],
+    description="capture MLP outputs of the most divergent layers from the tuned policy",
+)
+def activations_stage(ctx: StageContext) -> dict[str, Any]:
+    from lfp_mech.activations import ActivationConfig, activation_corpus, run_activations_stage
+    from lfp_mech.data import load_prompts
+
+    config = _with_run_defaults(ActivationConfig, ctx)
+    prompts = load_prompts("reviews", "train")
+    texts = activation_corpus([], prompts, seed=config.seed)
+    return run_activations_stage(
+        _policy_dir(ctx), texts, _top_layers(ctx), ctx.dir, config, prompts=prompts
+    )
+
+
+@register_stage(
+    "saes", requires=["activations"], description="train SAE-Lens dictionaries (small/big, tied)"
+)
+def saes_stage(ctx: StageContext) -> dict[str, Any]:
+    from lfp_mech.saes import SAEConfig, run_saes_stage
+
+    config = _with_run_defaults(SAEConfig, ctx)
+    return run_saes_stage(ctx.stage_dir("activations"), _policy_dir(ctx), ctx.dir, config)
+
+
+@register_stage(
+    "probes", requires=["saes"], description="feedback probes on SAE features vs VADER + baselines"
+)
+def probes_stage(ctx: StageContext) -> dict[str, Any]:
+    from lfp_mech.probes import ProbesConfig, run_probes_stage
+
+    config = _with_run_defaults(ProbesConfig, ctx)
+    return run_probes_stage(
+        ctx.config.model,
+        _policy_dir(ctx),
+        _small_sae_dirs(ctx),
+        _completions(ctx, "tuned"),
+        ctx.dir,
+        config,
+    )
+
+
+@register_stage(
+    "validate",
+    requires=["probes"],
+    description="describe the LFP features, activation frequency, ablation during generation",
+)
+def validate_stage(ctx: StageContext) -> dict[str, Any]:
+    from lfp_mech.ablation import ValidateConfig, run_validate_stage
+    from lfp_mech.data import load_prompts
+
+    config = _with_run_defaults(ValidateConfig, ctx)
+    sae_dirs = _small_sae_dirs(ctx)
+    choice = _feature_choice(ctx, sae_dirs, n_per_hook=8)
+    write_json(ctx.dir / "feature_choice.json", choice)
+    corpus = read_json(ctx.stage_dir("activations") / "heldout" / "texts.json")
+    return run_validate_stage(
+        ctx.config.model,
+        _policy_dir(ctx),
+        sae_dirs,
+        choice,
+        corpus,
+        load_prompts("reviews", "test"),
+        ctx.dir,
+        config,
+    )
+
+
+def _feature_choice(
+    ctx: StageContext, sae_dirs: dict[str, Path], n_per_hook: int
+) -> dict[str, list[int]]:
+    """Per hook: the highest-MMCS features and the probe's most positively weighted features."""
+    from lfp_mech._io import load_tensors
+
+    high = read_json(ctx.stage_dir("saes") / "high_mmcs_features.json")
+    choice = {
+        entry["hook_name"]: list(entry["top_features"][:n_per_hook]) for entry in high.values()
+    }
+    weights = load_tensors(ctx.stage_dir("probes") / "probes.safetensors")["tuned_sae.weight"]
+    offset = 0
+    for hook in sorted(sae_dirs, key=_layer_of):
+        width = read_json(sae_dirs[hook] / "cfg.json")["d_sae"]
+        top = weights[offset : offset + width].abs().argsort(descending=True)[:n_per_hook]
+        offset += width
+        choice[hook] = sorted(set(choice.get(hook, [])) | {int(i) for i in top})
+    if offset != weights.numel():
+        raise LfpMechError(
+            f"probe has {weights.numel()} weights but the SAEs have {offset} features"
+        )
+    return choice
+
+
+def _layer_of(hook: str) -> int:
+    return int(hook.split(".")[1])
+
+
+@register_stage(
+    "irl", requires=["rlhf"], description="recover the reward from behaviour (max-margin IRL)"
+)
+def irl_stage(ctx: StageContext) -> dict[str, Any]:
+    from lfp_mech.irl import IRLConfig, run_irl_stage
+
+    options = {"seed": ctx.config.seed, "device": ctx.config.device, **ctx.options}
+    preset = options.pop("preset", "default")
+    config = IRLConfig.preset(preset, **options)
+    return run_irl_stage(ctx.config.model, _policy_dir(ctx), "vader", ctx.dir / "vader", config)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

@@ -1,0 +1,159 @@
+"""Hooked activation capture on tiny-llama: exact values, BOS/pad excluded, streamed reader."""
+
+import math
+
+import pytest
+import torch
+
+from lfp_mech._io import read_json
+from lfp_mech.activations import (
+    ActivationConfig,
+    ActivationStore,
+    activation_corpus,
+    capture_activations,
+    hook_name,
+    run_activations_stage,
+)
+from lfp_mech.errors import ConfigError, LfpMechError
+
+TEXTS = [
+    "The film opens with a long shot of the city at night.",
+    "I loved it.",
+    "A slow, quiet drama about two brothers who run a farm in the hills.",
+    "Bad.",
+    "The soundtrack was composed by a young musician from Lisbon, and it shows.",
+    "We watched it twice.",
+    "Nothing happens for an hour, then everything happens at once.",
+]
+
+
+@pytest.mark.parametrize("kind", ["mlp_out", "mlp_post"])
+def test_captured_activations_equal_run_with_cache(tiny_model, tmp_path, kind):
+    config = ActivationConfig(hook=kind, batch_size=3, shard_tokens=17, n_tokens=10_000)
+    store = capture_activations(tiny_model, TEXTS, [0, 1], tmp_path / "store", config)
+    text_index, position = store.token_index()
+    assert (position >= 1).all(), "BOS position must be excluded"
+    expected_total = sum(tiny_model.to_tokens(t).shape[1] - 1 for t in TEXTS)
+    assert store.n_tokens == expected_total == text_index.shape[0]
+    for layer in (0, 1):
+        name = hook_name(layer, kind)
+        stored = store.load_all(name)
+        width = tiny_model.cfg.d_model if kind == "mlp_out" else tiny_model.cfg.d_mlp
+        assert stored.shape == (expected_total, width) == (store.n_tokens, store.d_in_of(name))
+        for i, text in enumerate(TEXTS):
+            _, cache = tiny_model.run_with_cache(tiny_model.to_tokens(text), names_filter=[name])
+            reference = cache[name][0, 1:]  # drop BOS
+            rows = text_index == i
+            assert torch.equal(position[rows].sort().values, torch.arange(1, rows.sum() + 1))
+            got = stored[rows][position[rows].argsort()]
+            torch.testing.assert_close(got, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_shards_bounded_and_reader_yields_every_token_once(tiny_model, tmp_path):
+    config = ActivationConfig(batch_size=2, shard_tokens=16)
+    store = capture_activations(tiny_model, TEXTS, [1], tmp_path / "s", config)
+    meta = read_json(tmp_path / "s" / "store.json")
+    assert len(meta["shards"]) == math.ceil(store.n_tokens / 16)
+    assert all(s["n_tokens"] == 16 for s in meta["shards"][:-1])
+    name = store.hook_names[0]
+    everything = store.load_all(name)
+    for seed in (0, 1):
+        batches = list(store.iter_batches(name, 5, shuffle=True, seed=seed))
+        assert all(b.shape[0] == 5 for b in batches[:-1])
+        got = torch.cat(batches)
+        assert got.shape == everything.shape
+        # the same multiset of rows: compare after sorting by a fingerprint
+        key = torch.randn(everything.shape[1], dtype=torch.float64)
+        assert torch.allclose(
+            (got.double() @ key).sort().values, (everything.double() @ key).sort().values
+        )
+    unshuffled = torch.cat(list(store.iter_batches(name, 7, shuffle=False)))
+    assert torch.equal(unshuffled, everything)
+    shuffled = torch.cat(list(store.iter_batches(name, 7, shuffle=True, seed=0)))
+    assert not torch.equal(shuffled, everything)
+    dropped = list(store.iter_batches(name, 5, drop_last=True))
+    assert all(b.shape[0] == 5 for b in dropped)
+    assert store.load_all(name, max_tokens=20).shape[0] == 20
+
+
+def test_max_tokens_stops_after_the_text_reaching_it(tiny_model, tmp_path):
+    store = capture_activations(
+        tiny_model, TEXTS, [0], tmp_path / "s", ActivationConfig(n_tokens=20, batch_size=4)
+    )
+    lengths = [tiny_model.to_tokens(t).shape[1] - 1 for t in TEXTS]
+    cumulative = [sum(lengths[: i + 1]) for i in range(len(lengths))]
+    n_texts = next(i + 1 for i, c in enumerate(cumulative) if c >= 20)
+    assert store.n_tokens == cumulative[n_texts - 1]
+    assert store.meta["n_texts"] == n_texts
+
+
+def test_context_length_truncates(tiny_model, tmp_path):
+    config = ActivationConfig(context_length=4)
+    store = capture_activations(tiny_model, TEXTS, [0], tmp_path / "s", config)
+    _, position = store.token_index()
+    assert position.max() == 3
+    assert store.n_tokens == sum(min(tiny_model.to_tokens(t).shape[1] - 1, 3) for t in TEXTS)
+
+
+def test_clear_errors(tiny_model, tmp_path):
+    with pytest.raises(ConfigError, match=r"out of range.*layers 0–1"):
+        capture_activations(tiny_model, TEXTS, [2], tmp_path / "s")
+    with pytest.raises(ConfigError, match="no texts"):
+        capture_activations(tiny_model, [], [0], tmp_path / "s")
+    with pytest.raises(ConfigError, match="no layers"):
+        capture_activations(tiny_model, TEXTS, [], tmp_path / "s")
+    with pytest.raises(ConfigError, match="hook must be one of"):
+        ActivationConfig(hook="resid")
+    with pytest.raises(LfpMechError, match="not an activation store"):
+        ActivationStore(tmp_path)
+    store = capture_activations(tiny_model, TEXTS[:2], [0], tmp_path / "s")
+    with pytest.raises(ConfigError, match="not in"):
+        store.load_all("blocks.1.hook_mlp_out")
+
+
+def test_activation_corpus_mixes_and_dedups():
+    corpus = activation_corpus(["a b", "c d", "a b"], ["p", "", "q"], seed=0)
+    assert sorted(corpus) == ["a b", "c d", "p", "q"]
+    assert corpus == activation_corpus(["a b", "c d"], ["p", "q"], seed=0)
+    with pytest.raises(ConfigError, match="empty"):
+        activation_corpus([], [" "])
+
+
+def test_stage_splits_and_tops_up_with_policy_samples(tiny_hf, tmp_path):
+    hf, tok = tiny_hf
+    checkpoint = tmp_path / "policy"
+    hf.save_pretrained(checkpoint)
+    tok.save_pretrained(checkpoint)
+    config = ActivationConfig(
+        n_tokens=150, heldout_tokens=40, max_new_tokens=8, shard_tokens=64, batch_size=8
+    )
+    summary = run_activations_stage(
+        checkpoint, TEXTS[:2], [1], tmp_path / "acts", config, prompts=["The film", "I think"]
+    )
+    assert summary["n_sampled_completions"] > 0
+    assert summary["n_train_tokens"] >= 150 and summary["n_heldout_tokens"] >= 40
+    train, heldout = (
+        ActivationStore(tmp_path / "acts/train"),
+        ActivationStore(tmp_path / "acts/heldout"),
+    )
+    assert train.hook_names == heldout.hook_names == ["blocks.1.hook_mlp_out"]
+    assert not set(train.texts()) & set(heldout.texts())
+    assert read_json(tmp_path / "acts/summary.json")["n_train_tokens"] == train.n_tokens
+
+
+@pytest.mark.slow
+def test_capture_on_smollm2_matches_run_with_cache(smollm2, tmp_path):
+    texts = ["The film opens at night.", "I watched this movie with my family on a rainy day."]
+    store = capture_activations(smollm2, texts, [3], tmp_path / "s", ActivationConfig())
+    text_index, position = store.token_index()
+    stored = store.load_all("blocks.3.hook_mlp_out")
+    for i, text in enumerate(texts):
+        tokens = smollm2.to_tokens(text)
+        assert tokens[0, 0] == 1  # TL prepends <|im_start|>
+        _, cache = smollm2.run_with_cache(
+            tokens, names_filter=["blocks.3.hook_mlp_out"], stop_at_layer=4
+        )
+        rows = text_index == i
+        assert rows.sum() == tokens.shape[1] - 1
+        got = stored[rows][position[rows].argsort()]
+        torch.testing.assert_close(got, cache["blocks.3.hook_mlp_out"][0, 1:], atol=1e-4, rtol=1e-4)

@@ -1,0 +1,219 @@
+"""SAE-Lens dictionaries: tied variant, save/load round trip, metrics, splicing, the stage."""
+
+import math
+
+import pytest
+import torch
+from sae_lens import SAE, HookedSAETransformer
+
+from lfp_mech._io import read_json
+from lfp_mech.activations import ActivationConfig, capture_activations
+from lfp_mech.data import load_prompts
+from lfp_mech.errors import ConfigError
+from lfp_mech.saes import (
+    SAEConfig,
+    TiedStandardTrainingSAE,
+    build_training_sae,
+    ce_loss_recovered,
+    l1_sweep,
+    load_sae,
+    mmcs,
+    run_saes_stage,
+    sae_metrics,
+    save_sae,
+    spliced_ce_losses,
+    train_sae,
+    train_saes,
+)
+
+D_IN = 16
+
+
+def _sparse_data(n=4096, d_in=D_IN, n_atoms=24, seed=0):
+    """Sparse non-negative combinations of random unit directions, scaled like real acts."""
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.nn.functional.normalize(torch.randn(n_atoms, d_in, generator=g), dim=1)
+    codes = torch.rand(n, n_atoms, generator=g) * (torch.rand(n, n_atoms, generator=g) < 0.1)
+    return 5.0 * codes @ atoms
+
+
+def _batches(acts, batch_size):
+    def batches(epoch):
+        order = torch.randperm(acts.shape[0], generator=torch.Generator().manual_seed(epoch))
+        for start in range(0, acts.shape[0] - batch_size + 1, batch_size):
+            yield acts[order[start : start + batch_size]]
+
+    return batches
+
+
+def _config(**overrides):
+    base = dict(
+        batch_size=128, training_tokens=128 * 60, l1_coefficient=1e-3, sweep_alphas=(),
+        eval_tokens=1024, ce_texts=8, ce_batch_size=4,
+    )  # fmt: skip
+    return SAEConfig(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_save_load_round_trip_via_sae_lens(tmp_path, tied):
+    acts = _sparse_data()
+    sae, stats = train_sae(
+        _batches(acts, 128), D_IN, 2 * D_IN, _config(), tied=tied, metadata={"hook_name": "h"}
+    )
+    assert stats["steps"] == 60
+    save_sae(sae, tmp_path / "sae", stats)
+    loaded = SAE.load_from_disk(tmp_path / "sae")
+    assert type(loaded).__name__ == "StandardSAE"
+    assert loaded.cfg.metadata.hook_name == "h"
+    x = acts[:256]
+    torch.testing.assert_close(loaded.encode(x), sae.encode(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.decode(loaded.encode(x)), sae.decode(sae.encode(x)))
+    if tied:
+        assert torch.equal(loaded.W_enc, loaded.W_dec.T)
+    assert load_sae(tmp_path / "sae").cfg.d_sae == 2 * D_IN
+
+
+def test_tied_decoder_equals_encoder_transpose_after_training():
+    acts = _sparse_data()
+    before = build_training_sae(D_IN, D_IN, tied=True, alpha=1e-3, config=_config(), n_steps=60)
+    w_before = before.W_dec.detach().clone()
+    sae, _ = train_sae(_batches(acts, 128), D_IN, D_IN, _config(), tied=True)
+    assert isinstance(sae, TiedStandardTrainingSAE)
+    assert "W_enc" not in dict(sae.named_parameters())
+    assert set(dict(sae.named_parameters())) == {"W_dec", "b_enc", "b_dec"}
+    assert torch.equal(sae.W_enc, sae.W_dec.T)
+    assert not torch.equal(sae.W_dec, w_before), "the tied decoder must have trained"
+
+
+def test_tied_fold_of_activation_scale_is_exact():
+    config = _config(normalize_activations=True)
+    sae = build_training_sae(D_IN, D_IN, tied=True, alpha=0.0, config=config, n_steps=1)
+    with torch.no_grad():
+        sae.b_enc.normal_()
+        sae.b_dec.normal_()
+    x, scale = torch.randn(32, D_IN), 3.7
+    scaled_out = sae.decode(sae.encode(x * scale)) / scale
+    sae.fold_activation_norm_scaling_factor(scale)
+    torch.testing.assert_close(sae.decode(sae.encode(x)), scaled_out)
+    assert torch.equal(sae.W_enc, sae.W_dec.T)
+
+
+def test_training_learns_a_good_reconstruction_and_alpha_controls_l0():
+    acts, heldout = _sparse_data(seed=0), _sparse_data(n=1024, seed=0)[:512]
+    rows = l1_sweep(acts, heldout, [1e-4, 0.3], _config(sweep_tokens=128 * 300), expansion_factor=2)
+    weak, strong = rows
+    assert weak["fvu"] < 0.2
+    assert strong["l0"] < weak["l0"]
+    assert weak["sae_lens_l1_coefficient"] == pytest.approx(1e-4 * D_IN)
+
+
+def test_mmcs_with_itself_is_one_and_checks_width():
+    sae = build_training_sae(D_IN, 2 * D_IN, tied=False, alpha=0.0, config=_config(), n_steps=1)
+    values = mmcs(sae, sae)
+    assert values.shape == (2 * D_IN,)
+    torch.testing.assert_close(values, torch.ones(2 * D_IN))
+    other = build_training_sae(8, 8, tied=False, alpha=0.0, config=_config(), n_steps=1)
+    with pytest.raises(ConfigError, match="different widths"):
+        mmcs(other, sae)
+
+
+def test_sae_metrics_of_a_mean_only_sae():
+    sae = build_training_sae(D_IN, D_IN, tied=False, alpha=0.0, config=_config(), n_steps=1)
+    acts = _sparse_data(n=512)
+    with torch.no_grad():
+        sae.W_dec.zero_()
+        sae.W_enc.zero_()
+        sae.b_enc.fill_(-1.0)
+        sae.b_dec.copy_(acts.mean(0))
+    metrics = sae_metrics(sae, acts)
+    assert metrics["fvu"] == pytest.approx(1.0, rel=1e-4)
+    assert metrics["l0"] == 0 and metrics["dead_fraction"] == 1.0
+    with pytest.raises(ConfigError, match="width"):
+        sae_metrics(sae, torch.zeros(4, 3))
+
+
+def test_spliced_ce_matches_hooked_sae_transformer(tiny_model):
+    hook = "blocks.1.hook_mlp_out"
+    sae = build_training_sae(
+        64, 128, tied=True, alpha=0.0, config=_config(), n_steps=1, metadata={"hook_name": hook}
+    )
+    tokens = torch.randint(3, 1000, (3, 12), generator=torch.Generator().manual_seed(0))
+    tokens[:, 0] = 1
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    losses = spliced_ce_losses(tiny_model, tokens, mask, {hook: [sae]}, batch_size=2)
+    hooked = HookedSAETransformer(tiny_model.cfg, tokenizer=tiny_model.tokenizer)
+    hooked.load_state_dict(tiny_model.state_dict(), strict=False)
+    with torch.no_grad():
+        reference = hooked.run_with_saes(tokens, saes=[sae], return_type="loss").item()
+        clean = tiny_model(tokens, return_type="loss").item()
+    assert losses["sae"][hook][0] == pytest.approx(reference, rel=1e-4)
+    assert losses["clean"] == pytest.approx(clean, rel=1e-5)
+    assert losses["zero"][hook] > 0
+    assert ce_loss_recovered(2.0, 2.0, 3.0) == 1.0 and ce_loss_recovered(2.0, 3.0, 3.0) == 0.0
+    assert math.isnan(ce_loss_recovered(2.0, 2.5, 2.0))
+
+
+def test_padding_is_ignored_by_the_ce_loss(tiny_model):
+    hook = "blocks.0.hook_mlp_out"
+    sae = build_training_sae(64, 64, tied=False, alpha=0.0, config=_config(), n_steps=1)
+    tokens = torch.randint(3, 1000, (2, 10), generator=torch.Generator().manual_seed(1))
+    tokens[:, 0] = 1
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    short = tokens.clone()
+    short[1, 6:] = 0
+    short_mask = mask.clone()
+    short_mask[1, 6:] = False
+    both = spliced_ce_losses(tiny_model, short, short_mask, {hook: [sae]})
+    first = spliced_ce_losses(tiny_model, tokens[:1], mask[:1], {hook: [sae]})
+    second = spliced_ce_losses(tiny_model, tokens[1:, :6], mask[1:, :6], {hook: [sae]})
+    expected = (first["clean"] * 9 + second["clean"] * 5) / 14
+    assert both["clean"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_clear_errors(tmp_path, tiny_model):
+    with pytest.raises(ConfigError, match="expansion_factors"):
+        SAEConfig(expansion_factors=(2, 1))
+    with pytest.raises(ConfigError, match="not a single training step"):
+        SAEConfig(batch_size=512, training_tokens=100)
+    store = capture_activations(tiny_model, ["some text here"], [0], tmp_path / "s")
+    with pytest.raises(ConfigError, match=r"not in the activation store.*captured: \[0\]"):
+        train_saes(store, [1], tmp_path / "out", _config())
+
+
+@pytest.fixture
+def captured(tiny_hf, tiny_model, tmp_path):
+    hf, tok = tiny_hf
+    checkpoint = tmp_path / "policy"
+    hf.save_pretrained(checkpoint)
+    tok.save_pretrained(checkpoint)
+    prompts = load_prompts("reviews", "train")
+    acts = tmp_path / "acts"
+    config = ActivationConfig(shard_tokens=1024)
+    capture_activations(tiny_model, prompts[:400], [0, 1], acts / "train", config)
+    capture_activations(tiny_model, prompts[400:520], [0, 1], acts / "heldout", config)
+    return acts, checkpoint
+
+
+def test_stage_writes_every_artifact(captured, tmp_path):
+    acts, checkpoint = captured
+    out = tmp_path / "saes"
+    config = _config(sweep_alphas=(1e-3, 1e-2), sweep_tokens=128 * 10, training_tokens=128 * 20)
+    summary = run_saes_stage(acts, checkpoint, out, config)
+    assert summary["n_saes"] == 4 and summary["layers"] == [0, 1]
+    for name in ("L0_small", "L0_big", "L1_small", "L1_big", "untied/L0_small", "untied/L1_small"):
+        sae = SAE.load_from_disk(out / name)
+        assert sae.cfg.metadata.hook_name.startswith("blocks.")
+    assert SAE.load_from_disk(out / "L1_big").cfg.d_sae == 128
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"fvu", "l0", "dead_fraction", "ce_recovered", "variant"} <= set(header)
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 4 + 2
+    for name in ("metrics.md", "l1_sweep.csv", "l1_sweep.png", "tied_vs_untied.md", "mmcs.png"):
+        assert (out / name).exists(), name
+    assert len((out / "mmcs_L0.csv").read_text().splitlines()) == 1 + 64
+    saved = read_json(out / "summary.json")
+    assert set(saved["checks"]) == {
+        "small_fvu_le_0.3", "small_ce_recovered_ge_0.7", "small_dead_fraction_le_0.2"
+    }  # fmt: skip
+    assert saved["alpha"] == config.l1_coefficient
+    assert [r["variant"] for r in saved["tied_vs_untied"]] == ["tied", "untied"]
+    assert read_json(out / "high_mmcs_features.json")["1"]["top_features"]
