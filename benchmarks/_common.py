@@ -37,3 +37,10 @@ def print_table(title: str, rows: list[tuple[str, float, float]], unit: str) -> 
     width = max(len(r[0]) for r in rows)
     for name, value, ratio in rows:
         print(f"{name:<{width}}  {value:10.1f} {unit}   {ratio:5.2f}x")
+
+
+def report_result(name: str, value: float, target: float, *, higher_is_better: bool = True) -> None:
+    """One machine-readable line that run_all.py collects: RESULT, name, value, target, verdict."""
+    ok = value >= target if higher_is_better else value < target
+    sign = ">=" if higher_is_better else "<"
+    print(f"RESULT\t{name}\t{value:.3f}\t{sign} {target:g}\t{'PASS' if ok else 'FAIL'}")

@@ -14,7 +14,7 @@ Target (issue 7): ablated >= 0.75x clean.
 import argparse
 
 import torch
-from _common import machine, print_table, time_interleaved
+from _common import machine, print_table, report_result, time_interleaved
 
 from lfp_mech import load_model
 from lfp_mech.ablation import ablate_features
@@ -95,6 +95,7 @@ def main() -> None:
     )
     print(f"ablated: {hooks}; completions changed by the ablation: {differ}/{len(prompts)}")
     print_table("generation tokens/s (ratio to clean)", rows, "tok/s")
+    report_result("generation with ablation / without", rows[1][2], 0.75)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine, print_table
+from _common import machine, print_table, report_result
 
 from lfp_mech.activations import ActivationConfig, _pad_batch, _tokenize, capture_activations
 from lfp_mech.data import load_prompts
@@ -95,6 +95,7 @@ def main() -> None:
     print(f"machine: {machine()}; model {args.model}; {len(texts)} texts, {n_tokens} tokens")
     print_table("tokens/s (ratio to the bare forward with the same stop_at_layer)", rows, "tok/s")
     ratio = rows[1][2]
+    report_result("activation capture / bare TL forward", ratio, 0.9)
     print(
         f"\ncapture / bare forward = {ratio:.2f}x (target >= 0.9x): {'OK' if ratio >= 0.9 else 'BELOW'}"
     )

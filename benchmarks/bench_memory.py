@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _common import report_result
+
 
 def child(args: argparse.Namespace) -> None:
     import random
@@ -110,6 +112,10 @@ def main() -> None:
             f"  {r['n_tokens']:>8} activations: peak RSS {r['peak_mb']:8.1f} MB "
             f"(after model load {r['after_load_mb']:.1f} MB)"
         )
+    report_result(
+        f"peak RSS growth, capture + training, {args.factor}x activations",
+        growth, 0.2, higher_is_better=False,
+    )  # fmt: skip
     print(f"peak RSS growth for {args.factor}x activations: {100 * growth:+.1f}% (target < 20%): "
           f"{'OK' if growth < 0.2 else 'ABOVE'}")  # fmt: skip
     print(

@@ -16,7 +16,7 @@ import statistics
 import time
 
 import torch
-from _common import machine, print_table
+from _common import machine, print_table, report_result
 
 from lfp_mech.saes import SAEConfig, build_training_sae, train_sae
 
@@ -88,6 +88,7 @@ def main() -> None:
             print_table(
                 f"{variant} {args.d_in}->{factor * args.d_in}: samples/s", rows, "samples/s"
             )
+    report_result("SAE training (lfp_mech) / bare PyTorch loop, worst", worst, 0.8)
     print(
         f"\nworst train_sae / bare loop = {worst:.2f}x (target >= 0.8x): {'OK' if worst >= 0.8 else 'BELOW'}"
     )
