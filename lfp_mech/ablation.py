@@ -630,7 +630,9 @@ def ablation_table(
         freqs: ``{hook_name: activation frequency of every feature}`` to draw the matched random
             control with :func:`matched_random_features`; or give ``random_features`` directly.
         exclude: features never used as random controls (default: ``task_features``).
-        mode, means: as in :func:`ablate_features`.
+        mode: ``"zero"`` or ``"mean"``, as in :func:`ablate_features`.
+        means: mean mode only: ``{hook_name: mean feature activations}``, as in
+            :func:`ablate_features`.
 
     Returns:
         :class:`AblationResult`; conditions are ``"clean"``, ``"task"`` and ``"random"``.
@@ -758,18 +760,20 @@ def run_validate_stage(
     """The ``validate`` stage: feature descriptions, Table 7 and Table 6, written to ``out_dir``.
 
     Args:
-        base_model_path, tuned_model_path: model names / local checkpoint dirs (anything
-            :func:`lfp_mech.models.load_model` takes), or loaded ``HookedTransformer`` objects.
+        base_model_path: the base model: a model name / local checkpoint dir (anything
+            :func:`lfp_mech.models.load_model` takes), or a loaded ``HookedTransformer``.
+        tuned_model_path: the fine-tuned model, in the same forms.
         sae_dirs: SAE-Lens SAE folders (or SAE objects), as ``{hook_name: dir}`` or a list (hook
             names from each SAE's ``cfg.metadata.hook_name``).
         feature_choice: ``{hook_name: feature ids}`` to explain and validate (high-MMCS features
             and/or the probe's top-weighted features).
         corpus_texts: texts for top-activating contexts and activation frequencies.
         prompts: prefixes for the ablation table (cut to ``config.prefix_tokens`` tokens).
-        probe_acts, probe_predictions: optional probe inputs ``{hook: Float[n_inputs, d_sae]}``
-            and the probe's predicted deltas; Table 7 then uses inputs with ``|delta| >
+        probe_acts: optional probe inputs ``{hook: Float[n_inputs, d_sae]}``; with
+            ``probe_predictions``, Table 7 uses the inputs with ``|delta| >
             config.delta_threshold``. Without them Table 7 uses corpus tokens that are VADER words
             with ``|valence| >= config.autointerp.sentiment_word_threshold``.
+        probe_predictions: the probe's predicted delta of each of ``probe_acts``' inputs.
 
     Writes: ``descriptions.{csv,md}``, ``top_contexts.json``, ``activation_frequency.{csv,md}``,
     ``ablation.{csv,md,png}``, ``completions.json``, ``features.json``,

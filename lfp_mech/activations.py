@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from lfp_mech._io import atomic_dir, read_json, save_tensors, write_json
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.models import generate_texts
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def capture_activations(
     """Run ``model`` on ``texts`` and stream the chosen layers' activations to ``out_dir``.
 
     Args:
-        model: a ``HookedTransformer`` (e.g. from :func:`lfp_mech.models.load_model`).
+        model (HookedTransformer): the model (e.g. from :func:`lfp_mech.models.load_model`).
         texts: the texts; each becomes ``[BOS] + tokens`` truncated to ``context_length``.
         layers: block indices to capture (all in one pass).
         out_dir: the store directory (replaced atomically when the capture completes).
@@ -372,30 +373,17 @@ def sample_completions(
         raise ConfigError("no prompts to sample completions from")
     rng = random.Random(seed)
     chosen = [prompts[rng.randrange(len(prompts))] for _ in range(n_texts)]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    texts: list[str] = []
-    try:
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            torch.manual_seed(seed)
-            for start in tqdm(range(0, n_texts, batch_size), desc="sample", disable=None):
-                batch = chosen[start : start + batch_size]
-                encoded = tokenizer(batch, return_tensors="pt", padding=True).to(hf_model.device)
-                out = hf_model.generate(
-                    **encoded,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    top_k=0,
-                    top_p=1.0,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-                new = tokenizer.batch_decode(
-                    out[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True
-                )
-                texts.extend(p + c for p, c in zip(batch, new, strict=True))
-    finally:
-        tokenizer.padding_side = side
-    return texts
+    completions, _ = generate_texts(
+        hf_model,
+        tokenizer,
+        chosen,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        device=hf_model.device,
+        desc="sample",
+    )
+    return [p + c for p, c in zip(chosen, completions, strict=True)]
 
 
 def run_activations_stage(

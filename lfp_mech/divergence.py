@@ -91,8 +91,9 @@ def layer_divergence(
     """Per block: the sum over its parameters of ``||θ_base − θ_tuned||_F`` (paper definition).
 
     Args:
-        base, tuned: HF causal LMs, or names/paths that :func:`lfp_mech.models.load_hf_model`
-            accepts (e.g. ``"smollm2-135m"`` and the RLHF stage's checkpoint directory).
+        base: an HF causal LM, or a name/path that :func:`lfp_mech.models.load_hf_model`
+            accepts (e.g. ``"smollm2-135m"``).
+        tuned: the same for the tuned model (e.g. the RLHF stage's checkpoint directory).
         config: block-name pattern and parameter filter.
 
     Returns:

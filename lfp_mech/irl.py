@@ -72,7 +72,7 @@ from einops import einsum, rearrange
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lfp_mech._io import (
     atomic_dir,
@@ -459,36 +459,21 @@ def generate_completions(
     ``do_sample`` each batch draws from its own seeded RNG (``seed + batch start``), so results
     do not depend on what else ran before.
     """
-    prompts = list(prompts)
-    if not prompts:
-        return []
-    model = model.to(device).eval()
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    gen_config = GenerationConfig(
+    from lfp_mech.models import generate_texts
+
+    completions, _ = generate_texts(
+        model.to(device),
+        tokenizer,
+        prompts,
         max_new_tokens=max_new_tokens,
         do_sample=do_sample,
-        pad_token_id=pad_id,
-        eos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
-        **({"temperature": temperature, "top_p": top_p} if do_sample else {}),
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
     )
-    lengths = [len(ids) for ids in tokenizer(prompts).input_ids]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
-    out: list[str] = [""] * len(prompts)
-    for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=None, leave=False):
-        idx = order[start : start + batch_size]
-        enc = tokenizer(
-            [prompts[i] for i in idx], return_tensors="pt", padding=True, padding_side="left"
-        ).to(device)
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + start)
-            ids = model.generate(**enc, generation_config=gen_config)
-        texts = tokenizer.batch_decode(ids[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
-        for i, text in zip(idx, texts, strict=True):
-            out[i] = text
-    return out
+    return completions
 
 
 def task_texts(

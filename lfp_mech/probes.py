@@ -918,8 +918,9 @@ def run_probes_stage(
     """The feedback-probe analysis, end to end; writes every artifact into ``out_dir``.
 
     Args:
-        base_model_path / tuned_model_path: model names or checkpoint dirs (see
-            :func:`lfp_mech.models.load_model`), or already loaded models.
+        base_model_path: the base model: a model name or checkpoint dir (see
+            :func:`lfp_mech.models.load_model`), or an already loaded model.
+        tuned_model_path: the tuned model, in the same forms.
         sae_dirs: ``{hook_name: dir}`` of SAE-Lens SAEs (``SAE.load_from_disk``) for the tuned
             model; ``base_sae_dirs`` (default: the same SAEs) for the base model.
         completions: texts sampled from the tuned policy (Figure 4 word frequencies).

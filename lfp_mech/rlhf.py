@@ -63,12 +63,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
-    GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
@@ -76,6 +73,7 @@ from transformers import (
 
 from lfp_mech._io import atomic_dir, atomic_path, read_json, write_json, write_text
 from lfp_mech.errors import ConfigError, HubUnavailableError, LfpMechError
+from lfp_mech.models import generate_texts
 
 logger = logging.getLogger(__name__)
 
@@ -1176,55 +1174,19 @@ def _sample(
         )
     if temperature <= 0:
         raise ConfigError(f"temperature must be > 0 (sampling), got {temperature}")
-    eos = tokenizer.eos_token_id
-    generation_config = GenerationConfig(
+    return generate_texts(
+        model,
+        tokenizer,
+        prompts,
         max_new_tokens=n_new_tokens,
         min_new_tokens=min_new_tokens,
-        do_sample=True,
         temperature=temperature,
-        top_k=0,
-        top_p=1.0,
         repetition_penalty=repetition_penalty,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-        eos_token_id=eos,
-        use_cache=True,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        desc=desc,
     )
-    texts: list[str] = []
-    lengths: list[int] = []
-    padding_side, was_training = tokenizer.padding_side, model.training
-    tokenizer.padding_side = "left"
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=_rng_devices(device)), torch.no_grad():
-            torch.manual_seed(seed)
-            for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=None):
-                batch = tokenizer(
-                    list(prompts[start : start + batch_size]), return_tensors="pt", padding=True
-                ).to(device)
-                out = model.generate(**batch, generation_config=generation_config)
-                new_tokens = out[:, batch["input_ids"].shape[1] :]
-                batch_lengths = _lengths_before_eos(new_tokens, eos)
-                lengths += batch_lengths.tolist()
-                texts += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return texts, lengths
-
-
-def _lengths_before_eos(tokens: Int[Tensor, "batch new"], eos: int | None) -> Int[Tensor, " batch"]:
-    """Number of generated tokens before the first EOS (padding after EOS is not counted)."""
-    if eos is None:
-        return torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
-    before_eos = (tokens == eos).long().cumsum(dim=-1) == 0
-    return before_eos.long().sum(dim=-1)
-
-
-def _rng_devices(device: str) -> list:
-    kind = torch.device(device)
-    if kind.type != "cuda":
-        return []
-    return [kind.index if kind.index is not None else torch.cuda.current_device()]
 
 
 # --------------------------------------------------------------------------- models and prompts

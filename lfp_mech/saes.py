@@ -505,7 +505,9 @@ def l1_sweep(
         heldout_acts: activations to measure on.
         alphas: α values (per-element-MSE units, see the module docstring).
         config: training options (``sweep_tokens`` activations per SAE).
-        tied, expansion_factor: the SAE variant (default: ``config.tied`` and the small size).
+        tied: tie the decoder (default: ``config.tied``).
+        expansion_factor: ``d_sae / d_in`` (default: the small size,
+            ``config.expansion_factors[0]``).
 
     Returns one row per α: ``alpha``, ``sae_lens_l1_coefficient`` and :func:`sae_metrics`.
     """
