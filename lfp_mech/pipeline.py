@@ -143,6 +143,8 @@ SMOKE_STAGE_OVERRIDES: dict[str, dict[str, Any]] = {
         "n_test_prompts": 8,
         "n_other_texts": 8,
         "max_new_tokens": 8,
+        "rlhf_steps": 2,
+        "rlhf_eval_prompts": 4,
         "n_seeds": 2,
         "n_epochs": 2,
         "max_length": 48,

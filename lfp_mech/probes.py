@@ -83,7 +83,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from lfp_mech._io import save_tensors, write_json, write_text
+from lfp_mech._io import load_tensors, save_tensors, write_json, write_text
 from lfp_mech.errors import ConfigError, LfpMechError
 
 logger = logging.getLogger(__name__)
@@ -1202,6 +1202,79 @@ def load_saes(dirs: Mapping[str, str | Path], *, device: str = "cpu") -> dict[st
         sae.cfg.metadata.hook_name = hook
         saes[hook] = sae.eval()
     return saes
+
+
+def load_probe(path: str | Path, name: str = _PRIMARY) -> LinearProbe:
+    """A probe saved by :func:`run_probes_stage` (``probes.safetensors``; default: the tuned one)."""
+    tensors = load_tensors(path)
+    if f"{name}.weight" not in tensors:
+        names = sorted({key.split(".")[0] for key in tensors})
+        raise ConfigError(f"{path} has no probe {name!r}; probes: {names}")
+    return LinearProbe(
+        weight=tensors[f"{name}.weight"].double().numpy(),
+        bias=float(tensors[f"{name}.bias"]),
+        scale=float(tensors[f"{name}.scale"]),
+    )
+
+
+def probe_reward(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    probe: LinearProbe,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> Float[Tensor, " batch"]:
+    """The probe's estimate of the VADER reward of whole texts: the paper's reward formula with
+    the probe in place of the lexicon, ``clip(Σ_word probe(A_concat(word)) / 5, −10, 10)``.
+
+    Each word's ``A_concat`` is its SAE features averaged over its tokens, in context (one
+    forward pass per batch of texts). Words are found like :func:`lfp_mech.rewards.words`
+    does (runs of letters/digits with inner apostrophes).
+    """
+    hooks = ordered_hooks(saes)
+    hook_names = [h for h, _ in hooks]
+    _check_hooks(model, hook_names)
+    tokenizer = model.tokenizer
+    bos = [tokenizer.bos_token_id] if model.cfg.default_prepend_bos else []
+    pad_id = _pad_id(model)
+    scores: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            enc = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=True)
+            ids = [bos + list(i) for i in enc["input_ids"]]
+            length = max(len(i) for i in ids)
+            tokens = torch.full((len(ids), length), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(ids), length), dtype=torch.long)
+            for row, seq in enumerate(ids):
+                tokens[row, : len(seq)] = torch.tensor(seq)
+                attention[row, : len(seq)] = 1
+            _, cache = model.run_with_cache(
+                tokens.to(device),
+                attention_mask=attention.to(device),
+                names_filter=hook_names,
+                stop_at_layer=max(_hook_layer(h) for h in hook_names) + 1,
+            )
+            features = torch.cat([_encode(cache[h], sae, h) for h, sae in hooks], dim=-1).cpu()
+            for row, (text, offsets) in enumerate(zip(batch, enc["offset_mapping"], strict=True)):
+                words = []
+                for match in _TEXT_WORD_RE.finditer(text):
+                    lo, hi = match.span()
+                    positions = [
+                        j + len(bos)
+                        for j, (a, b) in enumerate(offsets)
+                        if b > a and a < hi and b > lo
+                    ]
+                    if positions:
+                        words.append(features[row, positions].mean(dim=0))
+                total = float(probe.predict(torch.stack(words)).sum()) / 5.0 if words else 0.0
+                scores.append(min(max(total, -10.0), 10.0))
+    return torch.tensor(scores, dtype=torch.float32)
+
+
+_TEXT_WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
 
 # --------------------------------------------------------------------------- helpers

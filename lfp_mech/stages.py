@@ -197,15 +197,69 @@ def _layer_of(hook: str) -> int:
 
 
 @register_stage(
-    "irl", requires=["rlhf"], description="recover the reward from behaviour (max-margin IRL)"
+    "irl",
+    requires=["probes"],
+    description="recover the reward from behaviour (max-margin IRL), compare with the probe, "
+    "re-train a policy on the recovered reward",
 )
 def irl_stage(ctx: StageContext) -> dict[str, Any]:
-    from lfp_mech.irl import IRLConfig, run_irl_stage
+    """Options: IRLConfig fields, ``preset`` ("default"/"paper"), and ``rlhf_steps`` /
+    ``rlhf_eval_prompts`` for IRL-RLHF (``rlhf_steps=0`` skips it)."""
+    from lfp_mech.data import load_prompts
+    from lfp_mech.irl import IRLConfig, irl_rlhf, run_irl_stage
+    from lfp_mech.rlhf import RLHFConfig
 
     options = {"seed": ctx.config.seed, "device": ctx.config.device, **ctx.options}
     preset = options.pop("preset", "default")
+    rlhf_steps = int(options.pop("rlhf_steps", 20))
+    n_eval = int(options.pop("rlhf_eval_prompts", 128))
     config = IRLConfig.preset(preset, **options)
-    return run_irl_stage(ctx.config.model, _policy_dir(ctx), "vader", ctx.dir / "vader", config)
+    summary = run_irl_stage(
+        ctx.config.model,
+        _policy_dir(ctx),
+        "vader",
+        ctx.dir / "vader",
+        config,
+        probe_fn=_probe_reward_fn(ctx),
+    )
+    if rlhf_steps > 0:
+        rlhf_config = RLHFConfig(
+            max_steps=rlhf_steps, n_eval_prompts=n_eval, seed=config.seed, device=config.device
+        )
+        result = irl_rlhf(
+            ctx.config.model,
+            ctx.dir / "vader" / "reward_model",
+            load_prompts("reviews", "train"),
+            rlhf_config,
+            ctx.dir / "irl_rlhf",
+            true_policy=_policy_dir(ctx),
+            task="vader",
+            eval_prompts=load_prompts("reviews", "test", n=n_eval, seed=config.seed),
+            device=config.device,
+        )
+        summary["irl_rlhf_true_reward"] = {
+            row["policy"]: row["mean_reward"] for row in result["table"]
+        }
+    return summary
+
+
+def _probe_reward_fn(ctx: StageContext):
+    """texts -> the probes stage's reward estimate on the tuned policy (loaded on first use)."""
+    loaded: dict[str, Any] = {}
+
+    def estimate(texts):
+        from lfp_mech.models import load_model
+        from lfp_mech.probes import load_probe, load_saes, probe_reward
+
+        if not loaded:
+            loaded["model"] = load_model(_policy_dir(ctx), device=ctx.config.device)
+            loaded["saes"] = load_saes(_small_sae_dirs(ctx), device=ctx.config.device)
+            loaded["probe"] = load_probe(ctx.stage_dir("probes") / "probes.safetensors")
+        return probe_reward(
+            loaded["model"], loaded["saes"], loaded["probe"], texts, device=ctx.config.device
+        )
+
+    return estimate
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

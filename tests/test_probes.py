@@ -408,3 +408,35 @@ def test_smollm2_span_features_match_manual(smollm2):
             torch.testing.assert_close(
                 out[i], _manual(smollm2, hooks, texts[i], spans[i]), atol=1e-4, rtol=1e-4
             )
+
+
+def test_probe_reward_is_the_vader_formula_over_word_features(tiny_model, saes, tmp_path):
+    import re
+
+    from lfp_mech.probes import LinearProbe, load_probe, probe_reward
+
+    d = sum(s.cfg.d_sae for s in saes.values())
+    rng = np.random.default_rng(0)
+    probe = LinearProbe(weight=rng.normal(size=d), bias=0.1, scale=0.5)
+    texts = ["The plot was wonderful, and the ending didn't drag.", "Bad acting", "!!"]
+    got = probe_reward(tiny_model, saes, probe, texts, batch_size=2)
+    expected = []
+    for text in texts:
+        spans = [m.span() for m in re.finditer(r"[^\W_]+(?:'[^\W_]+)*", text)]
+        if not spans:
+            expected.append(0.0)
+            continue
+        feats = concat_features(tiny_model, saes, [text] * len(spans), spans)
+        expected.append(float(np.clip(probe.predict(feats).sum() / 5, -10, 10)))
+    assert got.tolist() == pytest.approx(expected, abs=1e-5)
+    assert got[2] == 0.0
+
+    from lfp_mech._io import save_tensors
+
+    save_tensors(
+        tmp_path / "p.safetensors", {f"tuned_sae.{k}": v for k, v in probe.state_dict().items()}
+    )
+    loaded = load_probe(tmp_path / "p.safetensors")
+    assert np.allclose(loaded.weight, probe.weight, atol=1e-6) and loaded.scale == pytest.approx(
+        0.5
+    )
