@@ -9,6 +9,7 @@ from lfp_mech.data import (
     heldout_words,
     load_prompts,
     make_triples,
+    triple_templates,
 )
 from lfp_mech.errors import (
     ConfigError,
@@ -22,6 +23,7 @@ from lfp_mech.models import (
     MODEL_REGISTRY,
     available_models,
     build_tiny_model,
+    generate_texts,
     hooked_from_hf,
     load_hf_model,
     load_model,
@@ -47,6 +49,11 @@ from lfp_mech.rewards import (
 
 # Stage modules import TRL / SAE-Lens / TransformerLens (seconds each): loaded on first use.
 _LAZY: dict[str, str] = {
+    "probe_reward": "lfp_mech.probes",
+    "load_probe": "lfp_mech.probes",
+    "collect_feature_sets": "lfp_mech.probes",
+    "spliced_ce_losses": "lfp_mech.saes",
+    "task_texts": "lfp_mech.irl",
     "RLHFConfig": "lfp_mech.rlhf",
     "DPOConfigLite": "lfp_mech.rlhf",
     "train_policy": "lfp_mech.rlhf",
@@ -158,6 +165,8 @@ __all__ = [
     "load_prompts",
     "logprob_parity",
     "make_triples",
+    "triple_templates",
+    "generate_texts",
     "parity_tokens",
     "preset_config",
     "read_manifest",
