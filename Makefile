@@ -32,6 +32,7 @@ smoke: install  ## every stage on a tiny random model, < 2 minutes
 test: install  ## lint + unit tests + integration tests on the real SmolLM2 + docs build
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+	$(BIN)/pytest --nbmake notebooks -o addopts="" -p no:cacheprovider -q  # smoke mode
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 docs: install

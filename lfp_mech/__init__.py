@@ -49,6 +49,9 @@ from lfp_mech.rewards import (
 
 # Stage modules import TRL / SAE-Lens / TransformerLens (seconds each): loaded on first use.
 _LAZY: dict[str, str] = {
+    "run_preference_probe": "lfp_mech.probes",
+    "ordered_hooks": "lfp_mech.probes",
+    "LinearProbe": "lfp_mech.probes",
     "probe_reward": "lfp_mech.probes",
     "load_probe": "lfp_mech.probes",
     "collect_feature_sets": "lfp_mech.probes",
