@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 
 from lfp_mech._io import write_text
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.rewards import WORD_RE
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +168,6 @@ class Corpus:
         return self.texts[i][s:e] if pos > 0 else "<bos>"
 
 
-_WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-
-
 def tokenize_corpus(model: nn.Module, texts: Sequence[str], *, max_len: int = 64) -> Corpus:
     """Tokenize like TransformerLens (BOS prepended) and keep each token's span and word.
 
@@ -199,7 +197,7 @@ def tokenize_corpus(model: nn.Module, texts: Sequence[str], *, max_len: int = 64
 def _token_words(text: str, offsets: Sequence[tuple[int, int]]) -> list[str]:
     """The word (letters/digits, inner apostrophes) under each token's first word character."""
     owner = [-1] * len(text)
-    found = [m for m in _WORD_RE.finditer(text.replace("’", "'"))]
+    found = [m for m in WORD_RE.finditer(text.replace("’", "'"))]
     for w, m in enumerate(found):
         owner[m.start() : m.end()] = [w] * (m.end() - m.start())
     out = []

@@ -85,6 +85,7 @@ from transformer_lens import HookedTransformer
 
 from lfp_mech._io import load_tensors, save_tensors, write_json, write_text
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.rewards import WORD_RE
 
 logger = logging.getLogger(__name__)
 
@@ -1260,7 +1261,7 @@ def probe_reward(
             features = torch.cat([_encode(cache[h], sae, h) for h, sae in hooks], dim=-1).cpu()
             for row, (text, offsets) in enumerate(zip(batch, enc["offset_mapping"], strict=True)):
                 words = []
-                for match in _TEXT_WORD_RE.finditer(text):
+                for match in WORD_RE.finditer(text):
                     lo, hi = match.span()
                     positions = [
                         j + len(bos)
@@ -1272,9 +1273,6 @@ def probe_reward(
                 total = float(probe.predict(torch.stack(words)).sum()) / 5.0 if words else 0.0
                 scores.append(min(max(total, -10.0), 10.0))
     return torch.tensor(scores, dtype=torch.float32)
-
-
-_TEXT_WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
 
 # --------------------------------------------------------------------------- helpers

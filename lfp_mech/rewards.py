@@ -118,7 +118,8 @@ def vader_lexicon() -> dict[str, float]:
 
 
 _PUNCT = "".join(sorted(set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»…–—")))
-_WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+"""A word: a run of letters/digits with inner apostrophes (shared by every word-level analysis)."""
 
 
 def _words(text: str, lexicon: dict[str, float]) -> Iterator[str]:
@@ -130,7 +131,7 @@ def _words(text: str, lexicon: dict[str, float]) -> Iterator[str]:
         if core in lexicon:
             yield core
         else:
-            yield from _WORD_RE.findall(core)
+            yield from WORD_RE.findall(core)
 
 
 def words(text: str) -> list[str]:
