@@ -49,6 +49,7 @@ from lfp_mech.rewards import (
 
 # Stage modules import TRL / SAE-Lens / TransformerLens (seconds each): loaded on first use.
 _LAZY: dict[str, str] = {
+    "small_sae_dirs": "lfp_mech.stages",
     "run_preference_probe": "lfp_mech.probes",
     "ordered_hooks": "lfp_mech.probes",
     "LinearProbe": "lfp_mech.probes",

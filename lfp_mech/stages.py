@@ -74,9 +74,15 @@ def _top_layers(ctx: StageContext) -> list[int]:
 
 
 def _small_sae_dirs(ctx: StageContext) -> dict[str, Path]:
-    summary = read_json(ctx.stage_dir("saes") / "summary.json")
+    return small_sae_dirs(ctx.run_dir)
+
+
+def small_sae_dirs(run_dir: str | Path) -> dict[str, Path]:
+    """``{hook_name: folder}`` of a run's small SAEs (the dictionaries the probes use)."""
+    saes_dir = Path(run_dir) / "saes"
+    summary = read_json(saes_dir / "summary.json")
     return {
-        hook: ctx.stage_dir("saes") / f"L{layer}_small"
+        hook: saes_dir / f"L{layer}_small"
         for layer, hook in zip(summary["layers"], summary["hook_names"], strict=True)
     }
 

@@ -948,11 +948,7 @@ build(
 
             from lfp_mech.probes import run_preference_probe
 
-            sae_summary = read_json(stage_dir("saes") / "summary.json")
-            sae_dirs = {
-                hook: stage_dir("saes") / f"L{layer}_small"
-                for layer, hook in zip(sae_summary["layers"], sae_summary["hook_names"], strict=True)
-            }
+            sae_dirs = lfp_mech.small_sae_dirs(RUN_DIR)
             model = lfp_mech.load_model(policy_dir)
             chosen = list(pairs["prompt"] + pairs["chosen"])
             rejected = list(pairs["prompt"] + pairs["rejected"])
@@ -1599,11 +1595,7 @@ build(
 
             scores = pd.read_json(stage_dir("irl") / "vader" / "heldout_scores.jsonl", lines=True)
             probe = load_probe(stage_dir("probes") / "probes.safetensors")  # the tuned_sae probe
-            sae_summary = read_json(stage_dir("saes") / "summary.json")
-            sae_dirs = {
-                hook: stage_dir("saes") / f"L{layer}_small"
-                for layer, hook in zip(sae_summary["layers"], sae_summary["hook_names"], strict=True)
-            }
+            sae_dirs = lfp_mech.small_sae_dirs(RUN_DIR)
             saes = lfp_mech.load_saes(sae_dirs)
             assert probe.weight.shape[0] == sum(sae.cfg.d_sae for _, sae in ordered_hooks(saes))
             model = lfp_mech.load_model(stage_dir("rlhf") / "policy")
