@@ -10,7 +10,7 @@ from typing import Any
 
 from lfp_mech._io import read_json, write_json
 from lfp_mech.errors import LfpMechError
-from lfp_mech.pipeline import StageContext, register_stage
+from lfp_mech.pipeline import StageContext, build_options, register_stage
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,9 @@ def model_stage(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _with_run_defaults(cls: type, ctx: StageContext, **defaults: Any):
-    """The stage's config dataclass: run seed/device, then stage defaults, then the user's options."""
-    from lfp_mech.pipeline import build_options
-
-    options = {"seed": ctx.config.seed, "device": ctx.config.device, **defaults, **ctx.options}
+def _with_run_defaults(cls: type, ctx: StageContext):
+    """The stage's config dataclass from the run's seed and device and the user's options."""
+    options = {"seed": ctx.config.seed, "device": ctx.config.device, **ctx.options}
     valid = {f.name for f in dataclasses.fields(cls)}
     return build_options(
         cls, {k: v for k, v in options.items() if k in valid or k in ctx.options}, ctx.name
@@ -71,10 +69,6 @@ def _completions(ctx: StageContext, policy: str) -> list[str]:
 
 def _top_layers(ctx: StageContext) -> list[int]:
     return list(read_json(ctx.stage_dir("divergence") / "summary.json")["top_layers_sorted"])
-
-
-def _small_sae_dirs(ctx: StageContext) -> dict[str, Path]:
-    return small_sae_dirs(ctx.run_dir)
 
 
 def small_sae_dirs(run_dir: str | Path) -> dict[str, Path]:
@@ -141,7 +135,7 @@ def probes_stage(ctx: StageContext) -> dict[str, Any]:
     return run_probes_stage(
         ctx.config.model,
         _policy_dir(ctx),
-        _small_sae_dirs(ctx),
+        small_sae_dirs(ctx.run_dir),
         _completions(ctx, "tuned"),
         ctx.dir,
         config,
@@ -158,7 +152,7 @@ def validate_stage(ctx: StageContext) -> dict[str, Any]:
     from lfp_mech.data import load_prompts
 
     config = _with_run_defaults(ValidateConfig, ctx)
-    sae_dirs = _small_sae_dirs(ctx)
+    sae_dirs = small_sae_dirs(ctx.run_dir)
     choice = _feature_choice(ctx, sae_dirs, n_per_hook=8)
     write_json(ctx.dir / "feature_choice.json", choice)
     corpus = read_json(ctx.stage_dir("activations") / "heldout" / "texts.json")
@@ -179,6 +173,7 @@ def _feature_choice(
 ) -> dict[str, list[int]]:
     """Per hook: the highest-MMCS features and the probe's most positively weighted features."""
     from lfp_mech._io import load_tensors
+    from lfp_mech.probes import ordered_hooks
 
     high = read_json(ctx.stage_dir("saes") / "high_mmcs_features.json")
     choice = {
@@ -186,7 +181,7 @@ def _feature_choice(
     }
     weights = load_tensors(ctx.stage_dir("probes") / "probes.safetensors")["tuned_sae.weight"]
     offset = 0
-    for hook in sorted(sae_dirs, key=_layer_of):
+    for hook, _ in ordered_hooks(dict.fromkeys(sae_dirs)):  # the probe's concatenation order
         width = read_json(sae_dirs[hook] / "cfg.json")["d_sae"]
         top = weights[offset : offset + width].abs().argsort(descending=True)[:n_per_hook]
         offset += width
@@ -196,10 +191,6 @@ def _feature_choice(
             f"probe has {weights.numel()} weights but the SAEs have {offset} features"
         )
     return choice
-
-
-def _layer_of(hook: str) -> int:
-    return int(hook.split(".")[1])
 
 
 @register_stage(
@@ -259,7 +250,7 @@ def _probe_reward_fn(ctx: StageContext):
 
         if not loaded:
             loaded["model"] = load_model(_policy_dir(ctx), device=ctx.config.device)
-            loaded["saes"] = load_saes(_small_sae_dirs(ctx), device=ctx.config.device)
+            loaded["saes"] = load_saes(small_sae_dirs(ctx.run_dir), device=ctx.config.device)
             loaded["probe"] = load_probe(ctx.stage_dir("probes") / "probes.safetensors")
         return probe_reward(
             loaded["model"], loaded["saes"], loaded["probe"], texts, device=ctx.config.device
