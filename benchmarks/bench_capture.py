@@ -13,13 +13,11 @@ Target (issue 5): capture >= 0.9x the bare forward.
 
 import argparse
 import random
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from _common import machine, print_table, report_result
+from _common import machine, print_table, report_result, time_interleaved
 
 from lfp_mech.activations import ActivationConfig, _pad_batch, _tokenize, capture_activations
 from lfp_mech.data import load_prompts
@@ -81,15 +79,8 @@ def main() -> None:
         f"capture_activations {layers} (to disk)": capture,
         "bare TL forward, full model": bare(None),
     }
-    samples = {name: [] for name in fns}
-    for repeat in range(args.repeats + 1):  # first round is a warm-up
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if repeat:
-                samples[name].append(time.perf_counter() - start)
+    seconds = time_interleaved(fns, repeats=args.repeats)
     tmp_dir.cleanup()
-    seconds = {name: statistics.median(s) for name, s in samples.items()}
     reference = n_tokens / seconds[next(iter(fns))]
     rows = [(name, n_tokens / s, n_tokens / s / reference) for name, s in seconds.items()]
     print(f"machine: {machine()}; model {args.model}; {len(texts)} texts, {n_tokens} tokens")

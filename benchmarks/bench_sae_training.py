@@ -12,11 +12,9 @@ Target (issue 5): >= 0.8x the bare loop.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
-from _common import machine, print_table, report_result
+from _common import machine, print_table, report_result, time_interleaved
 
 from lfp_mech.saes import SAEConfig, build_training_sae, train_sae
 
@@ -73,14 +71,7 @@ def main() -> None:
                 "bare PyTorch loop": bare(tied, factor),
                 "train_sae (SAETrainer)": ours(tied, factor),
             }
-            samples = {name: [] for name in fns}
-            for repeat in range(args.repeats + 1):  # first round is a warm-up
-                for name, fn in fns.items():
-                    start = time.perf_counter()
-                    fn()
-                    if repeat:
-                        samples[name].append(time.perf_counter() - start)
-            seconds = {name: statistics.median(s) for name, s in samples.items()}
+            seconds = time_interleaved(fns, repeats=args.repeats)
             reference = n_samples / seconds["bare PyTorch loop"]
             rows = [(n, n_samples / s, n_samples / s / reference) for n, s in seconds.items()]
             worst = min(worst, rows[1][2])
