@@ -41,7 +41,8 @@ included (padding is masked by attention anyway)::
 
 * feature descriptions with a "related to the fine-tuning task" label (:mod:`lfp_mech.autointerp`);
 * Table 7 — :func:`activation_frequency`: how often task-related features are active on the
-  inputs the probe scores with ``|delta| > 3``, against the average feature;
+  probe's inputs that it predicts with ``delta > 3`` (strong positive feedback, as in the
+  paper), against the average feature;
 * Table 6 — :func:`ablation_table`: mean reward of completions to (≤ 30-token) prefixes, for the
   base and the fine-tuned model, clean / task-related features ablated / the same number of random
   features with matched activation frequency (:func:`matched_random_features`) ablated, with 95%
@@ -128,7 +129,8 @@ class ValidateConfig:
     """Ablate the chosen features labelled task-related (the paper), or all chosen features.
     If none is labelled task-related, all chosen features are ablated and the summary says so."""
     delta_threshold: float = 3.0
-    """Table 7 selects inputs whose probe-predicted |delta| exceeds this (the paper: 3)."""
+    """Table 7 selects the probe inputs whose predicted delta (normalised to [-4, 4]) exceeds
+    this: the paper's "inputs the probe predicts with delta > 3", strong positive feedback."""
     confidence: float = 0.95
     """Confidence level of the intervals."""
     n_examples_saved: int = 8
@@ -550,8 +552,8 @@ def activation_frequency(
     """Share of the selected inputs on which each feature is active (activation > ``threshold``).
 
     The paper's inputs are the probe's inputs and the selection is "probe-predicted delta > 3"
-    (``selected_inputs_mask = probe_predictions.abs() > 3``); ``feature_ids`` are the
-    task-related features. Raises ``ConfigError`` if no input is selected.
+    (``selected_inputs_mask = probe_predictions > 3``); ``feature_ids`` are the task-related
+    features. Raises ``ConfigError`` if no input is selected.
     """
     n_inputs, d_sae = feature_acts.shape
     if selected_inputs_mask.shape[0] != n_inputs:
@@ -769,11 +771,15 @@ def run_validate_stage(
             and/or the probe's top-weighted features).
         corpus_texts: texts for top-activating contexts and activation frequencies.
         prompts: prefixes for the ablation table (cut to ``config.prefix_tokens`` tokens).
-        probe_acts: optional probe inputs ``{hook: Float[n_inputs, d_sae]}``; with
-            ``probe_predictions``, Table 7 uses the inputs with ``|delta| >
-            config.delta_threshold``. Without them Table 7 uses corpus tokens that are VADER words
-            with ``|valence| >= config.autointerp.sentiment_word_threshold``.
-        probe_predictions: the probe's predicted delta of each of ``probe_acts``' inputs.
+        probe_acts: the probe's inputs ``{hook: Float[n_inputs, d_sae]}`` (one entry per SAE
+            hook; the pipeline passes :func:`lfp_mech.probes.load_probe_inputs` ``.features``).
+            With ``probe_predictions``, Table 7 uses the inputs with predicted ``delta >
+            config.delta_threshold`` (the paper). If none passes, Table 7 says so (0 selected
+            inputs, NaN shares, a warning); it does not fall back to other inputs. Without probe
+            inputs Table 7 uses corpus tokens that are VADER words with ``|valence| >=
+            config.autointerp.sentiment_word_threshold``.
+        probe_predictions: the probe's predicted delta (normalised to [-4, 4]) of each of
+            ``probe_acts``' inputs.
 
     Writes: ``descriptions.{csv,md}``, ``top_contexts.json``, ``activation_frequency.{csv,md}``,
     ``ablation.{csv,md,png}``, ``completions.json``, ``features.json``,
@@ -784,6 +790,8 @@ def run_validate_stage(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if (probe_acts is None) != (probe_predictions is None):
+        raise ConfigError("pass probe_acts and probe_predictions together (or neither)")
     tuned = _load(tuned_model_path, config)
     base = _load(base_model_path, config)
     saes = _load_saes(sae_dirs, config.device)
@@ -922,27 +930,65 @@ def _frequency_rows(
 ) -> list[dict[str, Any]]:
     """Table 7 rows: per hook and feature group, mean share of the selected inputs where active.
 
-    With probe inputs: inputs with ``|predicted delta| > delta_threshold`` (the paper). Without:
-    corpus tokens of VADER words with ``|valence| >= sentiment_word_threshold``. The last column
-    is the same share over all inputs (all probe inputs / all corpus tokens) for reference.
+    With probe inputs: those with ``predicted delta > delta_threshold`` (the paper); if none
+    passes, the shares are NaN and ``n_inputs`` is 0 (with a warning), never other inputs.
+    Without: corpus tokens of VADER words with ``|valence| >= sentiment_word_threshold``.
+    ``source``/``inputs`` say which inputs were used, ``n_inputs`` how many were selected out of
+    ``n_inputs_total``; ``active_share_all_inputs`` is the share over all of them.
     """
+    use_probe = probe_acts is not None and probe_predictions is not None
+    if use_probe:
+        predictions = probe_predictions.detach().float().cpu().reshape(-1)
+        mask = predictions > config.delta_threshold
+        n_selected, n_total = int(mask.sum()), int(predictions.numel())
+        inputs = (
+            f"probe inputs with predicted delta > {config.delta_threshold:g}: "
+            f"{n_selected} of {n_total}"
+        )
+        if n_selected == 0:
+            logger.warning(
+                "Table 7: none of the %d probe inputs has predicted delta > %g (max %.3g); "
+                "its active shares are NaN",
+                n_total,
+                config.delta_threshold,
+                float(predictions.max()) if n_total else math.nan,
+            )
+        else:
+            logger.info("Table 7: %s", inputs)
     rows = []
     for hook, scan in described.scans.items():
-        if probe_acts is not None and probe_predictions is not None and hook in probe_acts:
-            mask = probe_predictions.abs() > config.delta_threshold
-            inputs = f"probe inputs with |predicted delta| > {config.delta_threshold:g}"
-            selected = activation_frequency(probe_acts[hook], [], mask)
-            overall = activation_frequency(probe_acts[hook], [], torch.ones_like(mask)).per_feature
-            share, n_inputs = selected.per_feature, selected.n_selected
+        d_sae = scan.frequency.numel()
+        if use_probe:
+            if hook not in probe_acts:
+                raise ConfigError(
+                    f"probe_acts has no features for {hook!r} (has {sorted(probe_acts)}); "
+                    "Table 7 needs the probe inputs of every SAE hook"
+                )
+            acts = probe_acts[hook].detach().float().cpu()
+            if tuple(acts.shape) != (n_total, d_sae):
+                raise ConfigError(
+                    f"probe_acts[{hook!r}] has shape {tuple(acts.shape)}; expected "
+                    f"({n_total}, {d_sae}) = (inputs with a prediction, d_sae)"
+                )
+            source = "probe inputs"
+            everything = torch.ones(n_total, dtype=torch.bool)
+            overall = activation_frequency(acts, [], everything).per_feature
+            if n_selected:
+                share = activation_frequency(acts, [], mask).per_feature
+            else:
+                share = torch.full((d_sae,), math.nan)
+            n_inputs, n_all = n_selected, n_total
         else:
             threshold = config.autointerp.sentiment_word_threshold
+            source = "corpus tokens"
             inputs = f"corpus tokens of VADER words with |valence| >= {threshold:g}"
-            share, overall, n_inputs = scan.frequency_selected, scan.frequency, scan.n_selected
+            share, overall = scan.frequency_selected, scan.frequency
+            n_inputs, n_all = scan.n_selected, scan.n_tokens
         average = float(share.mean())
         groups = [
             ("task-related", task_related.get(hook, [])),
             ("chosen", choice.get(hook, [])),
-            ("all features", list(range(share.numel()))),
+            ("all features", list(range(d_sae))),
         ]
         for group, ids in groups:
             if not ids:
@@ -954,8 +1000,10 @@ def _frequency_rows(
                     "layer": layer_of_hook(hook),
                     "group": group,
                     "n_features": len(ids),
+                    "source": source,
                     "inputs": inputs,
                     "n_inputs": n_inputs,
+                    "n_inputs_total": n_all,
                     "active_share": value,
                     "ratio_to_average": value / average if average > 0 else math.nan,
                     "active_share_all_inputs": float(overall[ids].mean()),
@@ -985,6 +1033,7 @@ def _summary(
         for r in freq_rows
         if r["group"] != "all features"
     }
+    first = freq_rows[0] if freq_rows else {}
     return {
         "n_features_described": len(described.rows),
         "n_task_related": sum(bool(r["task_related"]) for r in described.rows),
@@ -997,5 +1046,11 @@ def _summary(
         "mean_reward": cells,
         "delta_vs_clean_ci": deltas,
         "activation_frequency_ratio": ratios,
+        "activation_frequency_inputs": {
+            "source": first.get("source"),
+            "inputs": first.get("inputs"),
+            "n_selected": first.get("n_inputs"),
+            "n_total": first.get("n_inputs_total"),
+        },
         "config": dataclasses.asdict(config),
     }

@@ -53,11 +53,16 @@ inputs. **Figure 4**: :func:`word_frequencies` counts lexicon words in the tuned
 completions (with :func:`lfp_mech.rewards.words`, the reward's own tokenizer) and
 :func:`frequency_error_correlation` relates |probe − VADER| to that frequency (Spearman ρ).
 
-:func:`run_probes_stage` runs the whole analysis and writes the tables and figures.
+:func:`run_probes_stage` runs the whole analysis and writes the tables and figures. It also
+saves the tuned SAE probe's inputs (dataset ``D``, split back into one feature block per hook)
+with the probe's prediction for each (:func:`save_probe_inputs`, read back with
+:func:`load_probe_inputs`): the ``validate`` stage selects the inputs the probe predicts with
+delta > 3 from them for paper Table 7.
 """
 
 import csv
 import io
+import json
 import logging
 import math
 import re
@@ -95,11 +100,13 @@ __all__ = [
     "LinearProbe",
     "FeedbackProbe",
     "LogisticProbeResult",
+    "PROBE_INPUTS_FILE",
     "PCAResult",
     "PairedDiff",
     "PreferenceProbeConfig",
     "ProbeDataset",
     "ProbeEval",
+    "ProbeInputs",
     "ProbesConfig",
     "activation_deltas",
     "build_probe_dataset",
@@ -113,6 +120,7 @@ __all__ = [
     "fit_logistic_probe",
     "frequency_error_correlation",
     "kendall_tau",
+    "load_probe_inputs",
     "load_saes",
     "mean_pooled_features",
     "ordered_hooks",
@@ -120,6 +128,7 @@ __all__ = [
     "pca_explained",
     "run_preference_probe",
     "run_probes_stage",
+    "save_probe_inputs",
     "shuffled_labels",
     "word_frequencies",
     "xavier_probe",
@@ -152,6 +161,10 @@ would if it were run on that representation.
 
 _HOOK_LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 _PRIMARY = "tuned_sae"
+
+PROBE_INPUTS_FILE = "probe_inputs.safetensors"
+"""File of :func:`run_probes_stage` with the tuned SAE probe's inputs and predictions
+(:func:`save_probe_inputs`)."""
 
 
 @dataclass
@@ -300,6 +313,35 @@ class ProbeDataset:
     """The substituted word of each sample (for leak checks)."""
     neutral_words: list[str]
     """The neutral words of the triples (inputs were never built from them, listed for checks)."""
+
+
+@dataclass
+class ProbeInputs:
+    """The tuned SAE probe's inputs (the paper's dataset D), one feature block per hook.
+
+    Input ``i`` is ``A(x⁺)`` of triple ``i`` for ``i < n_triples`` and ``A(x⁻)`` of triple
+    ``i − n_triples`` after that (the order of :func:`activation_deltas`). The probe was fitted on
+    all of them (its evaluation uses held-out lexicon words, which are not in D).
+    """
+
+    features: dict[str, Tensor]
+    """``{hook_name: Float[n_inputs, d_sae]}``: the SAE features at the substituted word (mean
+    over its tokens), in :func:`ordered_hooks` order; concatenated they are ``A_concat``."""
+    predicted_delta: Float[Tensor, " sample"]
+    """The probe's prediction, normalised to [-4, 4] like every probe output
+    (:meth:`LinearProbe.predict`)."""
+    predicted_delta_raw: Float[Tensor, " sample"]
+    """The same before normalisation (:meth:`LinearProbe.raw_predict`)."""
+    label_delta: Float[Tensor, " sample"]
+    """The implicit feedback the probe regressed on: ``+Δ⁺`` / ``−Δ⁻`` (feature-space norms)."""
+    words: list[str]
+    """The substituted word of each input."""
+    texts: list[str]
+    """The sentence of each input."""
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.predicted_delta.shape[0])
 
 
 @dataclass
@@ -932,8 +974,10 @@ def run_probes_stage(
 
     Writes ``kendall.csv/.md`` (tuned + every baseline: τ, p, CI; paired differences),
     ``sign_accuracy.csv/.md``, ``per_word.csv/.md``, ``predicted_vs_true.png``,
-    ``word_frequency.png``, ``baselines.png``, ``probes.safetensors`` (probe weights) and
-    ``summary.json``. Returns the summary dict.
+    ``word_frequency.png``, ``baselines.png``, ``probes.safetensors`` (probe weights),
+    ``probe_inputs.safetensors`` (the tuned SAE probe's inputs per hook and its predictions,
+    :func:`save_probe_inputs`; the inputs of paper Table 7) and ``summary.json``. Returns the
+    summary dict.
     """
     from lfp_mech.plots import probes as probe_plots
     from lfp_mech.plots import save_figure
@@ -961,6 +1005,7 @@ def run_probes_stage(
 
     sae_paths = dict(sae_dirs)
     feats: dict[str, dict[str, Tensor]] = {}
+    widths: dict[str, int] = {}  # d_sae of the tuned model's SAEs, in A_concat order
     for prefix, model_src, dirs in [
         ("tuned", tuned_model_path, sae_paths),
         ("base", base_model_path, dict(base_sae_dirs) if base_sae_dirs else sae_paths),
@@ -977,6 +1022,8 @@ def run_probes_stage(
         tic = time.perf_counter()
         model = _as_model(model_src, config.device)
         saes = load_saes(dirs, device=config.device)
+        if prefix == "tuned":
+            widths = {h: int(sae.cfg.d_sae) for h, sae in ordered_hooks(saes)}
         logger.info("probes: %s model + SAEs loaded in %.1f s", prefix, time.perf_counter() - tic)
         tic = time.perf_counter()
         sets = {
@@ -1006,6 +1053,7 @@ def run_probes_stage(
         predictions[name] = probe.predict(word_x)
         if name != _PRIMARY:
             continue
+        primary_dataset = dataset
         if "xavier" in config.baselines:
             probes_fitted["xavier"] = xavier_probe(dataset.inputs, seed=config.seed)
             predictions["xavier"] = probes_fitted["xavier"].predict(word_x)
@@ -1070,6 +1118,16 @@ def run_probes_stage(
         {f"{name}.{k}": v for name, p in probes_fitted.items() for k, v in p.state_dict().items()},
         {"hooks": ",".join(h for h, _ in ordered_hooks(dict.fromkeys(sae_paths)))},
     )
+    primary_probe = probes_fitted[_PRIMARY]
+    t_texts, _ = _triple_texts_spans(triples)
+    n = len(triples)
+    probe_inputs = save_probe_inputs(
+        out_dir / PROBE_INPUTS_FILE,
+        primary_dataset,
+        widths,
+        primary_probe,
+        texts=t_texts[:n] + t_texts[2 * n :],
+    )
     save_figure(
         probe_plots.predicted_vs_true_figure(
             true, primary, words, title=f"tuned SAE probe: Kendall τ = {evals[_PRIMARY].tau:.2f}"
@@ -1110,6 +1168,9 @@ def run_probes_stage(
         "frequency_spearman_rho": rho,
         "frequency_spearman_p": rho_p,
         "n_completions": len(completions),
+        "n_probe_inputs": probe_inputs.n_inputs,
+        "n_probe_inputs_predicted_above_3": int((probe_inputs.predicted_delta > 3).sum()),
+        "n_probe_inputs_predicted_below_minus_3": int((probe_inputs.predicted_delta < -3).sum()),
         "tuned_significant_p01": bool(evals[_PRIMARY].p_value < 0.01),
         "tuned_above_every_baseline": bool(
             all(evals[_PRIMARY].tau > evals[n].tau for n in order if n != _PRIMARY)
@@ -1203,6 +1264,91 @@ def load_saes(dirs: Mapping[str, str | Path], *, device: str = "cpu") -> dict[st
         sae.cfg.metadata.hook_name = hook
         saes[hook] = sae.eval()
     return saes
+
+
+def save_probe_inputs(
+    path: str | Path,
+    dataset: ProbeDataset,
+    widths: Mapping[str, int],
+    probe: LinearProbe,
+    *,
+    texts: Sequence[str] | None = None,
+) -> ProbeInputs:
+    """Save a probe's inputs per hook with its predictions, atomically as safetensors.
+
+    Args:
+        path: the ``.safetensors`` file to write.
+        dataset: the probe's dataset D (:func:`build_probe_dataset`).
+        widths: ``{hook_name: d_sae}`` in the concatenation order of ``dataset.inputs``
+            (:func:`ordered_hooks`); the widths must add up to the input width.
+        probe: the probe fitted on ``dataset``; its predictions of every input are saved.
+        texts: the sentence of each input (optional, for reading).
+
+    Tensors ``features.<hook_name>`` (float32 ``[n_inputs, d_sae]``), ``predicted_delta``,
+    ``predicted_delta_raw`` and ``label_delta`` (float32 ``[n_inputs]``); the hook order, the
+    words and the texts are JSON in the file's metadata. Returns what was saved.
+    """
+    inputs = dataset.inputs.detach().float().cpu()
+    sizes = [int(w) for w in widths.values()]
+    if sum(sizes) != inputs.shape[1]:
+        raise ConfigError(
+            f"the hook widths {dict(widths)} add up to {sum(sizes)}, but the probe inputs have "
+            f"{inputs.shape[1]} features"
+        )
+    texts = list(texts) if texts is not None else [""] * inputs.shape[0]
+    if len(texts) != inputs.shape[0]:
+        raise ConfigError(f"{len(texts)} texts for {inputs.shape[0]} probe inputs")
+    blocks = torch.split(inputs, sizes, dim=1)
+    saved = ProbeInputs(
+        features={h: b.contiguous() for h, b in zip(widths, blocks, strict=True)},
+        predicted_delta=torch.from_numpy(probe.predict(inputs)).float(),
+        predicted_delta_raw=torch.from_numpy(probe.raw_predict(inputs)).float(),
+        label_delta=dataset.labels.detach().float().cpu(),
+        words=list(dataset.words),
+        texts=texts,
+    )
+    tensors = {f"features.{h}": b for h, b in saved.features.items()}
+    tensors |= {
+        "predicted_delta": saved.predicted_delta,
+        "predicted_delta_raw": saved.predicted_delta_raw,
+        "label_delta": saved.label_delta,
+    }
+    metadata = {
+        "what": "inputs of the tuned SAE probe (dataset D: A(x+) of every triple, then A(x-)), "
+        "SAE features per hook, with the probe's predicted delta of each (normalised to [-4, 4])",
+        "hooks": json.dumps(list(widths)),
+        "words": json.dumps(saved.words),
+        "texts": json.dumps(saved.texts),
+    }
+    save_tensors(path, tensors, metadata)
+    return saved
+
+
+def load_probe_inputs(path: str | Path) -> ProbeInputs:
+    """Read a file written by :func:`save_probe_inputs` (``probes/probe_inputs.safetensors``)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise LfpMechError(f"{path} not found: run (or --force) the probes stage to write it")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    tensors = load_tensors(path)
+    hooks = json.loads(metadata.get("hooks", "[]"))
+    missing = [
+        k for k in ("predicted_delta", "predicted_delta_raw", "label_delta") if k not in tensors
+    ]
+    missing += [f"features.{h}" for h in hooks if f"features.{h}" not in tensors]
+    if missing or not hooks:
+        raise LfpMechError(f"{path} is not a probe-inputs file (missing {missing or ['hooks']})")
+    return ProbeInputs(
+        features={h: tensors[f"features.{h}"] for h in hooks},
+        predicted_delta=tensors["predicted_delta"],
+        predicted_delta_raw=tensors["predicted_delta_raw"],
+        label_delta=tensors["label_delta"],
+        words=json.loads(metadata.get("words", "[]")),
+        texts=json.loads(metadata.get("texts", "[]")),
+    )
 
 
 def load_probe(path: str | Path, name: str = _PRIMARY) -> LinearProbe:

@@ -38,7 +38,10 @@ PUBLISHED: dict[str, list[tuple[str, str]]] = {
         ("LFP: PCA of probe inputs", "PC1 explains 97% of variance"),
     ],
     "validate": [
-        ("LFP: task-related feature activity (Table 7)", "2–3× more often active than average"),
+        (
+            "LFP: task-related feature activity (Table 7)",
+            "2–3× more often active than average, on inputs with probe-predicted delta > 3",
+        ),
         ("LFP: ablation (Table 6)", "reward consistent or worse after ablation"),
     ],
     "irl": [

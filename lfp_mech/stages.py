@@ -156,6 +156,7 @@ def validate_stage(ctx: StageContext) -> dict[str, Any]:
     choice = _feature_choice(ctx, sae_dirs, n_per_hook=8)
     write_json(ctx.dir / "feature_choice.json", choice)
     corpus = read_json(ctx.stage_dir("activations") / "heldout" / "texts.json")
+    probe_acts, probe_predictions = _probe_inputs(ctx)
     return run_validate_stage(
         ctx.config.model,
         _policy_dir(ctx),
@@ -165,7 +166,29 @@ def validate_stage(ctx: StageContext) -> dict[str, Any]:
         load_prompts("reviews", "test"),
         ctx.dir,
         config,
+        probe_acts=probe_acts,
+        probe_predictions=probe_predictions,
     )
+
+
+def _probe_inputs(ctx: StageContext) -> tuple[dict[str, Any] | None, Any]:
+    """The probes stage's probe inputs per hook and predicted deltas (paper Table 7's inputs).
+
+    ``(None, None)`` with a warning if the probes stage predates ``probe_inputs.safetensors``;
+    Table 7 then uses corpus tokens of VADER words and says so in its ``source`` column.
+    """
+    from lfp_mech.probes import PROBE_INPUTS_FILE, load_probe_inputs
+
+    path = ctx.stage_dir("probes") / PROBE_INPUTS_FILE
+    if not path.is_file():
+        logger.warning(
+            "%s is missing (probes stage from an older version): Table 7 uses corpus tokens of "
+            "VADER words instead of the probe inputs; rerun with --force probes",
+            path,
+        )
+        return None, None
+    inputs = load_probe_inputs(path)
+    return inputs.features, inputs.predicted_delta
 
 
 def _feature_choice(

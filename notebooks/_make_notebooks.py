@@ -1140,18 +1140,26 @@ build(
     # 10 · Are the task-related features active where the feedback is? (LFP Table 7)
 
     If a feature is part of the learned feedback pattern, it should be active when the model
-    processes inputs that the feedback cares about. The paper's Table 7 compares, on inputs the
-    probe predicts with a large delta (|delta| > 3), how often the features GPT-4 called
-    task-related are active against the average feature of the dictionary. **Published:** the
-    task-related features were **2–3× more often active** than the average feature.
+    processes inputs that the feedback cares about. The paper's Table 7 compares, on the inputs
+    the probe predicts with **delta > 3** (strong positive implicit feedback; predictions are
+    normalised to the VADER range [−4, 4]), how often the features GPT-4 called task-related are
+    active against the average feature of the dictionary. **Published:** the task-related
+    features were **2–3× more often active** than the average feature.
 
-    The `validate` stage writes the same comparison per layer and feature group
-    (`task-related`, all `chosen` features, `all features`): `active_share` is the mean share of
-    the selected inputs on which a group's features are active (> 0), and `ratio_to_average`
-    divides it by the all-features share. The `inputs` column says which inputs were selected:
-    the probe's inputs with |predicted delta| > 3 when probe activations are passed to the
-    stage, otherwise the corpus tokens of VADER words with |valence| ≥ 1 (the pipeline's
-    default). `active_share_all_inputs` is the same share over all inputs, for reference.
+    The probe's inputs are its dataset D: for each contrastive triple (x⁺, x⁰, x⁻) the SAE
+    features at the substituted word of x⁺ (label +Δ⁺) and of x⁻ (label −Δ⁻). The `probes` stage
+    saves them per layer with the tuned SAE probe's prediction of each
+    (`probes/probe_inputs.safetensors`; the probe was fitted on all of D, its evaluation uses
+    held-out lexicon words), and the `validate` stage selects those with predicted delta > 3.
+
+    The table has one row per layer and feature group (`task-related`, all `chosen` features,
+    `all features`): `active_share` is the mean share of the selected inputs on which a group's
+    features are active (> 0), and `ratio_to_average` divides it by the all-features share.
+    `source` and `inputs` say which inputs were used and `n_inputs` how many were selected (out
+    of `n_inputs_total`). If no input passes the threshold the shares are NaN and `n_inputs` is
+    0; the stage does not fall back to other inputs. (A run whose probes stage predates
+    `probe_inputs.safetensors` uses corpus tokens of VADER words with |valence| ≥ 1 instead,
+    and says so in `source`.) `active_share_all_inputs` is the same share over all inputs.
     """,
     [
         md("## Table 7"),
@@ -1161,9 +1169,64 @@ build(
 
             val_dir = stage_dir("validate")
             frequency = pd.read_csv(val_dir / "activation_frequency.csv")
-            display(Markdown(f"Selected inputs: **{frequency['inputs'].iloc[0]}**"))
-            display(frequency.drop(columns="inputs").set_index(["hook", "group"]))
+            first = frequency.iloc[0]
+            total = first.get("n_inputs_total", "?")  # tables of older runs lack source/total
+            display(
+                Markdown(
+                    f"Inputs ({first.get('source', 'corpus tokens')}): **{first['inputs']}** "
+                    f"({first['n_inputs']} of {total} selected)"
+                )
+            )
+            shown = frequency.drop(columns=["source", "inputs"], errors="ignore")
+            display(shown.set_index(["hook", "group"]))
             show(activation_frequency_figure(frequency.to_dict("records")))
+            """
+        ),
+        md(
+            """
+            ## The selected probe inputs
+
+            The tuned probe's predicted delta of every input of D, split by the sign of its
+            label, with the threshold; then the words behind the selected inputs. Normalisation
+            maps the largest |prediction| on D to 4, so the threshold 3 keeps the top of that
+            range; inputs with a strongly *negative* prediction are not selected (the paper's
+            "delta > 3").
+            """
+        ),
+        code(
+            """
+            from lfp_mech.probes import PROBE_INPUTS_FILE, load_probe_inputs
+
+            threshold = read_json(val_dir / "summary.json")["config"]["delta_threshold"]
+            inputs_path = stage_dir("probes") / PROBE_INPUTS_FILE
+            if inputs_path.exists():
+                probe_inputs = load_probe_inputs(inputs_path)
+                pred = probe_inputs.predicted_delta.numpy()
+                positive = probe_inputs.label_delta.numpy() > 0
+                fig, ax = plt.subplots(figsize=(6.0, 3.2))
+                ax.hist(
+                    [pred[positive], pred[~positive]], bins=40, stacked=True,
+                    label=["A(x⁺), label +Δ⁺", "A(x⁻), label −Δ⁻"],
+                )
+                ax.axvline(threshold, color="k", ls="--", lw=1)
+                ax.set_xlabel("probe-predicted delta (normalised to [-4, 4])")
+                ax.set_ylabel("probe inputs")
+                ax.legend(fontsize=7)
+                show(fig)
+                selected = pred > threshold
+                display(
+                    Markdown(
+                        f"{int(selected.sum())} of {len(pred)} probe inputs have predicted delta "
+                        f"> {threshold:g}; {int((pred < -threshold).sum())} have < −{threshold:g}."
+                    )
+                )
+                chosen_inputs = pd.DataFrame(
+                    {"word": probe_inputs.words, "text": probe_inputs.texts, "predicted": pred}
+                )[selected]
+                display(chosen_inputs["word"].value_counts().head(15).rename("selected inputs").to_frame())
+                display(chosen_inputs.sort_values("predicted", ascending=False).head(8))
+            else:
+                display(Markdown(f"No `{PROBE_INPUTS_FILE}` in this run: Table 7 used corpus tokens."))
             """
         ),
         md(
@@ -1171,13 +1234,12 @@ build(
             ## Per-feature activation frequencies
 
             How often each feature fires on all corpus tokens (`feature_frequencies.safetensors`),
-            chosen features against the whole dictionary; the mean of the chosen ones is the
-            table's `active_share_all_inputs`.
+            chosen features against the whole dictionary. These are corpus-token frequencies (the
+            ablation's matched random control uses them), not the probe inputs of Table 7.
             """
         ),
         code(
             """
-            import numpy as np
             from safetensors.torch import load_file
 
             per_feature = load_file(val_dir / "feature_frequencies.safetensors")
@@ -1185,8 +1247,6 @@ build(
             rows = []
             for hook, freq in per_feature.items():
                 chosen = freq[choice[hook]]
-                row = frequency[(frequency["hook"] == hook) & (frequency["group"] == "chosen")]
-                assert np.isclose(float(chosen.mean()), row["active_share_all_inputs"].item(), atol=1e-6)
                 rows.append(
                     {"hook": hook, "chosen: mean": float(chosen.mean()),
                      "chosen: median": float(chosen.median()), "all: mean": float(freq.mean()),
@@ -1198,14 +1258,16 @@ build(
     ],
     """
     * **Ratio > 1 on the selected inputs**, and larger than the same ratio over all inputs: the
-      features fire *specifically* where sentiment is, not just often everywhere. A feature
-      group that is active on every token has a ratio near 1 that says nothing.
-    * **Selection matters.** The paper selected features and inputs with the same probe, which
-      makes a high ratio partly circular; features labelled from the lexicon and inputs chosen
-      from the lexicon share that weakness. Compare `chosen` (selected by MMCS and probe weight)
-      with `task-related` (selected by the labeler).
-    * Smoke: no task-related features and no VADER words in the random model's corpus, so the
-      selected-input shares are 0 and the ratios undefined (NaN).
+      features fire *specifically* where the probe sees strong positive feedback, not just often
+      everywhere. A feature group that is active on every input has a ratio near 1 that says
+      nothing.
+    * **How many inputs were selected** (`n_inputs`): with a handful the shares are coarse
+      (multiples of 1/n); with none the table is NaN by design.
+    * **Selection is partly circular.** The `chosen` features include the probe's most heavily
+      weighted features, and the inputs are selected by the same probe, so a high `chosen`
+      ratio is expected by construction (the paper had the same issue). The `task-related`
+      features are labelled from corpus contexts, independently of the probe.
+    * Smoke: random-model features fire on almost every input, so every ratio is close to 1.
     """,
 )
 

@@ -1,7 +1,10 @@
 """ablate_features: exactness, identity, generation, hook cleanup, errors; Tables 6 and 7."""
 
+import csv
 import json
+import logging
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from sae_lens import SAE, StandardSAE, StandardSAEConfig
 
 from lfp_mech.ablation import (
     ValidateConfig,
+    _frequency_rows,
     ablate_features,
     ablation_table,
     activation_frequency,
@@ -309,6 +313,78 @@ def test_run_validate_stage_writes_tables(tiny_model, tiny_hf, tmp_path):
     }
     header = (out / "descriptions.csv").read_text().splitlines()[0]
     assert header.startswith("hook,layer,feature,description,task_related,p_value")
+
+
+def test_run_validate_stage_table7_on_probe_inputs(tiny_model, tiny_hf, tmp_path):
+    """Table 7 on the probe's inputs: those predicted with delta > 3 (signed, as in the paper)."""
+    from lfp_mech import hooked_from_hf
+
+    acts = torch.zeros(10, 128)
+    acts[:, 5] = 1.0  # feature 5: active on every input
+    acts[:3, 1] = 2.0  # feature 1: active on the three selected inputs only
+    acts[4:6, 2] = 1.0  # feature 2: only on strongly *negative* predictions (not selected)
+    predictions = torch.tensor([3.5, 4.0, 3.1, 3.0, -3.9, -4.0, 0.0, 1.0, 2.0, -1.0])
+    config = ValidateConfig(
+        n_completions=2,
+        max_new_tokens=3,
+        gen_batch_size=2,
+        autointerp={"k": 4, "n_null": 30, "use_llm": "never", "batch_size": 8},
+    )
+    summary = run_validate_stage(
+        hooked_from_hf(*tiny_hf),
+        tiny_model,
+        {HOOK: make_sae(gain=3.0)},
+        {HOOK: [1, 2, 3]},
+        TEXTS * 3,
+        ["A great movie"],
+        tmp_path / "out",
+        config,
+        probe_acts={HOOK: acts},
+        probe_predictions=predictions,
+    )
+    with open(tmp_path / "out" / "activation_frequency.csv", newline="") as f:
+        rows = {r["group"]: r for r in csv.DictReader(f)}
+    for row in rows.values():
+        assert row["source"] == "probe inputs"
+        assert row["inputs"] == "probe inputs with predicted delta > 3: 3 of 10"
+        assert (int(row["n_inputs"]), int(row["n_inputs_total"])) == (3, 10)
+    average = 2 / 128  # features 1 and 5 are active on all selected inputs, no other feature
+    assert float(rows["all features"]["active_share"]) == pytest.approx(average)
+    assert float(rows["chosen"]["active_share"]) == pytest.approx(1 / 3)
+    assert float(rows["chosen"]["ratio_to_average"]) == pytest.approx((1 / 3) / average)
+    # over all 10 inputs: feature 1 on 3, feature 2 on 2, feature 3 never
+    assert float(rows["chosen"]["active_share_all_inputs"]) == pytest.approx((0.3 + 0.2) / 3)
+    assert summary["activation_frequency_inputs"] == {
+        "source": "probe inputs",
+        "inputs": "probe inputs with predicted delta > 3: 3 of 10",
+        "n_selected": 3,
+        "n_total": 10,
+    }
+    with pytest.raises(ConfigError, match="together"):
+        run_validate_stage(
+            tiny_model, tiny_model, [], {}, [], [], tmp_path / "x", config, probe_acts={}
+        )
+
+
+def test_table7_without_selected_probe_inputs_says_so(caplog):
+    scans = {HOOK: SimpleNamespace(frequency=torch.full((8,), 0.5))}
+    described = SimpleNamespace(scans=scans)
+    acts = {HOOK: torch.ones(4, 8)}
+    predictions = torch.tensor([-4.0, -3.5, 2.9, 3.0])  # nothing above 3: no fallback
+    config = ValidateConfig()
+    with caplog.at_level(logging.WARNING, logger="lfp_mech.ablation"):
+        rows = _frequency_rows(described, {HOOK: [1, 2]}, {}, config, acts, predictions)
+    assert "none of the 4 probe inputs has predicted delta > 3" in caplog.text
+    assert [r["group"] for r in rows] == ["chosen", "all features"]
+    for row in rows:
+        assert row["source"] == "probe inputs" and row["n_inputs"] == 0
+        assert row["inputs"] == "probe inputs with predicted delta > 3: 0 of 4"
+        assert math.isnan(row["active_share"]) and math.isnan(row["ratio_to_average"])
+        assert row["active_share_all_inputs"] == 1.0
+    with pytest.raises(ConfigError, match="no features for"):
+        _frequency_rows(described, {}, {}, config, {"other": acts[HOOK]}, predictions)
+    with pytest.raises(ConfigError, match="shape"):
+        _frequency_rows(described, {}, {}, config, {HOOK: torch.ones(4, 9)}, predictions)
 
 
 def test_validate_config_is_validated():

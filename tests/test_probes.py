@@ -346,6 +346,25 @@ def test_run_probes_stage_on_tiny_models(tiny_model, saes, tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert read_json(out / "summary.json")["n_eval_words"] == 24
     assert (out / "kendall.csv").read_text().splitlines()[1].startswith("tuned_sae,24,")
+    # the probe's inputs (dataset D) per hook with its predictions: paper Table 7's inputs
+    inputs = probes.load_probe_inputs(out / probes.PROBE_INPUTS_FILE)
+    assert list(inputs.features) == [HOOK0, HOOK1]
+    assert [tuple(f.shape) for f in inputs.features.values()] == [(80, 32), (80, 48)]
+    assert all(f.dtype == torch.float32 for f in inputs.features.values())
+    assert inputs.n_inputs == 80 == summary["n_probe_inputs"]
+    assert inputs.words == [t.words[0] for t in triples] + [t.words[2] for t in triples]
+    assert len(inputs.texts) == 80 and inputs.words[0] in inputs.texts[0]
+    assert (inputs.label_delta[:40] >= 0).all() and (inputs.label_delta[40:] <= 0).all()
+    probe = probes.load_probe(out / "probes.safetensors")
+    a_concat = torch.cat(list(inputs.features.values()), dim=1)
+    np.testing.assert_allclose(inputs.predicted_delta.numpy(), probe.predict(a_concat), atol=1e-4)
+    assert float(inputs.predicted_delta.abs().max()) == pytest.approx(4.0, abs=1e-4)
+    assert summary["n_probe_inputs_predicted_above_3"] == int((inputs.predicted_delta > 3).sum())
+    with pytest.raises(LfpMechError, match="not found"):
+        probes.load_probe_inputs(out / "missing.safetensors")
+    with pytest.raises(ConfigError, match="add up to"):
+        dataset = build_probe_dataset(a_concat[:2], a_concat[:2], a_concat[:2], triples[:2])
+        probes.save_probe_inputs(tmp_path / "x.safetensors", dataset, {HOOK0: 32}, probe)
     # an evaluation word inside the training triples is refused
     with pytest.raises(LfpMechError, match="training triples"):
         run_probes_stage(

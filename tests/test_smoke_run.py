@@ -60,7 +60,34 @@ def test_killed_run_resumes_without_redoing_finished_stages(tmp_path):
     assert "rlhf: complete, skipped" in result.stderr
     report = (run_dir / "report.md").read_text()
     assert all(f"## {name}" in report for name in after)
+    _check_table7_uses_probe_inputs(run_dir)
 
     again = _run(run_dir)  # a third run does nothing
     assert again.returncode == 0
     assert again.stderr.count("complete, skipped") == len(after)
+
+
+def _check_table7_uses_probe_inputs(run_dir: Path) -> None:
+    """The probes stage saves its inputs per hook with predictions; validate's Table 7 uses them."""
+    import csv
+
+    from lfp_mech.probes import PROBE_INPUTS_FILE, load_probe_inputs
+    from lfp_mech.stages import small_sae_dirs
+
+    n = json.loads((run_dir / "probes" / "summary.json").read_text())["n_train_samples"]
+    inputs = load_probe_inputs(run_dir / "probes" / PROBE_INPUTS_FILE)
+    sae_dirs = small_sae_dirs(run_dir)
+    assert list(inputs.features) == list(sae_dirs)
+    for hook, folder in sae_dirs.items():
+        d_sae = json.loads((folder / "cfg.json").read_text())["d_sae"]
+        assert tuple(inputs.features[hook].shape) == (n, d_sae)
+    assert tuple(inputs.predicted_delta.shape) == (n,)
+    n_selected = int((inputs.predicted_delta > 3).sum())
+    with open(run_dir / "validate" / "activation_frequency.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["hook"] for r in rows} == set(sae_dirs)
+    for row in rows:
+        assert row["source"] == "probe inputs"
+        assert (int(row["n_inputs"]), int(row["n_inputs_total"])) == (n_selected, n)
+    validate = json.loads((run_dir / "validate" / "summary.json").read_text())
+    assert validate["activation_frequency_inputs"]["n_selected"] == n_selected
