@@ -157,3 +157,19 @@ def test_capture_on_smollm2_matches_run_with_cache(smollm2, tmp_path):
         assert rows.sum() == tokens.shape[1] - 1
         got = stored[rows][position[rows].argsort()]
         torch.testing.assert_close(got, cache["blocks.3.hook_mlp_out"][0, 1:], atol=1e-4, rtol=1e-4)
+
+
+def test_token_ids_are_compact_and_equal_to_tokenize(tiny_model, monkeypatch):
+    from lfp_mech import activations
+
+    monkeypatch.setattr(activations, "_TOKENIZE_CHUNK", 3)  # several chunks, one partial
+    texts = [*TEXTS, ""]
+    expected = activations._tokenize(tiny_model.tokenizer, texts, 6)
+    ids = activations._TokenIds(tiny_model.tokenizer, texts, 6)
+    assert ids.flat.dtype == torch.int32 and ids.flat.numel() == sum(map(len, expected))
+    assert ids.lengths == [len(e) for e in expected]
+    assert [ids[i] for i in range(len(texts))] == expected
+    assert activations._token_counts(tiny_model.tokenizer, texts, 6) == ids.lengths
+    assert activations._take_until([5, 4, 5, 2], 9) == [0, 1]  # stops once the limit is reached
+    assert activations._take_until([5, 4, 5, 2], 10) == [0, 1, 2]
+    assert activations._take_until([3, 0, 4], 0) == [0, 2]  # no limit; empty texts skipped
