@@ -868,6 +868,27 @@ class RewardModel(nn.Module):
         return scores
 
     @torch.no_grad()
+    def pooled_features(
+        self, inputs: RewardInputs, *, batch_size: int = 32
+    ) -> Float[Tensor, "text d_model"]:  # noqa: F821
+        """What the linear head reads for each encoded text (pooled final hidden state)."""
+        out = []
+        for start in range(0, len(inputs), batch_size):
+            batch = inputs.select(torch.arange(start, min(start + batch_size, len(inputs))))
+            batch = batch.to(self.device)
+            if batch.kind == "pooled":
+                out.append(batch.values.float().cpu())
+                continue
+            if batch.kind == "tokens":
+                hidden = self.backbone(
+                    input_ids=batch.values, attention_mask=batch.attention_mask, use_cache=False
+                ).last_hidden_state
+            else:
+                hidden = self._top_hidden(batch.values, batch.attention_mask)
+            out.append(self._pool(hidden, batch.attention_mask).float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
     def score_inputs(self, inputs: RewardInputs, *, batch_size: int = 32) -> Float[Tensor, "text"]:  # noqa: F821
         """Raw rewards of encoded inputs (the cached path), in order."""
         out = [
@@ -1121,6 +1142,36 @@ def evaluate_reward_model(
     return irl_metrics(irl, true.float().cpu(), threshold)
 
 
+def supervised_ceiling(
+    train_features: Float[Tensor, "train d_model"],  # noqa: F821
+    train_true: Float[Tensor, "train"],  # noqa: F821
+    heldout_features: Float[Tensor, "held d_model"],  # noqa: F821
+    heldout_true: Float[Tensor, "held"],  # noqa: F821
+    *,
+    C: float = 0.1,
+) -> IRLEval:
+    """Control: a logistic probe *told the true labels*, on the untrained reward model's features.
+
+    Fitted on the training texts' binarized true reward (standardized features, L2 strength
+    ``1/C``), evaluated like an IRL reward (decision function, threshold 0) on the held-out
+    texts. It bounds what a linear head on this representation can reach from these training
+    texts, so an IRL accuracy far below it is the objective's fault and one near it is the
+    representation's or the texts' limit.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = (train_true > 0).cpu().numpy()
+    if labels.all() or not labels.any():
+        nan = float("nan")
+        return IRLEval(len(heldout_true), nan, nan, nan, nan, 0.0, nan, nan, nan, nan)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+    clf.fit(train_features.double().numpy(), labels)
+    scores = torch.as_tensor(clf.decision_function(heldout_features.double().numpy()))
+    return irl_metrics(scores, heldout_true, 0.0)
+
+
 # --------------------------------------------------------------------------- seeds × epochs
 
 
@@ -1145,6 +1196,8 @@ class IRLRuns:
     best_scores: Tensor
     best_calibration: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
+    supervised_ceiling: dict[str, float | int] = field(default_factory=dict)
+    """:func:`supervised_ceiling` on the same texts (a control, not an IRL result)."""
 
 
 def run_seeds(
@@ -1182,6 +1235,12 @@ def run_seeds(
     true_all = true_reward(texts).float().cpu()
     inputs = _cached_encode(rm, texts, config, cache_path)
     timings = {"encode_s": time.perf_counter() - t0}
+    rm.reset(config.seed)
+    features = rm.pooled_features(inputs, batch_size=config.eval_batch_size)
+    ceiling = supervised_ceiling(
+        features[fit_idx], true_all[fit_idx], features[held_idx], true_all[held_idx]
+    ).as_dict()
+    logger.info("supervised ceiling (true labels, same features): acc %.3f", ceiling["acc"])
     fit_labels = true_all[fit_idx] > 0
     rows: list[dict[str, Any]] = []
     final_scores = torch.zeros(config.n_seeds, len(heldout))
@@ -1242,6 +1301,7 @@ def run_seeds(
         best_scores=best_scores,
         best_calibration=best_cal,
         timings=timings,
+        supervised_ceiling=ceiling,
     )
 
 
@@ -1636,6 +1696,7 @@ def run_irl_stage(
                 "expert_test": float(runs.heldout_true[: len(demos.prompts["test"])].mean()),
             },
             "timings_s": runs.timings,
+            "supervised_ceiling": runs.supervised_ceiling,
             "reward_model_dir": str(out_dir / "reward_model"),
         }
     )
@@ -1650,6 +1711,7 @@ def run_irl_stage(
         "spearman_median": headline["spearman"]["median"],
         "best_acc": summary["best_run"]["acc"],
         "majority_baseline_acc": summary["majority_baseline_acc"],
+        "supervised_ceiling_acc": runs.supervised_ceiling["acc"],
         "n_runs": summary["n_runs"],
         "reward_model_dir": str(out_dir / "reward_model"),
     }

@@ -145,6 +145,8 @@ SMOKE_STAGE_OVERRIDES: dict[str, dict[str, Any]] = {
         "max_new_tokens": 8,
         "rlhf_steps": 2,
         "rlhf_eval_prompts": 4,
+        "toxicity_rlhf_steps": 2,
+        "toxicity_irl_rlhf_steps": 1,
         "n_seeds": 2,
         "n_epochs": 2,
         "max_length": 48,

@@ -223,16 +223,19 @@ def _feature_choice(
     "re-train a policy on the recovered reward",
 )
 def irl_stage(ctx: StageContext) -> dict[str, Any]:
-    """Options: IRLConfig fields, ``preset`` ("default"/"paper"), and ``rlhf_steps`` /
-    ``rlhf_eval_prompts`` for IRL-RLHF (``rlhf_steps=0`` skips it)."""
-    from lfp_mech.data import load_prompts
-    from lfp_mech.irl import IRLConfig, irl_rlhf, run_irl_stage
-    from lfp_mech.rlhf import RLHFConfig
+    """Options: IRLConfig fields, ``preset`` ("default"/"paper"), ``rlhf_steps`` /
+    ``rlhf_eval_prompts`` for IRL-RLHF (``rlhf_steps=0`` skips it), and the toxicity task:
+    ``toxicity_rlhf_steps`` (GRPO steps of the detoxified expert; 0 skips the task),
+    ``toxicity_lr`` and ``toxicity_irl_rlhf_steps`` (IRL-RLHF on the toxicity reward)."""
+    from lfp_mech.irl import IRLConfig, run_irl_stage
 
     options = {"seed": ctx.config.seed, "device": ctx.config.device, **ctx.options}
     preset = options.pop("preset", "default")
     rlhf_steps = int(options.pop("rlhf_steps", 20))
     n_eval = int(options.pop("rlhf_eval_prompts", 128))
+    tox_steps = int(options.pop("toxicity_rlhf_steps", 20))
+    tox_lr = float(options.pop("toxicity_lr", 1e-4))
+    tox_irl_steps = int(options.pop("toxicity_irl_rlhf_steps", 0))
     config = IRLConfig.preset(preset, **options)
     summary = run_irl_stage(
         ctx.config.model,
@@ -243,24 +246,107 @@ def irl_stage(ctx: StageContext) -> dict[str, Any]:
         probe_fn=_probe_reward_fn(ctx),
     )
     if rlhf_steps > 0:
-        rlhf_config = RLHFConfig(
-            max_steps=rlhf_steps, n_eval_prompts=n_eval, seed=config.seed, device=config.device
+        table = _irl_rlhf(
+            ctx, "vader", ctx.dir / "vader", _policy_dir(ctx), rlhf_steps, n_eval, config
         )
-        result = irl_rlhf(
-            ctx.config.model,
-            ctx.dir / "vader" / "reward_model",
-            load_prompts("reviews", "train"),
-            rlhf_config,
-            ctx.dir / "irl_rlhf",
-            true_policy=_policy_dir(ctx),
-            task="vader",
-            eval_prompts=load_prompts("reviews", "test", n=n_eval, seed=config.seed),
-            device=config.device,
+        summary["irl_rlhf_true_reward"] = {row["policy"]: row["mean_reward"] for row in table}
+    if tox_steps > 0:
+        tox = _toxicity_task(ctx, config, tox_steps, tox_lr, tox_irl_steps, n_eval)
+        summary.update(
+            {f"toxicity_{k}": v for k, v in tox.items() if k not in ("task", "reward_model_dir")}
         )
-        summary["irl_rlhf_true_reward"] = {
-            row["policy"]: row["mean_reward"] for row in result["table"]
-        }
     return summary
+
+
+def _toxicity_task(
+    ctx: StageContext, config: Any, steps: int, lr: float, irl_rlhf_steps: int, n_eval: int
+) -> dict[str, Any]:
+    """The IRL paper's task: detoxify the base model with GRPO on the offline toxicity reward,
+    recover that reward from the detoxified model's behaviour, and compare the policies."""
+    from lfp_mech.data import load_prompts
+    from lfp_mech.irl import evaluate_policies, run_irl_stage
+    from lfp_mech.rewards import get_reward
+    from lfp_mech.rlhf import RLHFConfig, train_policy
+
+    out = ctx.dir / "toxicity"
+    rlhf_config = RLHFConfig(
+        task="toxicity",
+        max_steps=steps,
+        learning_rate=lr,
+        budget_minutes=None,
+        n_eval_prompts=n_eval,
+        seed=config.seed,
+        device=config.device,
+    )
+    expert = train_policy(
+        ctx.config.model,
+        get_reward("toxicity"),
+        load_prompts("toxicity", "train"),
+        rlhf_config,
+        out / "rlhf",
+    )
+    summary = run_irl_stage(ctx.config.model, expert, "toxicity", out, config)
+    if irl_rlhf_steps > 0:
+        table = _irl_rlhf(ctx, "toxicity", out, expert, irl_rlhf_steps, n_eval, config, lr=lr)
+    else:
+        table = evaluate_policies(
+            {"base": ctx.config.model, "RLHF (true reward)": str(expert)},
+            _test_prompts("toxicity", n_eval, config.seed),
+            "toxicity",
+            out / "policies",
+            rlhf_config=rlhf_config,
+            stem="policies",
+        )
+    summary["policy_toxicity"] = " → ".join(
+        f"{row['policy']} {row['toxicity_mean']:.4f}" for row in table
+    )
+    return summary
+
+
+def _irl_rlhf(
+    ctx: StageContext,
+    task: str,
+    irl_dir: Path,
+    true_policy: Path,
+    steps: int,
+    n_eval: int,
+    config: Any,
+    *,
+    lr: float | None = None,
+) -> list[dict[str, Any]]:
+    from lfp_mech.data import load_prompts
+    from lfp_mech.irl import TASKS, irl_rlhf
+    from lfp_mech.rlhf import RLHFConfig
+
+    rlhf_config = RLHFConfig(
+        task=task,
+        max_steps=steps,
+        n_eval_prompts=n_eval,
+        seed=config.seed,
+        device=config.device,
+        **({} if lr is None else {"learning_rate": lr}),
+    )
+    prompt_set = TASKS[task].prompt_set
+    result = irl_rlhf(
+        ctx.config.model,
+        irl_dir / "reward_model",
+        load_prompts(prompt_set, "train"),
+        rlhf_config,
+        irl_dir / "irl_rlhf" if task == "toxicity" else ctx.dir / "irl_rlhf",
+        true_policy=true_policy,
+        task=task,
+        eval_prompts=_test_prompts(prompt_set, n_eval, config.seed),
+        device=config.device,
+    )
+    return result["table"]
+
+
+def _test_prompts(prompt_set: str, n: int, seed: int) -> list[str]:
+    """``n`` held-out prompts of ``prompt_set`` (all of them if the set is smaller)."""
+    from lfp_mech.data import load_prompts
+
+    available = len(load_prompts(prompt_set, "test"))
+    return load_prompts(prompt_set, "test", n=min(n, available), seed=seed)
 
 
 def _probe_reward_fn(ctx: StageContext):

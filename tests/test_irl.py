@@ -22,6 +22,7 @@ from lfp_mech.irl import (
     run_seeds,
     save_reward_model,
     summarize_runs,
+    supervised_ceiling,
 )
 from lfp_mech.models import build_tiny_model
 
@@ -118,6 +119,30 @@ def test_cached_rewards_equal_full_rewards(arch, n_blocks, pooling):
     assert (via_cache - direct).abs().max().item() < 1e-4
     # the reward of a text does not depend on the batch it is scored in (right padding)
     assert torch.allclose(full.score(texts[2:3]), direct[2:3], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, n_blocks", [("cached", 0), ("cached", 2), ("full", 0)])
+def test_pooled_features_are_what_the_head_reads(mode, n_blocks):
+    hf, tok = build_tiny_model("tiny-llama", seed=0)
+    texts = ["the film was long", "a", "old stone house by the river at night"]
+    rm = RewardModel.from_base((hf, tok), mode=mode, n_trainable_blocks=n_blocks)
+    rm.reset(seed=3)
+    inputs = rm.encode(texts, batch_size=2)
+    features = rm.pooled_features(inputs, batch_size=2)
+    assert features.shape == (3, hf.config.hidden_size)
+    via_head = rm.reward_from_pooled(features)
+    assert torch.allclose(via_head, rm.score_inputs(inputs), atol=1e-5)
+
+
+def test_supervised_ceiling_on_separable_and_degenerate_labels():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=gen)
+    true = x[:, 0] * 2 + 0.1 * torch.randn(200, generator=gen)
+    m = supervised_ceiling(x[:150], true[:150], x[150:], true[150:])
+    assert m.acc > 0.9 and m.spearman > 0.8 and m.n == 50
+    # one class only in training: nothing can be fitted, reported as NaN rather than a fake score
+    flat = supervised_ceiling(x[:150], true[:150].abs() + 1, x[150:], true[150:])
+    assert np.isnan(flat.acc)
 
 
 def test_cached_mode_freezes_lower_blocks(tiny_hf):

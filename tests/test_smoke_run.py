@@ -61,6 +61,7 @@ def test_killed_run_resumes_without_redoing_finished_stages(tmp_path):
     report = (run_dir / "report.md").read_text()
     assert all(f"## {name}" in report for name in after)
     _check_table7_uses_probe_inputs(run_dir)
+    _check_irl_ran_both_tasks(run_dir)
 
     again = _run(run_dir)  # a third run does nothing
     assert again.returncode == 0
@@ -91,3 +92,20 @@ def _check_table7_uses_probe_inputs(run_dir: Path) -> None:
         assert (int(row["n_inputs"]), int(row["n_inputs_total"])) == (n_selected, n)
     validate = json.loads((run_dir / "validate" / "summary.json").read_text())
     assert validate["activation_frequency_inputs"]["n_selected"] == n_selected
+
+
+def _check_irl_ran_both_tasks(run_dir: Path) -> None:
+    """The IRL stage recovers the VADER and the toxicity reward, each with its control."""
+    import csv
+
+    irl_summary = json.loads((run_dir / "manifest.json").read_text())["stages"]["irl"]["summary"]
+    for task in ("vader", "toxicity"):
+        summary = json.loads((run_dir / "irl" / task / "summary.json").read_text())
+        assert summary["task"] == task and summary["n_runs"] == 4
+        assert set(summary["supervised_ceiling"]) >= {"acc", "f1", "spearman"}
+        assert (run_dir / "irl" / task / "irl_heatmaps.png").exists()
+    assert "toxicity_acc_median" in irl_summary and "toxicity_policy_toxicity" in irl_summary
+    with open(run_dir / "irl" / "toxicity" / "irl_rlhf" / "irl_rlhf.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["policy"] for r in rows] == ["base", "RLHF (true reward)", "RLHF (IRL reward)"]
+    assert all(0.0 <= float(r["toxicity_mean"]) <= 1.0 for r in rows)
