@@ -120,6 +120,7 @@ _LAZY: dict[str, str] = {
     "evaluate_reward_model": "lfp_mech.irl",
     "run_seeds": "lfp_mech.irl",
     "summarize_runs": "lfp_mech.irl",
+    "supervised_ceiling": "lfp_mech.irl",
     "save_reward_model": "lfp_mech.irl",
     "load_reward_model": "lfp_mech.irl",
     "reward_model_fn": "lfp_mech.irl",

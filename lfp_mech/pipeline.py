@@ -97,11 +97,16 @@ class RunConfig:
 # Presets: the run each name stands for. Stage configs not given use the stage's defaults,
 # which are sized for the offline SmolLM2 study on a 2-core CPU.
 PRESETS: dict[str, dict[str, Any]] = {
-    # 40k activation tokens per layer (the paper used 75k) keeps the study within ~45 min on 2 cores.
+    # Sized to finish within 45 min on 2 cores: 40k activation tokens per layer (the paper used
+    # 75k) and 300k training activations per SAE (~7.5 passes over them) leave room for the
+    # IRL stage's toxicity task.
     "default": {
         "name": "default",
         "model": "smollm2-135m",
-        "stages": {"activations": {"n_tokens": 40_000}},
+        "stages": {
+            "activations": {"n_tokens": 40_000},
+            "saes": {"training_tokens": 300_000, "sweep_tokens": 150_000},
+        },
     },
     "smoke": {"name": "smoke", "model": "tiny-llama", "stages": {}},
     "pythia-70m": {"name": "pythia-70m", "model": "pythia-70m"},

@@ -1439,6 +1439,67 @@ build(
             show(plot_three_way(scores["true_reward"], scores["irl_reward"], title="held-out texts (best IRL run)"))
             """
         ),
+        md(
+            """
+            ## Where the errors are, and the supervised ceiling
+
+            Accuracy of the best run per source of held-out text, and a **control the paper
+            lacked**: a logistic probe fitted with the *true* labels on the untrained reward
+            model's own pooled features and the same training texts (`supervised_ceiling`).
+            IRL never sees the true reward, so it should not beat that probe; an IRL accuracy
+            close to it means the representation and the texts, not the max-margin objective,
+            are the limit.
+            """
+        ),
+        code(
+            """
+            scores["correct"] = truth == predicted
+            per_source = scores.groupby("source").agg(
+                n=("correct", "size"), accuracy=("correct", "mean"),
+                true_positive_rate=("true_reward", lambda r: (r > 0).mean()),
+            )
+            display(per_source)
+            median = final["median"].rename("IRL, median over seeds")
+            if "supervised_ceiling" in irl_summary:  # runs made before the control existed lack it
+                ceiling = pd.Series(irl_summary["supervised_ceiling"], name="supervised ceiling")
+                median = pd.concat([median, ceiling], axis=1)
+            display(median.loc[["acc", "f1", "spearman", "kendall"]])
+            """
+        ),
+        md(
+            """
+            ## The paper's own task: toxicity
+
+            The `irl` stage also detoxifies the base model with GRPO on the offline toxicity
+            reward ($1 - 2\\,p_\\text{toxic}$, `alt-profanity-check`), then recovers that reward
+            from the detoxified model's behaviour the same way (`irl/toxicity/`). The policy
+            table reports the toxicity probability of each policy's completions, as the
+            paper's IRL-RLHF table does.
+            """
+        ),
+        code(
+            """
+            tox_dir = stage_dir("irl") / "toxicity"
+            if (tox_dir / "summary.json").is_file():
+                tox = read_json(tox_dir / "summary.json")
+                display(pd.DataFrame(tox["final_epoch"]).T.loc[["acc", "f1", "spearman", "kendall"]])
+                display(Markdown(
+                    f"Majority-class baseline: **{tox['majority_baseline_acc']:.1%}**; supervised "
+                    f"ceiling: **{tox['supervised_ceiling']['acc']:.1%}**; "
+                    f"{tox['n_heldout']} held-out texts."
+                ))
+                table = next(
+                    (tox_dir / sub / f"{sub}.csv" for sub in ("irl_rlhf", "policies")
+                     if (tox_dir / sub / f"{sub}.csv").is_file()),
+                    None,
+                )
+                if table is not None:
+                    display(pd.read_csv(table)[["policy", "mean_reward", "toxicity_mean", "n"]])
+                display(Image(filename=str(tox_dir / "irl_heatmaps.png")))
+            else:
+                display(Markdown("This run has no toxicity task (`irl.toxicity_rlhf_steps=0`)."))
+            """
+        ),
     ],
     """
     * **Against the majority baseline.** With a skewed held-out set, accuracy must be read
