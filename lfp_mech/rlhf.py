@@ -16,8 +16,8 @@ What the paper did and what this module does instead:
 * **CPU budget.** Defaults are the settings verified on a 2-core CPU with SmolLM2-135M
   (``ENVIRONMENT.md``): 16 completions per step (2 prompts x 8 generations), 8–20 new tokens
   (the paper's completion length), lr 5e-5, beta 0.04, constant learning rate, float32. The
-  VADER reward rose from ~0.3 to ~1.2 in ~22 steps. Without gradient checkpointing a step
-  takes ~12 s on SmolLM2 (< 4 GB RSS), so the default 40 steps fit the budget. A wall-clock budget
+  Without gradient checkpointing a step takes ~7.5 s on SmolLM2 on 2 idle cores (< 4.5 GB
+  RSS), so the default 70 steps take ~9 min. A wall-clock safety cap
   (:class:`RLHFConfig.budget_minutes`) stops training cleanly and still saves the policy.
 * **Collapse guard.** The known failure (seen at lr 1e-4) is reward hacking by repeating one
   positive word ("great great great ..."). Three defences: a sampling repetition penalty during
@@ -188,12 +188,15 @@ class RLHFConfig:
     """Sampling temperature for training rollouts and evaluation."""
     repetition_penalty: float = 1.2
     """Sampling repetition penalty of training rollouts (> 1 discourages repeated tokens)."""
-    max_steps: int = 100
-    """Optimizer steps (GRPO/RLOO and DPO). SmolLM2 on 2 cores: ~8.5 s/step, so ~14 min for
-    100; ``budget_minutes`` stops earlier (and still exports the policy) on a slower machine.
-    At lr 5e-5 the VADER reward climbs ~0.1 per 10 steps: 40 steps are not enough."""
-    budget_minutes: float | None = 14.0
-    """Wall-clock training budget (cumulative over resumes); training stops cleanly and saves."""
+    max_steps: int = 70
+    """Optimizer steps (GRPO/RLOO and DPO). SmolLM2 on 2 idle cores: ~7.5 s/step, ~9 min for 70.
+    At lr 5e-5 the VADER reward climbs slowly for ~40 steps (40 are not enough); by 100 steps
+    the policy hacks VADER with lists of positive words (held-out distinct-2 0.43 vs 0.86 for
+    the base model), so 70 is the default."""
+    budget_minutes: float | None = 20.0
+    """Wall-clock safety cap (cumulative over resumes): training stops cleanly and saves. Set it
+    above the expected time so that ``max_steps``, not the machine's speed, ends training and
+    the run is reproducible; a budget stop is logged and recorded in the policy metadata."""
     save_steps: int = 10
     """Write a resumable Trainer checkpoint every this many steps (and at a budget stop)."""
     keep_checkpoints: bool = False
