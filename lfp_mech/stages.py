@@ -247,7 +247,14 @@ def irl_stage(ctx: StageContext) -> dict[str, Any]:
     )
     if rlhf_steps > 0:
         table = _irl_rlhf(
-            ctx, "vader", ctx.dir / "vader", _policy_dir(ctx), rlhf_steps, n_eval, config
+            ctx,
+            "vader",
+            ctx.dir / "vader",
+            ctx.dir / "irl_rlhf",
+            _policy_dir(ctx),
+            rlhf_steps,
+            n_eval,
+            config,
         )
         summary["irl_rlhf_true_reward"] = {row["policy"]: row["mean_reward"] for row in table}
     if tox_steps > 0:
@@ -287,7 +294,9 @@ def _toxicity_task(
     )
     summary = run_irl_stage(ctx.config.model, expert, "toxicity", out, config)
     if irl_rlhf_steps > 0:
-        table = _irl_rlhf(ctx, "toxicity", out, expert, irl_rlhf_steps, n_eval, config, lr=lr)
+        table = _irl_rlhf(
+            ctx, "toxicity", out, out / "irl_rlhf", expert, irl_rlhf_steps, n_eval, config, lr=lr
+        )
     else:
         table = evaluate_policies(
             {"base": ctx.config.model, "RLHF (true reward)": str(expert)},
@@ -307,6 +316,7 @@ def _irl_rlhf(
     ctx: StageContext,
     task: str,
     irl_dir: Path,
+    out_dir: Path,
     true_policy: Path,
     steps: int,
     n_eval: int,
@@ -314,6 +324,8 @@ def _irl_rlhf(
     *,
     lr: float | None = None,
 ) -> list[dict[str, Any]]:
+    """IRL-RLHF: a policy trained on ``irl_dir``'s recovered reward (into ``out_dir``), compared
+    with the base model and ``true_policy`` under the true reward; returns the table rows."""
     from lfp_mech.data import load_prompts
     from lfp_mech.irl import TASKS, irl_rlhf
     from lfp_mech.rlhf import RLHFConfig
@@ -332,7 +344,7 @@ def _irl_rlhf(
         irl_dir / "reward_model",
         load_prompts(prompt_set, "train"),
         rlhf_config,
-        irl_dir / "irl_rlhf" if task == "toxicity" else ctx.dir / "irl_rlhf",
+        out_dir,
         true_policy=true_policy,
         task=task,
         eval_prompts=_test_prompts(prompt_set, n_eval, config.seed),
