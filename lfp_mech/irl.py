@@ -16,9 +16,10 @@ reward on texts it never saw.
    cached as JSONL in the run directory and reused when the models, prompts and settings match).
 2. *Reward model* — :class:`RewardModel`: the base model's decoder plus ``nn.Linear(d_model, 1)``
    on the last non-padding token (the paper; inputs are right-padded, so that token is at
-   ``attention_mask.sum() - 1`` and positions are ``0..len-1`` whatever the batch) or on the
-   mean token state (``pooling="mean"``, the CPU default: a small model's last token carries
-   little of a whole text's sentiment).
+   ``attention_mask.sum() - 1`` and positions are ``0..len-1`` whatever the batch), or on the
+   sum (``pooling="sum"``, the CPU default) or mean of the token states: a per-token reward
+   added up, as a lexicon reward is, where a small model's last token carries little of a
+   whole text's sentiment.
 3. *Max-margin objective* — :func:`max_margin_loss`: ``x = R(expert) - R(non-expert)``,
    ``loss = -x if x > 0 else -2x`` (violations cost twice), averaged over the batch; Adam,
    ``zero_grad`` before every step (the original code forgot it, so its gradients accumulated),
@@ -35,7 +36,10 @@ reward on texts it never saw.
    (:mod:`lfp_mech.plots.irl`) and a summary with mean ± std, median and best. The paper reported
    the *best* of 78 runs (80.4 % accuracy, mean ≈ 0.61 ± 0.10): the best is selected on the
    held-out texts and therefore optimistic; the median over seeds is the honest headline.
-6. *IRL-RLHF* — :func:`irl_rlhf`: train a new policy on the recovered reward with
+6. *Controls* — :func:`supervised_ceiling` (a logistic probe told the true labels, on the same
+   features: what a linear head on this representation can reach) and :func:`log_ratio_reward`
+   (the policy's implicit reward ``log π/π_ref``, which reads probabilities instead of texts).
+7. *IRL-RLHF* — :func:`irl_rlhf`: train a new policy on the recovered reward with
    ``lfp_mech.rlhf.train_policy`` and compare base / true-reward / IRL-reward policies under the
    true reward (:func:`evaluate_policies`).
 
@@ -105,17 +109,20 @@ __all__ = [
     "irl_metrics",
     "irl_rlhf",
     "load_reward_model",
+    "log_ratio_reward",
     "max_margin_loss",
     "reward_model_fn",
     "run_irl_stage",
     "run_seeds",
     "save_reward_model",
     "summarize_runs",
+    "supervised_ceiling",
     "task_texts",
 ]
 
 Mode = Literal["cached", "full"]
-Pooling = Literal["last", "mean"]
+Pooling = Literal["last", "mean", "sum"]
+POOLINGS: tuple[str, ...] = ("last", "mean", "sum")
 Split = Literal["train", "test"]
 Role = Literal["expert", "non_expert"]
 ModelLike = str | os.PathLike[str] | tuple[PreTrainedModel, PreTrainedTokenizerBase]
@@ -151,7 +158,7 @@ class IRLConfig:
 
     Default sizes (2 shared cores, SmolLM2-135M): 128 train / 128 test prompts (+ 96 other
     held-out texts), 24 new tokens, greedy; reward model = SmolLM2 with the last 2 blocks + final
-    norm + a linear head on the mean token state, trained on cached hidden states; 10 seeds ×
+    norm + a linear head on the summed token states, trained on cached hidden states; 10 seeds ×
     3 epochs; projected ~4.5 min for the whole stage on an idle 2-core machine
     (``benchmarks/bench_irl_cached.py``). ``IRLConfig.preset("paper")``: 500 / 500 prompts,
     100 new tokens, full fine-tuning, last-token head, batch 2, lr 1e-5, 13 seeds × 6 epochs
@@ -160,8 +167,9 @@ class IRLConfig:
 
     n_train_prompts: int = 128
     """Prompts whose completions (by both models) train the reward model (paper: 500). On the
-    default VADER task 512 raised the held-out accuracy (median of 4 seeds) from 0.73 to 0.77,
-    level with the supervised ceiling of 0.78, at 4x the training time (19 s per epoch)."""
+    default VADER task with mean pooling, 512 raised the held-out accuracy (median of 4 seeds)
+    from 0.73 to 0.77, level with the supervised ceiling of 0.78, at 4x the training time; with
+    the default sum pooling, 512 lowered it from 0.77 to 0.68."""
     n_test_prompts: int = 128
     """Prompts whose completions are held out for evaluation (paper: 500)."""
     n_other_texts: int = 96
@@ -182,11 +190,15 @@ class IRLConfig:
     "full": fine-tune the whole LM (paper)."""
     n_trainable_blocks: int = 2
     """Top decoder blocks trained in "cached" mode (0 = head only on the final hidden state)."""
-    pooling: Pooling = "mean"
-    """Which hidden state the linear head reads: the "last" non-padding token (paper) or the
-    "mean" over the text's tokens (BOS excluded; a per-token reward, averaged). Default "mean":
-    on SmolLM2-135M it recovered the VADER reward better from the same demonstrations
-    (held-out accuracy 0.65 vs 0.58, Spearman 0.50 vs 0.31, 128 pairs, head only)."""
+    pooling: Pooling = "sum"
+    """What the linear head reads: the "last" non-padding token (paper), the "mean" or the
+    "sum" of the text's token states (BOS excluded; a per-token reward, averaged or added up).
+    Default "sum", the shape of a lexicon reward like VADER (a sum over words). On SmolLM2-135M
+    and the same demonstrations (10 seeds, 2 blocks) it reached held-out accuracy 0.771 vs 0.713
+    for "mean" (Spearman 0.78 vs 0.74, F1 0.81 vs 0.78) and changed nothing on the toxicity
+    task (0.966 both, the majority class); "last" was lower still (0.65 vs 0.73 for "mean",
+    4 seeds). A summed reward grows with length, so compare texts of similar length: the short
+    contrastive sentences all fall below the threshold fitted on the longer demonstrations."""
     n_seeds: int = 10
     """Independent runs (head initialisation and data order) — the non-identifiability study."""
     n_epochs: int = 3
@@ -201,6 +213,9 @@ class IRLConfig:
     """Reward-model inputs are truncated to this many tokens (BOS included)."""
     eval_batch_size: int = 32
     """Texts per forward pass when scoring."""
+    log_ratio_control: bool = True
+    """Also score the held-out texts with :func:`log_ratio_reward` (the policy's implicit
+    reward, no training; ~70 s for 600 texts on 2 cores) and report it next to the IRL reward."""
     threshold_method: Literal["accuracy", "median"] = "accuracy"
     """How the IRL threshold is fitted on the training texts: "accuracy" = the cut that
     maximises agreement with the binarized true reward; "median" = the median IRL reward."""
@@ -242,8 +257,8 @@ class IRLConfig:
                 f"IRLConfig.temperature must be > 0 and top_p in (0, 1], got "
                 f"{self.temperature}, {self.top_p}"
             )
-        if self.pooling not in ("last", "mean"):
-            raise ConfigError(f"IRLConfig.pooling must be 'last' or 'mean', got {self.pooling!r}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"IRLConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.threshold_method not in ("accuracy", "median"):
             raise ConfigError(
                 f"IRLConfig.threshold_method must be 'accuracy' or 'median', "
@@ -584,8 +599,8 @@ class RewardModel(nn.Module):
         pooling: Pooling = "last",
     ) -> None:
         super().__init__()
-        if pooling not in ("last", "mean"):
-            raise ConfigError(f"pooling must be 'last' or 'mean', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling: Pooling = pooling
         self.backbone = backbone.eval()
         self.tokenizer = tokenizer
@@ -753,6 +768,8 @@ class RewardModel(nn.Module):
     ) -> Float[Tensor, "batch d_model"]:
         if self.pooling == "last":
             return _last_token(hidden, attention_mask)
+        if self.pooling == "sum":
+            return _sum_tokens(hidden, attention_mask)
         return _mean_tokens(hidden, attention_mask)
 
     @torch.no_grad()
@@ -908,12 +925,28 @@ def _last_token(
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
+def _text_token_weights(
+    attention_mask: Int[Tensor, "batch pos"], dtype: torch.dtype
+) -> Float[Tensor, "batch pos"]:
+    """1 on each row's text tokens, 0 on padding and on the BOS position (unless it is alone)."""
+    weights = attention_mask.to(dtype).clone()
+    weights[:, 0] = torch.where(attention_mask.sum(-1) > 1, 0.0, weights[:, 0])
+    return weights
+
+
+def _sum_tokens(
+    hidden: Float[Tensor, "batch pos d_model"], attention_mask: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch d_model"]:
+    """Sum of the hidden states over each row's tokens, the BOS position excluded (unless alone)."""
+    weights = _text_token_weights(attention_mask, hidden.dtype)
+    return einsum(hidden, weights, "batch pos d_model, batch pos -> batch d_model")
+
+
 def _mean_tokens(
     hidden: Float[Tensor, "batch pos d_model"], attention_mask: Int[Tensor, "batch pos"]
 ) -> Float[Tensor, "batch d_model"]:
     """Mean hidden state over each row's tokens, the BOS position excluded (unless alone)."""
-    weights = attention_mask.to(hidden.dtype).clone()
-    weights[:, 0] = torch.where(attention_mask.sum(-1) > 1, 0.0, weights[:, 0])
+    weights = _text_token_weights(attention_mask, hidden.dtype)
     total = einsum(hidden, weights, "batch pos d_model, batch pos -> batch d_model")
     return total / rearrange(weights.sum(-1), "batch -> batch 1")
 
@@ -1172,6 +1205,62 @@ def supervised_ceiling(
     clf.fit(train_features.double().numpy(), labels)
     scores = torch.as_tensor(clf.decision_function(heldout_features.double().numpy()))
     return irl_metrics(scores, heldout_true, 0.0)
+
+
+@torch.no_grad()
+def log_ratio_reward(
+    policy: ModelLike,
+    reference: ModelLike,
+    texts: Sequence[str],
+    *,
+    max_length: int = 192,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> Float[Tensor, "text"]:  # noqa: F821
+    """Control: the policy's *implicit* reward, ``mean_t [log π(y_t|y_<t) − log π_ref(y_t|y_<t)]``.
+
+    KL-regularised RLHF has the closed-form optimum ``π ∝ π_ref · exp(r / β)``, so
+    ``β log π/π_ref`` recovers the reward up to a per-prompt constant (the inverse that DPO
+    trains). It needs the two models' probabilities rather than only their texts, and no
+    training: a reference point for what the max-margin reward recovers from behaviour alone.
+    Tokens are BOS-prefixed and truncated like :meth:`RewardModel.tokenize`; the mean over a
+    text's tokens (BOS excluded) keeps short and long texts comparable.
+    """
+    texts = list(texts)
+    if not texts:
+        raise ValueError("log_ratio_reward needs at least one text")
+    policy_model, tokenizer = _as_hf(policy, device)
+    reference_model, _ = _as_hf(reference, device)
+    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    ids = [[first, *tokenizer(t, add_special_tokens=False).input_ids][:max_length] for t in texts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = torch.zeros(len(texts))
+    for start in tqdm(range(0, len(ids), batch_size), desc="log-ratio", disable=None, leave=False):
+        rows = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in rows)
+        input_ids = torch.full((len(rows), width), first, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            input_ids[r, : len(ids[i])] = torch.tensor(ids[i])
+            mask[r, : len(ids[i])] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        ratio = _token_logprobs(policy_model, input_ids, mask) - _token_logprobs(
+            reference_model, input_ids, mask
+        )
+        weights = mask[:, 1:].to(ratio.dtype)
+        mean = (ratio * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
+        out[torch.tensor(rows)] = mean.float().cpu()
+    return out
+
+
+def _token_logprobs(
+    model: PreTrainedModel, input_ids: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch next"]:
+    """log p(token_t | tokens_<t) for t = 1..pos-1 (padding positions hold garbage; mask them)."""
+    logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    targets = rearrange(input_ids[:, 1:], "batch next -> batch next 1")
+    return rearrange(logprobs.gather(-1, targets), "batch next 1 -> batch next")
 
 
 # --------------------------------------------------------------------------- seeds × epochs
@@ -1643,6 +1732,13 @@ def run_irl_stage(
     probe = None
     if probe_fn is not None:
         probe = probe_fn(runs.heldout_texts).float().cpu()
+    train_texts = demos.texts("train", "expert") + demos.texts("train", "non_expert")
+    true_train = true_reward(train_texts).float().cpu()
+    log_ratio, log_ratio_eval = None, None
+    if config.log_ratio_control:
+        log_ratio, log_ratio_eval = _log_ratio_control(
+            expert_model_path, base_model_path, train_texts, true_train, runs, config
+        )
     _write_jsonl(
         out_dir / "heldout_scores.jsonl",
         [
@@ -1651,6 +1747,7 @@ def run_irl_stage(
                 "source": s,
                 "true_reward": float(tr),
                 "irl_reward": float(ir),
+                **({"log_ratio": float(log_ratio[i])} if log_ratio is not None else {}),
                 **({"probe": float(probe[i])} if probe is not None else {}),
             }
             for i, (t, s, tr, ir) in enumerate(
@@ -1683,7 +1780,6 @@ def run_irl_stage(
         ),
         out_dir / "irl_vs_true.png",
     )
-    true_train = true_reward(demos.texts("train", "expert") + demos.texts("train", "non_expert"))
     n_tr = len(demos.prompts["train"])
     summary.update(
         {
@@ -1699,6 +1795,7 @@ def run_irl_stage(
             },
             "timings_s": runs.timings,
             "supervised_ceiling": runs.supervised_ceiling,
+            "log_ratio_control": log_ratio_eval,
             "reward_model_dir": str(out_dir / "reward_model"),
         }
     )
@@ -1714,9 +1811,35 @@ def run_irl_stage(
         "best_acc": summary["best_run"]["acc"],
         "majority_baseline_acc": summary["majority_baseline_acc"],
         "supervised_ceiling_acc": runs.supervised_ceiling["acc"],
+        "log_ratio_acc": log_ratio_eval["acc"] if log_ratio_eval else float("nan"),
         "n_runs": summary["n_runs"],
         "reward_model_dir": str(out_dir / "reward_model"),
     }
+
+
+def _log_ratio_control(
+    expert: ModelLike,
+    base: ModelLike,
+    train_texts: list[str],
+    true_train: Float[Tensor, "train"],  # noqa: F821
+    runs: IRLRuns,
+    config: IRLConfig,
+) -> tuple[Float[Tensor, "held"], dict[str, float | int]]:  # noqa: F821
+    """:func:`log_ratio_reward` on the held-out texts, thresholded like an IRL reward (the cut
+    fitted on the training texts)."""
+    scores = log_ratio_reward(
+        expert,
+        base,
+        train_texts + runs.heldout_texts,
+        max_length=config.max_length,
+        batch_size=config.eval_batch_size,
+        device=config.device,
+    )
+    fit, held = scores[: len(train_texts)], scores[len(train_texts) :]
+    threshold = fit_threshold(fit, true_train > 0, config.threshold_method)
+    metrics = irl_metrics(held, runs.heldout_true, threshold).as_dict()
+    logger.info("log-ratio control (no training): acc %.3f", metrics["acc"])
+    return held, metrics
 
 
 # --------------------------------------------------------------------------- helpers

@@ -226,7 +226,9 @@ def irl_stage(ctx: StageContext) -> dict[str, Any]:
     """Options: IRLConfig fields, ``preset`` ("default"/"paper"), ``rlhf_steps`` /
     ``rlhf_eval_prompts`` for IRL-RLHF (``rlhf_steps=0`` skips it), and the toxicity task:
     ``toxicity_rlhf_steps`` (GRPO steps of the detoxified expert; 0 skips the task),
-    ``toxicity_lr`` and ``toxicity_irl_rlhf_steps`` (IRL-RLHF on the toxicity reward)."""
+    ``toxicity_lr``, ``toxicity_irl_rlhf_steps`` (IRL-RLHF on the toxicity reward) and
+    ``toxicity_log_ratio_control`` (default off: on these prompts every reward's binarized
+    accuracy is the majority class, and the control costs about a minute of the budget)."""
     from lfp_mech.irl import IRLConfig, run_irl_stage
 
     options = {"seed": ctx.config.seed, "device": ctx.config.device, **ctx.options}
@@ -236,6 +238,7 @@ def irl_stage(ctx: StageContext) -> dict[str, Any]:
     tox_steps = int(options.pop("toxicity_rlhf_steps", 20))
     tox_lr = float(options.pop("toxicity_lr", 1e-4))
     tox_irl_steps = int(options.pop("toxicity_irl_rlhf_steps", 0))
+    tox_log_ratio = bool(options.pop("toxicity_log_ratio_control", False))
     config = IRLConfig.preset(preset, **options)
     summary = run_irl_stage(
         ctx.config.model,
@@ -258,7 +261,8 @@ def irl_stage(ctx: StageContext) -> dict[str, Any]:
         )
         summary["irl_rlhf_true_reward"] = {row["policy"]: row["mean_reward"] for row in table}
     if tox_steps > 0:
-        tox = _toxicity_task(ctx, config, tox_steps, tox_lr, tox_irl_steps, n_eval)
+        tox_config = dataclasses.replace(config, log_ratio_control=tox_log_ratio)
+        tox = _toxicity_task(ctx, tox_config, tox_steps, tox_lr, tox_irl_steps, n_eval)
         summary.update(
             {f"toxicity_{k}": v for k, v in tox.items() if k not in ("task", "reward_model_dir")}
         )

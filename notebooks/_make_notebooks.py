@@ -109,6 +109,24 @@ def code(text: str):
     return new_code_cell(textwrap.dedent(text).strip())
 
 
+def _per_word_figure(title: str):
+    """The tuned SAE probe's prediction against VADER for every held-out word (``per_word``)."""
+    return code(
+        f"""
+        from lfp_mech.plots.probes import predicted_vs_true_figure
+
+        show(
+            predicted_vs_true_figure(
+                per_word["true_valence"],
+                per_word["pred_tuned_sae"],
+                list(per_word["word"]),
+                title={title},
+            )
+        )
+        """
+    )
+
+
 def build(name: str, intro: str, body: list, look_for: str) -> None:
     """Write ``notebooks/<name>.ipynb``: intro, run, setup, body, what to look for."""
     cells = [
@@ -570,20 +588,7 @@ build(
             display(table.sample(n=min(11, len(table)), random_state=0).set_index("word"))
             """
         ),
-        code(
-            """
-            from lfp_mech.plots.probes import predicted_vs_true_figure
-
-            show(
-                predicted_vs_true_figure(
-                    per_word["true_valence"],
-                    per_word["pred_tuned_sae"],
-                    list(per_word["word"]),
-                    title=f"tuned SAE probe on {len(per_word)} held-out words",
-                )
-            )
-            """
-        ),
+        _per_word_figure('f"tuned SAE probe on {len(per_word)} held-out words"'),
         md(
             "The best and the worst predicted words, and every probe's prediction (baselines in 05):"
         ),
@@ -766,20 +771,7 @@ build(
             display(pd.crosstab(true_sign.rename("VADER"), pred_sign.rename("probe"), margins=True))
             """
         ),
-        code(
-            """
-            from lfp_mech.plots.probes import predicted_vs_true_figure
-
-            show(
-                predicted_vs_true_figure(
-                    per_word["true_valence"],
-                    per_word["pred_tuned_sae"],
-                    list(per_word["word"]),
-                    title="right sign = top-right and bottom-left quadrants",
-                )
-            )
-            """
-        ),
+        _per_word_figure('"right sign = top-right and bottom-left quadrants"'),
     ],
     """
     * **Both columns high**, and balanced accuracy well above 50% with a CI that excludes it;
@@ -1449,20 +1441,32 @@ build(
             IRL never sees the true reward, so it should not beat that probe; an IRL accuracy
             close to it means the representation and the texts, not the max-margin objective,
             are the limit.
+
+            A second control reads the policy's *probabilities* instead of its texts: the
+            implicit reward of KL-regularised RLHF, $\\log \\pi_\\text{expert}(y) -
+            \\log \\pi_\\text{base}(y)$ averaged over tokens (`log_ratio_reward`; the optimum of
+            RLHF is $\\pi \\propto \\pi_\\text{ref}\\, e^{r/\\beta}$). It needs no training, and is
+            thresholded like the IRL reward (the cut fitted on the training texts).
             """
         ),
         code(
             """
             scores["correct"] = truth == predicted
-            per_source = scores.groupby("source").agg(
+            aggregations = dict(
                 n=("correct", "size"), accuracy=("correct", "mean"),
                 true_positive_rate=("true_reward", lambda r: (r > 0).mean()),
             )
-            display(per_source)
+            log_ratio = irl_summary.get("log_ratio_control")  # runs made before it lack it
+            if log_ratio is not None:
+                scores["log_ratio_correct"] = truth == (scores["log_ratio"] > log_ratio["threshold"])
+                aggregations["log_ratio_accuracy"] = ("log_ratio_correct", "mean")
+            display(scores.groupby("source").agg(**aggregations))
             median = final["median"].rename("IRL, median over seeds")
-            if "supervised_ceiling" in irl_summary:  # runs made before the control existed lack it
+            if "supervised_ceiling" in irl_summary:
                 ceiling = pd.Series(irl_summary["supervised_ceiling"], name="supervised ceiling")
                 median = pd.concat([median, ceiling], axis=1)
+            if log_ratio is not None:
+                median = pd.concat([median, pd.Series(log_ratio, name="log-ratio control")], axis=1)
             display(median.loc[["acc", "f1", "spearman", "kendall"]])
             """
         ),
@@ -1485,7 +1489,8 @@ build(
                 display(pd.DataFrame(tox["final_epoch"]).T.loc[["acc", "f1", "spearman", "kendall"]])
                 display(Markdown(
                     f"Majority-class baseline: **{tox['majority_baseline_acc']:.1%}**; supervised "
-                    f"ceiling: **{tox['supervised_ceiling']['acc']:.1%}**; "
+                    f"ceiling: **{tox['supervised_ceiling']['acc']:.1%}**; log-ratio control: "
+                    f"**{tox.get('log_ratio_control', {}).get('acc', float('nan')):.1%}**; "
                     f"{tox['n_heldout']} held-out texts."
                 ))
                 table = next(

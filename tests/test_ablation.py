@@ -271,6 +271,16 @@ def test_ablation_table_rows_and_cis(tiny_model, tiny_hf):
         ablation_table({"m": tiny_model}, {HOOK: sae}, {HOOK: [1]}, _length_reward, ["a"])
 
 
+def _small_validate_config(n_completions: int, max_new_tokens: int) -> ValidateConfig:
+    """A validate stage small enough for a tiny model (offline labeler, 30 null contexts)."""
+    return ValidateConfig(
+        n_completions=n_completions,
+        max_new_tokens=max_new_tokens,
+        gen_batch_size=n_completions,
+        autointerp={"k": 4, "n_null": 30, "use_llm": "never", "batch_size": 8},
+    )
+
+
 def test_run_validate_stage_writes_tables(tiny_model, tiny_hf, tmp_path):
     from lfp_mech import hooked_from_hf
 
@@ -278,12 +288,7 @@ def test_run_validate_stage_writes_tables(tiny_model, tiny_hf, tmp_path):
     sae_dir = tmp_path / "sae"
     sae.save_model(str(sae_dir))
     assert SAE.load_from_disk(str(sae_dir)).cfg.metadata.hook_name == HOOK
-    config = ValidateConfig(
-        n_completions=4,
-        max_new_tokens=5,
-        gen_batch_size=4,
-        autointerp={"k": 4, "n_null": 30, "use_llm": "never", "batch_size": 8},
-    )
+    config = _small_validate_config(n_completions=4, max_new_tokens=5)
     summary = run_validate_stage(
         hooked_from_hf(*tiny_hf),
         tiny_model,
@@ -324,12 +329,7 @@ def test_run_validate_stage_table7_on_probe_inputs(tiny_model, tiny_hf, tmp_path
     acts[:3, 1] = 2.0  # feature 1: active on the three selected inputs only
     acts[4:6, 2] = 1.0  # feature 2: only on strongly *negative* predictions (not selected)
     predictions = torch.tensor([3.5, 4.0, 3.1, 3.0, -3.9, -4.0, 0.0, 1.0, 2.0, -1.0])
-    config = ValidateConfig(
-        n_completions=2,
-        max_new_tokens=3,
-        gen_batch_size=2,
-        autointerp={"k": 4, "n_null": 30, "use_llm": "never", "batch_size": 8},
-    )
+    config = _small_validate_config(n_completions=2, max_new_tokens=3)
     summary = run_validate_stage(
         hooked_from_hf(*tiny_hf),
         tiny_model,

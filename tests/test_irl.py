@@ -17,6 +17,7 @@ from lfp_mech.irl import (
     fit_threshold,
     irl_metrics,
     load_reward_model,
+    log_ratio_reward,
     max_margin_loss,
     reward_model_fn,
     run_seeds,
@@ -103,7 +104,7 @@ def test_max_margin_loss_gradient_doubles_violations():
 
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-neox"])
 @pytest.mark.parametrize("n_blocks", [0, 1, 2])
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "sum"])
 def test_cached_rewards_equal_full_rewards(arch, n_blocks, pooling):
     hf, tok = build_tiny_model(arch, seed=0)
     texts = ["the film was long", "a", "old stone house by the river at night", "blue zebra"]
@@ -132,6 +133,38 @@ def test_pooled_features_are_what_the_head_reads(mode, n_blocks):
     assert features.shape == (3, hf.config.hidden_size)
     via_head = rm.reward_from_pooled(features)
     assert torch.allclose(via_head, rm.score_inputs(inputs), atol=1e-5)
+
+
+def test_sum_pooling_is_the_mean_times_the_text_length():
+    hidden = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    n_text = torch.tensor([2.0, 4.0, 1.0])  # BOS excluded unless it is alone
+    summed, mean = irl._sum_tokens(hidden, mask), irl._mean_tokens(hidden, mask)
+    assert torch.allclose(summed, mean * n_text[:, None], atol=1e-6)
+    assert torch.allclose(summed[0], hidden[0, 1] + hidden[0, 2], atol=1e-6)
+
+
+def test_log_ratio_reward_is_the_mean_token_log_ratio():
+    base = build_tiny_model("tiny-llama", seed=0)
+    policy = build_tiny_model("tiny-llama", seed=1)
+    texts = ["the film was long", "a", "old stone house by the river at night"]
+    assert torch.equal(log_ratio_reward(base, base, texts), torch.zeros(3))
+    scores = log_ratio_reward(policy, base, texts, batch_size=2)
+    tok = base[1]
+    ids = torch.tensor([[tok.bos_token_id, *tok(texts[2], add_special_tokens=False).input_ids]])
+
+    def logprobs(model):
+        lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
+        return lp.gather(-1, ids[0, 1:, None])[:, 0]
+
+    with torch.no_grad():
+        expected = (logprobs(policy[0]) - logprobs(base[0])).mean()
+    assert scores.shape == (3,)
+    assert abs(float(scores[2]) - float(expected)) < 1e-4
+    # batching and padding do not change a text's score
+    assert torch.allclose(log_ratio_reward(policy, base, texts[2:]), scores[2:], atol=1e-5)
+    with pytest.raises(ValueError, match="at least one text"):
+        log_ratio_reward(policy, base, [])
 
 
 def test_supervised_ceiling_on_separable_and_degenerate_labels():
@@ -171,14 +204,14 @@ def test_zero_grad_is_called_every_step(tiny_hf):
         assert torch.allclose(g1, g2)  # accumulated gradients would be 2× the first
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "sum"])
 def test_planted_marker_is_recovered_cached(pooling):
     """IRL from behaviour alone recovers a planted reward (texts with the marker are good).
 
-    Mean pooling averages one marker with ~10 random tokens of a random model, so its expert
-    texts carry the marker more densely (on a real model the mean-token head was better)."""
+    Mean and sum pooling add one marker to ~10 random tokens of a random model, so their expert
+    texts carry the marker more densely (on a real model the pooled heads were better)."""
     hf, tok = build_tiny_model("tiny-llama", seed=0)
-    dense = pooling == "mean"
+    dense = pooling != "last"
     demos = _planted_demos(48, 24, dense=dense)
     rng = random.Random(7)
 
@@ -424,7 +457,9 @@ def test_run_irl_stage_writes_every_artifact(tmp_path, tiny_checkpoints, task):
     assert full["final_epoch"]["acc"]["median"] == summary["acc_median"]
     assert len((out / "irl_runs.csv").read_text().splitlines()) == 1 + 4
     heldout = [json.loads(line) for line in (out / "heldout_scores.jsonl").read_text().splitlines()]
-    assert len(heldout) == 4 + 4 + 6 and "probe" in heldout[0]
+    assert len(heldout) == 4 + 4 + 6 and "probe" in heldout[0] and "log_ratio" in heldout[0]
+    assert 0.0 <= full["log_ratio_control"]["acc"] <= 1.0
+    assert summary["log_ratio_acc"] == full["log_ratio_control"]["acc"]
     loaded = load_reward_model(out / "reward_model")
     scores = loaded.score([h["text"] for h in heldout])
     assert torch.allclose(scores, torch.tensor([h["irl_reward"] for h in heldout]), atol=1e-4)
