@@ -1811,9 +1811,9 @@ def run_irl_stage(
         "best_acc": summary["best_run"]["acc"],
         "majority_baseline_acc": summary["majority_baseline_acc"],
         "supervised_ceiling_acc": runs.supervised_ceiling["acc"],
-        "log_ratio_acc": log_ratio_eval["acc"] if log_ratio_eval else float("nan"),
         "n_runs": summary["n_runs"],
         "reward_model_dir": str(out_dir / "reward_model"),
+        **({"log_ratio_acc": log_ratio_eval["acc"]} if log_ratio_eval else {}),
     }
 
 

@@ -1487,11 +1487,12 @@ build(
             if (tox_dir / "summary.json").is_file():
                 tox = read_json(tox_dir / "summary.json")
                 display(pd.DataFrame(tox["final_epoch"]).T.loc[["acc", "f1", "spearman", "kendall"]])
+                log_ratio = tox.get("log_ratio_control")  # off by default for this task
                 display(Markdown(
                     f"Majority-class baseline: **{tox['majority_baseline_acc']:.1%}**; supervised "
-                    f"ceiling: **{tox['supervised_ceiling']['acc']:.1%}**; log-ratio control: "
-                    f"**{tox.get('log_ratio_control', {}).get('acc', float('nan')):.1%}**; "
-                    f"{tox['n_heldout']} held-out texts."
+                    f"ceiling: **{tox['supervised_ceiling']['acc']:.1%}**; "
+                    + (f"log-ratio control: **{log_ratio['acc']:.1%}**; " if log_ratio else "")
+                    + f"{tox['n_heldout']} held-out texts."
                 ))
                 table = next(
                     (tox_dir / sub / f"{sub}.csv" for sub in ("irl_rlhf", "policies")
