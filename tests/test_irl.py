@@ -1,5 +1,6 @@
 """Tests of lfp_mech.irl (IRL reward reconstruction) on tiny random models — seconds each."""
 
+import dataclasses
 import json
 import random
 
@@ -463,10 +464,17 @@ def test_run_irl_stage_writes_every_artifact(tmp_path, tiny_checkpoints, task):
     loaded = load_reward_model(out / "reward_model")
     scores = loaded.score([h["text"] for h in heldout])
     assert torch.allclose(scores, torch.tensor([h["irl_reward"] for h in heldout]), atol=1e-4)
-    # a second run reuses demonstrations and the hidden-state cache
+    # a second run reuses demonstrations and the hidden-state cache; without the control, its
+    # column and summary entries are absent rather than NaN
     mtime = (out / "demonstrations.jsonl").stat().st_mtime_ns
-    irl.run_irl_stage(tiny_checkpoints["base"], tiny_checkpoints["expert"], task, out, config)
+    no_control = dataclasses.replace(config, log_ratio_control=False)
+    again = irl.run_irl_stage(
+        tiny_checkpoints["base"], tiny_checkpoints["expert"], task, out, no_control
+    )
     assert (out / "demonstrations.jsonl").stat().st_mtime_ns == mtime
+    assert "log_ratio_acc" not in again
+    assert json.loads((out / "summary.json").read_text())["log_ratio_control"] is None
+    assert "log_ratio" not in json.loads((out / "heldout_scores.jsonl").read_text().splitlines()[0])
 
 
 def test_irl_rlhf_trains_a_policy_on_the_recovered_reward(tmp_path, tiny_checkpoints):
