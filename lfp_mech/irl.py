@@ -716,19 +716,7 @@ class RewardModel(nn.Module):
         self, texts: Sequence[str]
     ) -> tuple[Int[Tensor, "text pos"], Int[Tensor, "text pos"]]:
         """BOS-prefixed, right-padded token ids and attention mask (truncated to max_length)."""
-        tok = self.tokenizer
-        first = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        ids = [
-            [first, *tok(t, add_special_tokens=False).input_ids][: self.max_length] for t in texts
-        ]
-        width = max(len(i) for i in ids)
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
-        return input_ids, mask
+        return _bos_tokenize(self.tokenizer, texts, self.max_length)
 
     def forward(self, inputs: RewardInputs) -> Float[Tensor, "text"]:  # noqa: F821
         """Rewards from whatever :meth:`encode` produced (the trainable part only)."""
@@ -915,6 +903,22 @@ class RewardModel(nn.Module):
             for s in range(0, len(inputs), batch_size)
         ]
         return torch.cat(out).cpu()
+
+
+def _bos_tokenize(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> tuple[Int[Tensor, "text pos"], Int[Tensor, "text pos"]]:
+    """BOS-prefixed, right-padded token ids and attention mask (truncated to ``max_length``)."""
+    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = [[first, *tokenizer(t, add_special_tokens=False).input_ids][:max_length] for t in texts]
+    width = max(len(i) for i in ids)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
 
 
 def _last_token(
@@ -1231,25 +1235,18 @@ def log_ratio_reward(
         raise ValueError("log_ratio_reward needs at least one text")
     policy_model, tokenizer = _as_hf(policy, device)
     reference_model, _ = _as_hf(reference, device)
-    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    ids = [[first, *tokenizer(t, add_special_tokens=False).input_ids][:max_length] for t in texts]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    input_ids, mask = _bos_tokenize(tokenizer, texts, max_length)
+    order = torch.argsort(mask.sum(-1))
     out = torch.zeros(len(texts))
-    for start in tqdm(range(0, len(ids), batch_size), desc="log-ratio", disable=None, leave=False):
-        rows = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in rows)
-        input_ids = torch.full((len(rows), width), first, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            input_ids[r, : len(ids[i])] = torch.tensor(ids[i])
-            mask[r, : len(ids[i])] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        ratio = _token_logprobs(policy_model, input_ids, mask) - _token_logprobs(
-            reference_model, input_ids, mask
-        )
-        weights = mask[:, 1:].to(ratio.dtype)
-        mean = (ratio * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
-        out[torch.tensor(rows)] = mean.float().cpu()
+    for start in tqdm(
+        range(0, len(texts), batch_size), desc="log-ratio", disable=None, leave=False
+    ):
+        idx = order[start : start + batch_size]
+        width = int(mask[idx].sum(-1).max())
+        ids, m = input_ids[idx, :width].to(device), mask[idx, :width].to(device)
+        ratio = _token_logprobs(policy_model, ids, m) - _token_logprobs(reference_model, ids, m)
+        weights = m[:, 1:].to(ratio.dtype)
+        out[idx] = ((ratio * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)).float().cpu()
     return out
 
 
