@@ -5,7 +5,8 @@ Measures, on a small slice (< 3 min on 2 cores):
 1. greedy demonstration generation (left-padded batches, KV cache), per prompt;
 2. caching the hidden states of the frozen blocks (``RewardModel.encode``), per text;
 3. time per epoch (train on the pairs + score every text for evaluation) for the training
-   modes: full fine-tuning (paper), cached with 2 and 1 trainable blocks, head only;
+   modes: full fine-tuning (paper), cached with 2 and 1 trainable blocks, head only on the last
+   block, and the default (head only on the first ``IRLConfig().n_layers`` blocks);
 4. cached-vs-full reward parity on the real model (max |Δ reward|).
 
 Then projects the default preset (``IRLConfig()``): 2 models' demonstrations + one encode pass +
@@ -66,17 +67,22 @@ def main() -> None:
 
     # 2-4. modes -------------------------------------------------------------------------
     modes = [
-        ("cached, 2 blocks", "cached", 2),
-        ("cached, 1 block", "cached", 1),
-        ("head only", "cached", 0),
+        ("cached, 2 blocks", "cached", 2, None),
+        ("cached, 1 block", "cached", 1, None),
+        ("head only", "cached", 0, None),
+        (f"default: head, {default.n_layers} blocks kept", "cached", 0, default.n_layers),
     ]
     if not args.skip_full:
-        modes.append(("full fine-tuning", "full", 0))
+        modes.append(("full fine-tuning", "full", 0, None))
     results = {}
     reference = None
-    for label, mode, blocks in modes:
+    for label, mode, blocks, n_layers in modes:
         rm = RewardModel.from_base(
-            (hf, tok), mode=mode, n_trainable_blocks=blocks, pooling=default.pooling
+            (hf, tok),
+            mode=mode,
+            n_trainable_blocks=blocks,
+            pooling=default.pooling,
+            n_layers=n_layers,
         )
         rm.reset(seed=0)
         t = time.perf_counter()
@@ -90,7 +96,7 @@ def main() -> None:
         t = time.perf_counter()
         scores = rm.score_inputs(inputs, batch_size=config.eval_batch_size)
         eval_s = time.perf_counter() - t
-        if mode == "cached" and blocks == 2:
+        if mode == "cached" and blocks == 2 and n_layers is None:
             rm.reset(seed=0)
             before = rm.score_inputs(inputs, batch_size=config.eval_batch_size)
             reference = (before - rm.score(texts)).abs().max().item()
@@ -102,7 +108,7 @@ def main() -> None:
             trainable=n_trainable,
         )
         print(
-            f"{label:18s} trainable {n_trainable / 1e6:7.2f} M | encode {encode_s:6.1f} s | "
+            f"{label:30s} trainable {n_trainable / 1e6:7.2f} M | encode {encode_s:6.1f} s | "
             f"train epoch {train_s:6.1f} s | eval {eval_s:5.1f} s | "
             f"scores std {scores.std():.3f}"
         )

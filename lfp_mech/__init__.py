@@ -122,6 +122,7 @@ _LAZY: dict[str, str] = {
     "summarize_runs": "lfp_mech.irl",
     "supervised_ceiling": "lfp_mech.irl",
     "log_ratio_reward": "lfp_mech.irl",
+    "expressed_lexicon_bound": "lfp_mech.irl",
     "save_reward_model": "lfp_mech.irl",
     "load_reward_model": "lfp_mech.irl",
     "reward_model_fn": "lfp_mech.irl",

@@ -226,7 +226,7 @@ def irl_stage(ctx: StageContext) -> dict[str, Any]:
     """Options: IRLConfig fields, ``preset`` ("default"/"paper"), ``rlhf_steps`` /
     ``rlhf_eval_prompts`` for IRL-RLHF (``rlhf_steps=0`` skips it), and the toxicity task:
     ``toxicity_rlhf_steps`` (GRPO steps of the detoxified expert; 0 skips the task),
-    ``toxicity_lr``, ``toxicity_irl_rlhf_steps`` (IRL-RLHF on the toxicity reward) and
+    ``toxicity_lr``, ``toxicity_irl_rlhf_steps`` (IRL-RLHF on the toxicity reward, 20; 0 skips) and
     ``toxicity_log_ratio_control`` (default off: on these prompts every reward's binarized
     accuracy is the majority class, and the control costs about a minute of the budget)."""
     from lfp_mech.irl import IRLConfig, run_irl_stage
@@ -237,7 +237,7 @@ def irl_stage(ctx: StageContext) -> dict[str, Any]:
     n_eval = int(options.pop("rlhf_eval_prompts", 128))
     tox_steps = int(options.pop("toxicity_rlhf_steps", 20))
     tox_lr = float(options.pop("toxicity_lr", 1e-4))
-    tox_irl_steps = int(options.pop("toxicity_irl_rlhf_steps", 0))
+    tox_irl_steps = int(options.pop("toxicity_irl_rlhf_steps", 20))
     tox_log_ratio = bool(options.pop("toxicity_log_ratio_control", False))
     config = IRLConfig.preset(preset, **options)
     summary = run_irl_stage(

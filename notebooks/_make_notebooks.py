@@ -1447,6 +1447,12 @@ build(
             \\log \\pi_\\text{base}(y)$ averaged over tokens (`log_ratio_reward`; the optimum of
             RLHF is $\\pi \\propto \\pi_\\text{ref}\\, e^{r/\\beta}$). It needs no training, and is
             thresholded like the IRL reward (the cut fitted on the training texts).
+
+            A third bounds what *any* reward learned from these demonstrations can know
+            (`expressed_lexicon_bound`, VADER task only): the true lexicon kept only on the words
+            whose use the expert moved the way their valence says (more often if positive, less
+            often if negative). A held-out text whose sentiment rests on a word the expert never
+            moved (VADER scores "original", "created" and "united" positive) is out of reach.
             """
         ),
         code(
@@ -1460,6 +1466,10 @@ build(
             if log_ratio is not None:
                 scores["log_ratio_correct"] = truth == (scores["log_ratio"] > log_ratio["threshold"])
                 aggregations["log_ratio_accuracy"] = ("log_ratio_correct", "mean")
+            bound = irl_summary.get("lexicon_bound")  # VADER only; runs made before it lack it
+            if bound is not None:
+                scores["lexicon_correct"] = truth == (scores["expressed_lexicon"] > 0)
+                aggregations["expressed_lexicon_accuracy"] = ("lexicon_correct", "mean")
             display(scores.groupby("source").agg(**aggregations))
             median = final["median"].rename("IRL, median over seeds")
             if "supervised_ceiling" in irl_summary:
@@ -1467,6 +1477,9 @@ build(
                 median = pd.concat([median, ceiling], axis=1)
             if log_ratio is not None:
                 median = pd.concat([median, pd.Series(log_ratio, name="log-ratio control")], axis=1)
+            if bound is not None:
+                expressed = pd.Series(bound["expressed"], name="expressed-lexicon bound")
+                median = pd.concat([median, expressed], axis=1)
             display(median.loc[["acc", "f1", "spearman", "kendall"]])
             """
         ),

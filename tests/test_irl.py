@@ -15,6 +15,7 @@ from lfp_mech.irl import (
     IRLConfig,
     RewardModel,
     evaluate_reward_model,
+    expressed_lexicon_bound,
     fit_threshold,
     irl_metrics,
     load_reward_model,
@@ -136,6 +137,26 @@ def test_pooled_features_are_what_the_head_reads(mode, n_blocks):
     assert torch.allclose(via_head, rm.score_inputs(inputs), atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-neox"])
+def test_n_layers_reads_the_residual_stream_after_that_block(arch):
+    hf, tok = build_tiny_model(arch, seed=0)
+    texts = ["the film was long", "old stone house by the river at night"]
+    rm = RewardModel.from_base((hf, tok), n_layers=1, n_trainable_blocks=0, pooling="sum")
+    rm.reset(seed=2)
+    assert rm.n_layers == 1 and hf.config.num_hidden_layers == 2  # the caller's model is intact
+    ids, mask = rm.tokenize(texts)
+    with torch.no_grad():
+        hidden = hf.base_model(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        _, norm, _ = irl._decoder_parts(hf.base_model)
+        expected = rm.reward_from_pooled(irl._sum_tokens(norm(hidden[1]), mask))
+    assert torch.allclose(rm.score(texts), expected, atol=1e-5)
+    assert torch.allclose(rm.score_inputs(rm.encode(texts)), expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="n_layers=3 out of range.*2 decoder blocks"):
+        RewardModel.from_base((hf, tok), n_layers=3)
+    with pytest.raises(ConfigError, match="n_trainable_blocks=2 out of range"):
+        RewardModel.from_base((hf, tok), n_layers=1, n_trainable_blocks=2)
+
+
 def test_sum_pooling_is_the_mean_times_the_text_length():
     hidden = torch.randn(3, 5, 4)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
@@ -177,6 +198,23 @@ def test_supervised_ceiling_on_separable_and_degenerate_labels():
     # one class only in training: nothing can be fitted, reported as NaN rather than a fake score
     flat = supervised_ceiling(x[:150], true[:150].abs() + 1, x[150:], true[150:])
     assert np.isnan(flat.acc)
+
+
+def test_expressed_lexicon_bound_keeps_the_words_the_expert_moved():
+    lexicon = {"good": 2.0, "bad": -2.0, "fine": 1.0, "rare": 3.0}
+    expert = ["a good film", "good good", "a film"]
+    non_expert = ["a bad film", "a fine film", "good"]
+    heldout = ["rare film", "good day", "bad day", "fine day"]
+    true = torch.tensor([3.0, 2.0, -2.0, 1.0])
+    bound = expressed_lexicon_bound(expert, non_expert, heldout, true, lexicon=lexicon)
+    # seen: every lexicon word in a demonstration; expressed: good (expert uses it more) and
+    # bad (a negative word the expert uses less); fine moved against its valence, rare never
+    # appeared: a reward learned from these texts cannot know them
+    assert bound["seen"]["n_words"] == 3 and bound["expressed"]["n_words"] == 2
+    assert torch.equal(bound["seen"]["scores"], torch.tensor([0.0, 2.0, -2.0, 1.0]))
+    assert torch.equal(bound["expressed"]["scores"], torch.tensor([0.0, 2.0, -2.0, 0.0]))
+    assert bound["seen"]["acc"] == 0.75 and bound["expressed"]["acc"] == 0.5
+    assert bound["seen"]["threshold"] == 0.0
 
 
 def test_cached_mode_freezes_lower_blocks(tiny_hf):
@@ -284,10 +322,12 @@ def test_seeds_give_different_heads_but_reproducible_runs(tiny_hf):
     assert not torch.allclose(first.final_scores[0], first.final_scores[1])
 
 
-@pytest.mark.parametrize("mode", ["cached", "full"])
-def test_save_load_roundtrip_gives_identical_rewards(tmp_path, mode):
+@pytest.mark.parametrize("mode, n_layers", [("cached", None), ("cached", 1), ("full", None)])
+def test_save_load_roundtrip_gives_identical_rewards(tmp_path, mode, n_layers):
     hf, tok = build_tiny_model("tiny-llama", seed=0)
-    rm = RewardModel.from_base((hf, tok), mode=mode, n_trainable_blocks=1, pooling="mean")
+    rm = RewardModel.from_base(
+        (hf, tok), mode=mode, n_trainable_blocks=1, pooling="mean", n_layers=n_layers
+    )
     rm.reset(seed=5)
     with torch.no_grad():
         for p in rm.parameters():
@@ -298,8 +338,9 @@ def test_save_load_roundtrip_gives_identical_rewards(tmp_path, mode):
     save_reward_model(rm, tmp_path / "rm", extra={"task": "test"})
     config = json.loads((tmp_path / "rm" / "config.json").read_text())
     assert config["base_model"] == "tiny-llama" and config["task"] == "test"
-    assert config["pooling"] == "mean"
+    assert config["pooling"] == "mean" and config["n_layers"] == (n_layers or 2)
     loaded = load_reward_model(tmp_path / "rm")
+    assert loaded.n_layers == rm.n_layers
     assert torch.equal(loaded.score(texts), rm.score(texts))
     assert loaded.calibration == {"threshold": 0.25, "scale": 2.0}
     fn = reward_model_fn(loaded)
@@ -391,7 +432,7 @@ def test_generate_demonstrations_batched_greedy_and_cached(tmp_path, monkeypatch
 def test_config_validation_and_presets():
     paper = IRLConfig.preset("paper")
     assert (paper.n_train_prompts, paper.n_test_prompts, paper.max_new_tokens) == (500, 500, 100)
-    assert paper.mode == "full" and not paper.do_sample
+    assert paper.mode == "full" and not paper.do_sample and paper.n_layers is None
     default = IRLConfig()
     assert default.mode == "cached" and default.n_seeds >= 10
     assert IRLConfig.preset("default", n_seeds=3).n_seeds == 3
@@ -403,6 +444,8 @@ def test_config_validation_and_presets():
         IRLConfig(mode="partial")
     with pytest.raises(ConfigError, match="n_trainable_blocks"):
         IRLConfig(n_trainable_blocks=-1)
+    with pytest.raises(ConfigError, match="n_layers must be >= 1 or None"):
+        IRLConfig(n_layers=0)
     with pytest.raises(ConfigError, match="lr"):
         IRLConfig(lr=0.0)
     with pytest.raises(ConfigError, match="n_seeds"):
@@ -461,6 +504,12 @@ def test_run_irl_stage_writes_every_artifact(tmp_path, tiny_checkpoints, task):
     assert len(heldout) == 4 + 4 + 6 and "probe" in heldout[0] and "log_ratio" in heldout[0]
     assert 0.0 <= full["log_ratio_control"]["acc"] <= 1.0
     assert summary["log_ratio_acc"] == full["log_ratio_control"]["acc"]
+    if task == "vader":
+        assert "expressed_lexicon" in heldout[0]
+        assert full["lexicon_bound"]["expressed"]["n"] == len(heldout)
+        assert summary["lexicon_bound_acc"] == full["lexicon_bound"]["expressed"]["acc"]
+    else:  # the toxicity reward is no lexicon: no bound, no column
+        assert full["lexicon_bound"] is None and "expressed_lexicon" not in heldout[0]
     loaded = load_reward_model(out / "reward_model")
     scores = loaded.score([h["text"] for h in heldout])
     assert torch.allclose(scores, torch.tensor([h["irl_reward"] for h in heldout]), atol=1e-4)
