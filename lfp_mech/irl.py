@@ -41,7 +41,7 @@ reward on texts it never saw.
    features: what a linear head on this representation can reach), :func:`log_ratio_reward`
    (the policy's implicit reward ``log π/π_ref``, which reads probabilities instead of texts)
    and, for the lexicon reward, :func:`expressed_lexicon_bound` (the true lexicon kept on the
-   words the demonstrations reveal: what any reward learned from behaviour can know).
+   words whose use the expert moved: the part of the reward its behaviour shows).
 7. *IRL-RLHF* — :func:`irl_rlhf`: train a new policy on the recovered reward with
    ``lfp_mech.rlhf.train_policy`` and compare base / true-reward / IRL-reward policies under the
    true reward (:func:`evaluate_policies`).
@@ -1276,7 +1276,8 @@ def expressed_lexicon_bound(
     * ``"seen"``: the words that occur in any training demonstration (expert or non-expert).
     * ``"expressed"``: the words whose count moved the way their valence says: the expert uses
       a positive word more often than the non-expert, or a negative word less often. This is
-      all a reward recovered from behaviour can know, even one that got every weight right.
+      the part of the reward the behaviour shows; a learned reward reaches further only by
+      generalising from these words to others through its representation.
 
     Returns ``{subset: {"n_words": ..., **IRLEval.as_dict(), "scores": tensor}}``. An IRL
     accuracy near ``"expressed"`` means the demonstrations, not the reward model, are the
@@ -1386,6 +1387,8 @@ class IRLRuns:
     timings: dict[str, float] = field(default_factory=dict)
     supervised_ceiling: dict[str, float | int] = field(default_factory=dict)
     """:func:`supervised_ceiling` on the same texts (a control, not an IRL result)."""
+    train_true: Tensor = field(default_factory=lambda: torch.zeros(0))
+    """True rewards of the training texts: expert completions, then non-expert ones."""
 
 
 def run_seeds(
@@ -1483,6 +1486,7 @@ def run_seeds(
         heldout_texts=heldout,
         heldout_sources=sources,
         heldout_true=true_all[held_idx],
+        train_true=true_all[fit_idx],
         final_scores=final_scores,
         best=best,
         best_state=best_state,
@@ -1832,7 +1836,7 @@ def run_irl_stage(
     if probe_fn is not None:
         probe = probe_fn(runs.heldout_texts).float().cpu()
     train_texts = demos.texts("train", "expert") + demos.texts("train", "non_expert")
-    true_train = true_reward(train_texts).float().cpu()
+    true_train = runs.train_true
     log_ratio, log_ratio_eval = None, None
     if config.log_ratio_control:
         log_ratio, log_ratio_eval = _log_ratio_control(

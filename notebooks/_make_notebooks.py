@@ -1448,11 +1448,12 @@ build(
             RLHF is $\\pi \\propto \\pi_\\text{ref}\\, e^{r/\\beta}$). It needs no training, and is
             thresholded like the IRL reward (the cut fitted on the training texts).
 
-            A third bounds what *any* reward learned from these demonstrations can know
+            A third measures how much of the reward the demonstrations show at all
             (`expressed_lexicon_bound`, VADER task only): the true lexicon kept only on the words
             whose use the expert moved the way their valence says (more often if positive, less
             often if negative). A held-out text whose sentiment rests on a word the expert never
-            moved (VADER scores "original", "created" and "united" positive) is out of reach.
+            moved (VADER scores "original", "created" and "united" positive) can be right only
+            if the reward model generalises to that word from others.
             """
         ),
         code(

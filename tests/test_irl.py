@@ -320,6 +320,8 @@ def test_seeds_give_different_heads_but_reproducible_runs(tiny_hf):
     again = run_seeds(RewardModel.from_base(tiny_hf), demos, _marker_reward, config)
     assert torch.allclose(first.final_scores, again.final_scores)
     assert not torch.allclose(first.final_scores[0], first.final_scores[1])
+    train = demos.texts("train", "expert") + demos.texts("train", "non_expert")
+    assert torch.equal(first.train_true, _marker_reward(train))
 
 
 @pytest.mark.parametrize("mode, n_layers", [("cached", None), ("cached", 1), ("full", None)])
