@@ -1452,7 +1452,7 @@ build(
             (`expressed_lexicon_bound`, VADER task only): the true lexicon kept only on the words
             whose use the expert moved the way their valence says (more often if positive, less
             often if negative). A held-out text whose sentiment rests on a word the expert never
-            moved (VADER scores "original", "created" and "united" positive) can be right only
+            moved (VADER scores "original", "created" and "played" positive) can be right only
             if the reward model generalises to that word from others.
             """
         ),

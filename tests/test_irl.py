@@ -209,7 +209,7 @@ def test_expressed_lexicon_bound_keeps_the_words_the_expert_moved():
     bound = expressed_lexicon_bound(expert, non_expert, heldout, true, lexicon=lexicon)
     # seen: every lexicon word in a demonstration; expressed: good (expert uses it more) and
     # bad (a negative word the expert uses less); fine moved against its valence, rare never
-    # appeared: a reward learned from these texts cannot know them
+    # appeared: the bound leaves both out
     assert bound["seen"]["n_words"] == 3 and bound["expressed"]["n_words"] == 2
     assert torch.equal(bound["seen"]["scores"], torch.tensor([0.0, 2.0, -2.0, 1.0]))
     assert torch.equal(bound["expressed"]["scores"], torch.tensor([0.0, 2.0, -2.0, 0.0]))
