@@ -69,7 +69,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -801,17 +801,13 @@ class RewardModel(nn.Module):
         input_ids, mask = self.tokenize(texts)
         if self.mode == "full":
             return RewardInputs("tokens", input_ids, mask)
-        order = torch.argsort(mask.sum(-1))
         d_model = self.head.weight.shape[1]
         if self.n_trainable_blocks == 0:
             values = torch.zeros(len(texts), d_model)
         else:
             values = torch.zeros(len(texts), input_ids.shape[1], d_model)
-        for start in tqdm(
-            range(0, len(texts), batch_size), desc="encode", disable=None, leave=False
-        ):
-            idx = order[start : start + batch_size]
-            width = int(mask[idx].sum(-1).max())
+        batches = _length_sorted_batches(mask, batch_size, desc="encode")
+        for batch, (idx, width) in enumerate(batches):
             ids, m = input_ids[idx, :width].to(self.device), mask[idx, :width].to(self.device)
             out = self.backbone(
                 input_ids=ids,
@@ -824,7 +820,7 @@ class RewardModel(nn.Module):
                 continue
             hidden = out.hidden_states[self.first_trainable_layer]
             values[idx, :width] = hidden.cpu()
-            if start == 0:
+            if batch == 0:
                 self._check_cached_path(hidden, m, out.last_hidden_state, check_tol)
         kind = "pooled" if self.n_trainable_blocks == 0 else "hidden"
         mask_out = torch.ones(len(texts), 1, dtype=torch.long) if kind == "pooled" else mask
@@ -885,11 +881,8 @@ class RewardModel(nn.Module):
         if not texts:
             return torch.zeros(0)
         input_ids, mask = self.tokenize(texts)
-        order = torch.argsort(mask.sum(-1))
         scores = torch.zeros(len(texts))
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            width = int(mask[idx].sum(-1).max())
+        for idx, width in _length_sorted_batches(mask, batch_size):
             scores[idx] = (
                 self.reward_from_tokens(
                     input_ids[idx, :width].to(self.device), mask[idx, :width].to(self.device)
@@ -944,6 +937,19 @@ def _bos_tokenize(
         input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
     return input_ids, mask
+
+
+def _length_sorted_batches(
+    mask: Int[Tensor, "text pos"], batch_size: int, desc: str | None = None
+) -> Iterator[tuple[Int[Tensor, "batch"], int]]:  # noqa: F821
+    """Row indices of ``mask`` in batches of similar length, shortest first, with each batch's
+    width (its longest row), so right-padded inputs can be cut to ``[:, :width]``. ``desc``
+    shows a progress bar."""
+    order = torch.argsort(mask.sum(-1))
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=desc, disable=None if desc else True, leave=False):
+        idx = order[start : start + batch_size]
+        yield idx, int(mask[idx].sum(-1).max())
 
 
 def _last_token(
@@ -1337,13 +1343,8 @@ def log_ratio_reward(
     policy_model, tokenizer = _as_hf(policy, device)
     reference_model, _ = _as_hf(reference, device)
     input_ids, mask = _bos_tokenize(tokenizer, texts, max_length)
-    order = torch.argsort(mask.sum(-1))
     out = torch.zeros(len(texts))
-    for start in tqdm(
-        range(0, len(texts), batch_size), desc="log-ratio", disable=None, leave=False
-    ):
-        idx = order[start : start + batch_size]
-        width = int(mask[idx].sum(-1).max())
+    for idx, width in _length_sorted_batches(mask, batch_size, desc="log-ratio"):
         ids, m = input_ids[idx, :width].to(device), mask[idx, :width].to(device)
         ratio = _token_logprobs(policy_model, ids, m) - _token_logprobs(reference_model, ids, m)
         weights = m[:, 1:].to(ratio.dtype)
@@ -1835,20 +1836,16 @@ def run_irl_stage(
     probe = None
     if probe_fn is not None:
         probe = probe_fn(runs.heldout_texts).float().cpu()
-    train_texts = demos.texts("train", "expert") + demos.texts("train", "non_expert")
-    true_train = runs.train_true
+    train_e, train_n = demos.texts("train", "expert"), demos.texts("train", "non_expert")
     log_ratio, log_ratio_eval = None, None
     if config.log_ratio_control:
         log_ratio, log_ratio_eval = _log_ratio_control(
-            expert_model_path, base_model_path, train_texts, true_train, runs, config
+            expert_model_path, base_model_path, train_e + train_n, runs, config
         )
     lexicon_bound = None
     if spec.reward == "vader":
         lexicon_bound = expressed_lexicon_bound(
-            demos.texts("train", "expert"),
-            demos.texts("train", "non_expert"),
-            runs.heldout_texts,
-            runs.heldout_true,
+            train_e, train_n, runs.heldout_texts, runs.heldout_true
         )
         logger.info(
             "lexicon bound (true valences of the words the demonstrations express): acc %.3f",
@@ -1906,8 +1903,8 @@ def run_irl_stage(
             "n_heldout": len(runs.heldout_texts),
             "heldout_positive_rate": float((runs.heldout_true > 0).float().mean()),
             "true_reward_mean": {
-                "expert_train": float(true_train[:n_tr].mean()),
-                "non_expert_train": float(true_train[n_tr:].mean()),
+                "expert_train": float(runs.train_true[:n_tr].mean()),
+                "non_expert_train": float(runs.train_true[n_tr:].mean()),
                 "expert_test": float(runs.heldout_true[: len(demos.prompts["test"])].mean()),
             },
             "timings_s": runs.timings,
@@ -1944,7 +1941,6 @@ def _log_ratio_control(
     expert: ModelLike,
     base: ModelLike,
     train_texts: list[str],
-    true_train: Float[Tensor, "train"],  # noqa: F821
     runs: IRLRuns,
     config: IRLConfig,
 ) -> tuple[Float[Tensor, "held"], dict[str, float | int]]:  # noqa: F821
@@ -1959,7 +1955,7 @@ def _log_ratio_control(
         device=config.device,
     )
     fit, held = scores[: len(train_texts)], scores[len(train_texts) :]
-    threshold = fit_threshold(fit, true_train > 0, config.threshold_method)
+    threshold = fit_threshold(fit, runs.train_true > 0, config.threshold_method)
     metrics = irl_metrics(held, runs.heldout_true, threshold).as_dict()
     logger.info("log-ratio control (no training): acc %.3f", metrics["acc"])
     return held, metrics
