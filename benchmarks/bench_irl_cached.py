@@ -6,7 +6,8 @@ Measures, on a small slice (< 3 min on 2 cores):
 2. caching the hidden states of the frozen blocks (``RewardModel.encode``), per text;
 3. time per epoch (train on the pairs + score every text for evaluation) for the training
    modes: full fine-tuning (paper), cached with 2 and 1 trainable blocks, head only on the last
-   block, and the default (head only on the first ``IRLConfig().n_layers`` blocks);
+   block, and the default (head only, on the readouts after blocks ``IRLConfig().n_layers``
+   and ``IRLConfig().context_layer``);
 4. cached-vs-full reward parity on the real model (max |Δ reward|).
 
 Then projects the default preset (``IRLConfig()``): 2 models' demonstrations + one encode pass +
@@ -66,29 +67,31 @@ def main() -> None:
     print(f"slice: {n} pairs, {len(texts)} texts, {n_tokens / len(texts):.1f} tokens/text")
 
     # 2-4. modes -------------------------------------------------------------------------
+    readouts = f"blocks {default.n_layers} + {default.context_layer}"
     modes = [
-        ("cached, 2 blocks", "cached", 2, None),
-        ("cached, 1 block", "cached", 1, None),
-        ("head only", "cached", 0, None),
-        (f"default: head, {default.n_layers} blocks kept", "cached", 0, default.n_layers),
+        ("cached, 2 blocks", "cached", 2, None, None),
+        ("cached, 1 block", "cached", 1, None, None),
+        ("head only", "cached", 0, None, None),
+        (f"default: head, {readouts}", "cached", 0, default.n_layers, default.context_layer),
     ]
     if not args.skip_full:
-        modes.append(("full fine-tuning", "full", 0, None))
+        modes.append(("full fine-tuning", "full", 0, None, None))
     results = {}
     reference = None
-    for label, mode, blocks, n_layers in modes:
+    for label, mode, blocks, n_layers, context_layer in modes:
         rm = RewardModel.from_base(
             (hf, tok),
             mode=mode,
             n_trainable_blocks=blocks,
             pooling=default.pooling,
             n_layers=n_layers,
+            context_layer=context_layer,
         )
         rm.reset(seed=0)
         t = time.perf_counter()
         inputs = rm.encode(texts, batch_size=default.eval_batch_size)
         encode_s = time.perf_counter() - t
-        config = IRLConfig(batch_size=default.batch_size, lr=default.lr)
+        config = IRLConfig(batch_size=default.batch_size, lr=default.lr, context_layer=None)
         optimizer = torch.optim.Adam([p for p in rm.parameters() if p.requires_grad], lr=config.lr)
         t = time.perf_counter()
         _train_epoch(rm, optimizer, inputs, pairs, config, torch.Generator().manual_seed(0))

@@ -155,6 +155,7 @@ SMOKE_STAGE_OVERRIDES: dict[str, dict[str, Any]] = {
         "n_seeds": 2,
         "n_epochs": 2,
         "max_length": 48,
+        "context_layer": 1,
     },
 }
 

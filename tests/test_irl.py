@@ -78,6 +78,7 @@ def _small_config(**overrides) -> IRLConfig:
         batch_size=8,
         eval_batch_size=16,
         n_trainable_blocks=1,
+        context_layer=None,
     )
     return IRLConfig(**{**base, **overrides})
 
@@ -155,6 +156,56 @@ def test_n_layers_reads_the_residual_stream_after_that_block(arch):
         RewardModel.from_base((hf, tok), n_layers=3)
     with pytest.raises(ConfigError, match="n_trainable_blocks=2 out of range"):
         RewardModel.from_base((hf, tok), n_layers=1, n_trainable_blocks=2)
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-neox"])
+def test_context_readout_reads_the_raw_residual_stream_of_both_blocks(arch):
+    """Two readouts: the sum after block ``n_layers`` and the mean after ``context_layer``, raw
+    (HF's ``hidden_states[k]`` below the last block), each scaled; cached == full path."""
+    hf, tok = build_tiny_model(arch, seed=0)
+    texts = ["the film was long", "a", "old stone house by the river at night"]
+    rm = RewardModel.from_base(
+        (hf, tok), n_layers=1, context_layer=1, n_trainable_blocks=0, pooling="sum"
+    )
+    assert rm.readouts == [(1, "sum"), (1, "mean")] and rm.n_layers == 1
+    assert rm.head.weight.shape == (1, 2 * hf.config.hidden_size)
+    rm.reset(seed=2)
+    ids, mask = rm.tokenize(texts)
+    with torch.no_grad():
+        hidden = hf.base_model(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    raw = torch.cat([irl._sum_tokens(hidden[1], mask), irl._mean_tokens(hidden[1], mask)], -1)
+    inputs = rm.encode(texts, batch_size=2)
+    assert torch.allclose(rm.pooled_features(inputs), raw, atol=1e-5)
+    rm.fit_readout_scale(raw)
+    d = hf.config.hidden_size
+    for i, part in enumerate((raw[:, :d], raw[:, d:])):  # each readout: unit RMS once scaled
+        assert float((part * rm.readout_scale[i]).pow(2).mean().sqrt()) == pytest.approx(1.0, 1e-4)
+    expected = rm.head(
+        torch.cat([raw[:, :d] * rm.readout_scale[0], raw[:, d:] * rm.readout_scale[1]], -1)
+    )[:, 0]
+    assert torch.allclose(rm.score(texts), expected, atol=1e-5)
+    assert torch.allclose(rm.score_inputs(inputs), expected, atol=1e-5)
+    # blocks above both readouts are dropped; a deeper context readout keeps the blocks it needs
+    deep = RewardModel.from_base((hf, tok), n_layers=1, context_layer=2, n_trainable_blocks=0)
+    assert deep.n_layers == 2 and deep.readouts == [(1, "last"), (2, "mean")]
+
+
+def test_one_readout_keeps_unit_scale_and_bad_context_layers_are_refused():
+    hf, tok = build_tiny_model("tiny-llama", seed=0)
+    rm = RewardModel.from_base((hf, tok), n_trainable_blocks=0, pooling="sum")
+    rm.fit_readout_scale(100 * torch.randn(5, hf.config.hidden_size))
+    assert torch.equal(rm.readout_scale, torch.ones(1))
+    with pytest.raises(ConfigError, match="context_layer=3 out of range.*2 decoder blocks"):
+        RewardModel.from_base((hf, tok), context_layer=3, n_trainable_blocks=0)
+    with pytest.raises(ConfigError, match="head-only cached mode"):
+        RewardModel.from_base((hf, tok), context_layer=1, n_trainable_blocks=1)
+    with pytest.raises(ConfigError, match="head-only cached mode"):
+        RewardModel.from_base((hf, tok), context_layer=1, mode="full")
+    with pytest.raises(ConfigError, match="context_layer must be >= 1"):
+        IRLConfig(context_layer=0)
+    with pytest.raises(ConfigError, match="set context_layer=None"):
+        IRLConfig(n_trainable_blocks=2)
+    assert IRLConfig(n_trainable_blocks=2, context_layer=None).context_layer is None
 
 
 def test_sum_pooling_is_the_mean_times_the_text_length():
@@ -273,6 +324,23 @@ def test_planted_marker_is_recovered_cached(pooling):
     assert result.spearman > 0.5
 
 
+def test_planted_marker_is_recovered_by_the_default_two_readout_head():
+    """The default head shape (sum after a low block + mean after a higher one, head only)."""
+    hf, tok = build_tiny_model("tiny-llama", seed=0)
+    demos = _planted_demos(48, 24, dense=True)
+    rng = random.Random(7)
+    other = [_expert_text(rng, True) if i % 2 else _random_text(rng) for i in range(24)]
+    config = _small_config(
+        n_epochs=3, pooling="sum", n_trainable_blocks=0, n_layers=1, context_layer=2
+    )
+    rm = RewardModel.from_base(
+        (hf, tok), n_trainable_blocks=0, pooling="sum", n_layers=1, context_layer=2
+    )
+    runs = run_seeds(rm, demos, _marker_reward, config, other_texts=other)
+    assert summarize_runs(runs.rows)["final_epoch"]["acc"]["median"] >= 0.9
+    assert torch.all(rm.readout_scale != 1.0)  # fitted on the training texts by run_seeds
+
+
 def test_mid_text_marker_needs_trainable_blocks():
     """A marker anywhere in the text, last-token head: the last token must attend back to it, so
     training the top blocks recovers it while the head alone (on a random model) cannot."""
@@ -349,6 +417,22 @@ def test_save_load_roundtrip_gives_identical_rewards(tmp_path, mode, n_layers):
     out = fn(texts)
     assert out.dtype == torch.float32 and out.shape == (3,)
     assert torch.allclose(out, (rm.score(texts) - 0.25) / 2.0)
+
+
+def test_save_load_roundtrip_keeps_the_context_readout_and_its_scale(tmp_path):
+    hf, tok = build_tiny_model("tiny-llama", seed=0)
+    rm = RewardModel.from_base((hf, tok), n_layers=1, context_layer=2, n_trainable_blocks=0)
+    rm.reset(seed=5)
+    texts = ["the film was long", "zebra", "old stone house by the river"]
+    rm.fit_readout_scale(rm.pooled_features(rm.encode(texts)))
+    assert not torch.equal(rm.readout_scale, torch.ones(2))
+    save_reward_model(rm, tmp_path / "rm")
+    config = json.loads((tmp_path / "rm" / "config.json").read_text())
+    assert (config["n_layers"], config["context_layer"]) == (1, 2)
+    loaded = load_reward_model(tmp_path / "rm")
+    assert loaded.readouts == rm.readouts
+    assert torch.equal(loaded.readout_scale, rm.readout_scale)
+    assert torch.equal(loaded.score(texts), rm.score(texts))
 
 
 def test_load_refuses_a_different_base(tmp_path):
