@@ -2,6 +2,9 @@
 
 import copy
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,3 +54,15 @@ def smollm2(smollm2_hf):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """A finished smoke-preset run directory (the CLI end to end, ~40 s), shared by the session."""
+    run_dir = tmp_path_factory.mktemp("golden") / "smoke"
+    result = subprocess.run(
+        [sys.executable, "-m", "lfp_mech.cli", "run", "--preset", "smoke", "--run-dir", str(run_dir)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

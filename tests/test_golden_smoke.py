@@ -1,0 +1,35 @@
+"""Golden numbers: the smoke preset's key results are pinned, so a silent change fails here.
+
+Regenerate (after a change that is meant to move results, and say so in the commit)::
+
+    lfp-mech run --preset smoke --run-dir runs/smoke && python tests/golden_numbers.py runs/smoke
+"""
+
+import json
+import math
+from pathlib import Path
+
+from golden_numbers import golden_numbers
+
+GOLDEN = Path(__file__).parent / "golden" / "smoke.json"
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, list) or isinstance(b, list):
+        return (
+            isinstance(a, list)
+            and isinstance(b, list)
+            and len(a) == len(b)
+            and all(_close(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+
+
+def test_smoke_results_match_the_golden_numbers(smoke_run):
+    expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    actual = golden_numbers(smoke_run)
+    assert sorted(actual) == sorted(expected), "the set of pinned quantities changed"
+    moved = {k: (expected[k], actual[k]) for k in expected if not _close(expected[k], actual[k])}
+    assert not moved, f"{len(moved)} smoke results moved (expected, actual): {moved}"
