@@ -1,4 +1,4 @@
-"""Atomic file writes and hashing, shared by every stage.
+"""Atomic file writes, tables, JSON and hashing: the one set of file helpers every stage uses.
 
 Every artifact is first written to a temporary file in the destination folder and then
 renamed over the target (``os.replace`` is atomic on POSIX), so a killed run never leaves
@@ -6,12 +6,15 @@ a half-written file under a final name.
 """
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +104,74 @@ def sha256_json(obj: Any) -> str:
     """Stable hash of a JSON-serialisable object (keys sorted)."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as None and tuples as lists, so it is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """One JSON object per line, atomically."""
+    return write_text(path, "".join(json.dumps(json_safe(dict(r))) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def write_table(
+    stem: str | os.PathLike[str],
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    digits: int = 4,
+) -> Path:
+    """Write a table three ways: ``<stem>.csv`` (full precision, for code), ``<stem>.md``
+    (``digits`` significant digits, for reading) and ``<stem>.json`` (a list of records).
+
+    ``columns`` picks and orders the columns (default: the keys of the first row, then any new
+    keys of later rows). Missing cells are empty in CSV/Markdown and null in JSON. Returns the CSV
+    path.
+    """
+    stem = Path(stem)
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    records = [{column: row.get(column) for column in columns} for row in rows]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_csv_cell(r[c]) for c in columns] for r in records)
+    write_text(stem.with_suffix(".csv"), buffer.getvalue())
+    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join(
+        "| " + " | ".join(_md_cell(r[c], digits) for c in columns) + " |\n" for r in records
+    )
+    write_text(stem.with_suffix(".md"), header + body)
+    write_json(stem.with_suffix(".json"), json_safe(records))
+    return stem.with_suffix(".csv")
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(json_safe(value))
+    return value
+
+
+def _md_cell(value: Any, digits: int) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}g}"
+    text = json.dumps(json_safe(value)) if isinstance(value, list | tuple | dict) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -148,8 +148,8 @@ def probes_stage(ctx: StageContext) -> dict[str, Any]:
     description="describe the LFP features, activation frequency, ablation during generation",
 )
 def validate_stage(ctx: StageContext) -> dict[str, Any]:
-    from lfp_mech.ablation import ValidateConfig, run_validate_stage
     from lfp_mech.data import load_prompts
+    from lfp_mech.validate.ablation import ValidateConfig, run_validate_stage
 
     config = _with_run_defaults(ValidateConfig, ctx)
     sae_dirs = small_sae_dirs(ctx.run_dir)

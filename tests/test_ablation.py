@@ -10,7 +10,7 @@ import pytest
 import torch
 from sae_lens import SAE, StandardSAE, StandardSAEConfig
 
-from lfp_mech.ablation import (
+from lfp_mech.validate.ablation import (
     ValidateConfig,
     _frequency_rows,
     ablate_features,
@@ -21,7 +21,7 @@ from lfp_mech.ablation import (
     matched_random_features,
     run_validate_stage,
 )
-from lfp_mech.autointerp import AutointerpConfig
+from lfp_mech.validate.autointerp import AutointerpConfig
 from lfp_mech.errors import ConfigError
 
 HOOK = "blocks.1.hook_mlp_out"
@@ -372,7 +372,7 @@ def test_table7_without_selected_probe_inputs_says_so(caplog):
     acts = {HOOK: torch.ones(4, 8)}
     predictions = torch.tensor([-4.0, -3.5, 2.9, 3.0])  # nothing above 3: no fallback
     config = ValidateConfig()
-    with caplog.at_level(logging.WARNING, logger="lfp_mech.ablation"):
+    with caplog.at_level(logging.WARNING, logger="lfp_mech.validate.ablation"):
         rows = _frequency_rows(described, {HOOK: [1, 2]}, {}, config, acts, predictions)
     assert "none of the 4 probe inputs has predicted delta > 3" in caplog.text
     assert [r["group"] for r in rows] == ["chosen", "all features"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 
-from lfp_mech.autointerp import (
+from lfp_mech.validate.autointerp import (
     ActivatingExample,
     AutointerpConfig,
     LLMClient,

@@ -20,7 +20,7 @@ _CONDITION_LABELS = {
 def ablation_figure(rows: Sequence[Mapping[str, Any]], *, confidence: float = 0.95) -> Figure:
     """Grouped bars: mean reward per model (groups) and condition (bars), CI error bars.
 
-    ``rows`` are :attr:`lfp_mech.ablation.AblationResult.rows`.
+    ``rows`` are :attr:`lfp_mech.validate.ablation.AblationResult.rows`.
     """
     models = list(dict.fromkeys(r["model"] for r in rows))
     conditions = list(dict.fromkeys(r["condition"] for r in rows))

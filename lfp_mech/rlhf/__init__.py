@@ -74,6 +74,13 @@ from transformers import (
 from lfp_mech._io import atomic_dir, atomic_path, read_json, write_json, write_text
 from lfp_mech.errors import ConfigError, HubUnavailableError, LfpMechError
 from lfp_mech.models import generate_texts
+from lfp_mech.rlhf.config import (
+    DPO_PROMPT_TOKENS,
+    PREFERENCE_DATASETS,
+    TASKS,
+    DPOConfigLite,
+    RLHFConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,22 +104,6 @@ RewardLike = Callable[[Sequence[str]], Any]
 ModelLike = str | os.PathLike | tuple
 """A registered model name, a local HF checkpoint dir, or an in-memory ``(hf_model, tokenizer)``."""
 
-TASKS: dict[str, dict[str, str]] = {
-    "vader": {"reward": "vader", "prompts": "reviews", "preference_data": "offline"},
-    "toxicity": {"reward": "toxicity", "prompts": "toxicity", "preference_data": "offline"},
-    "hh": {"reward": "toxicity", "prompts": "hh-rlhf", "preference_data": "hh-rlhf"},
-}
-"""Task name -> reward name (``lfp_mech.rewards.get_reward``), prompt set, DPO preference data.
-
-"hh" (the paper's helpful/harmless DPO task) needs the hub (Anthropic HH-RLHF); its held-out
-evaluation uses the toxicity reward as a harmlessness proxy.
-"""
-
-PREFERENCE_DATASETS: dict[str, str] = {
-    "hh-rlhf": "Anthropic/hh-rlhf",
-    "toxic-dpo": "unalignment/toxic-dpo-v0.2",
-}
-"""Hub preference datasets the paper used for DPO (name -> hub id)."""
 
 POLICY_DIR = "policy"
 CHECKPOINT_DIR = "checkpoints"
@@ -162,194 +153,6 @@ _DPO_LOG_KEYS = {
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class RLHFConfig:
-    """Settings of the RLHF stage. Defaults: the offline SmolLM2 VADER study on a 2-core CPU."""
-
-    task: str = "vader"
-    """"vader" (paper's sentiment task), "toxicity" (be less toxic) or "hh" (DPO, hub only)."""
-    method: str = "grpo"
-    """"grpo" (TRL GRPOTrainer, default), "rloo" (TRL RLOOTrainer) or "dpo" (TRL DPOTrainer)."""
-    learning_rate: float = 5e-5
-    """GRPO/RLOO learning rate (constant). 1e-4 collapsed into repeating a positive word."""
-    beta: float = 0.04
-    """KL coefficient to the reference (base) model in GRPO/RLOO."""
-    batch_size: int = 16
-    """Completions per optimizer step (per device); prompts per step = batch_size / num_generations."""
-    num_generations: int = 8
-    """Completions sampled per prompt (the group of GRPO's group-relative advantage)."""
-    min_new_tokens: int = 8
-    """Minimum completion length in tokens (paper: 8–20)."""
-    max_new_tokens: int = 20
-    """Maximum completion length in tokens (paper: 8–20)."""
-    temperature: float = 1.0
-    """Sampling temperature for training rollouts and evaluation."""
-    repetition_penalty: float = 1.2
-    """Sampling repetition penalty of training rollouts (> 1 discourages repeated tokens)."""
-    max_steps: int = 70
-    """Optimizer steps (GRPO/RLOO and DPO). SmolLM2 on 2 idle cores: ~7.5 s/step, ~9 min for 70.
-    At lr 5e-5 the VADER reward climbs slowly for ~40 steps (40 are not enough); by 100 steps
-    the policy hacks VADER with lists of positive words (held-out distinct-2 0.43 vs 0.86 for
-    the base model), so 70 is the default."""
-    budget_minutes: float | None = 20.0
-    """Wall-clock safety cap (cumulative over resumes): training stops cleanly and saves. Set it
-    above the expected time so that ``max_steps``, not the machine's speed, ends training and
-    the run is reproducible; a budget stop is logged and recorded in the policy metadata."""
-    save_steps: int = 10
-    """Write a resumable Trainer checkpoint every this many steps (and at a budget stop)."""
-    keep_checkpoints: bool = False
-    """Keep ``checkpoints/`` after the policy is exported (False deletes them to save disk)."""
-    seed: int = 0
-    """Seed of training (data order, sampling) and of evaluation sampling."""
-    device: str = "cpu"
-    """"cpu", "cuda", ... (under ``accelerate launch`` the launcher places the model)."""
-    distinct2_threshold: float = 0.6
-    """Warn when a step's (or the tuned policy's) distinct-2 falls below this (collapse)."""
-    stop_on_collapse: bool = False
-    """Stop training when distinct-2 stays below the threshold for ``collapse_patience`` steps."""
-    collapse_patience: int = 3
-    """Consecutive collapsed steps that trigger a stop when ``stop_on_collapse``."""
-    n_train_prompts: int | None = None
-    """Training prompts drawn from the task's train split (None: all of them)."""
-    n_eval_prompts: int = 256
-    """Held-out prompts for the base-vs-tuned evaluation (test split; capped at its size)."""
-    eval_batch_size: int = 32
-    """Prompts per ``generate`` call in evaluation and preference-pair sampling."""
-    eval_repetition_penalty: float = 1.0
-    """Repetition penalty in evaluation (1.0: the policy's own distribution, the honest measure)."""
-    dpo_learning_rate: float = 3e-5
-    """DPO learning rate (paper: 3e-5)."""
-    dpo_beta: float = 0.1
-    """DPO's beta (strength of the implicit KL to the reference)."""
-    dpo_batch_size: int = 8
-    """DPO preference pairs per step (paper: 8)."""
-    preference_data: str | None = None
-    """DPO pairs: "offline" (sample + rank), "hh-rlhf" or "toxic-dpo" (hub). None: the task's."""
-    n_pair_prompts: int = 256
-    """Offline DPO: train prompts to sample preference pairs for."""
-    pair_samples: int = 4
-    """Offline DPO: completions sampled per prompt; best vs worst by reward form a pair."""
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; valid tasks: {', '.join(TASKS)}")
-        if self.method not in ("grpo", "rloo", "dpo"):
-            raise ConfigError(f"unknown method {self.method!r}; use 'grpo', 'rloo' or 'dpo'")
-        if self.task == "hh" and self.method != "dpo":
-            raise ConfigError("task 'hh' is a preference (DPO) task: set method='dpo'")
-        _check_positive(
-            self,
-            "learning_rate",
-            "batch_size",
-            "num_generations",
-            "max_new_tokens",
-            "temperature",
-            "repetition_penalty",
-            "max_steps",
-            "save_steps",
-            "collapse_patience",
-            "n_eval_prompts",
-            "eval_batch_size",
-            "eval_repetition_penalty",
-            "dpo_learning_rate",
-            "dpo_beta",
-            "dpo_batch_size",
-            "n_pair_prompts",
-        )
-        if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0 (KL coefficient), got {self.beta}")
-        if self.method != "dpo" and (
-            self.num_generations < 2 or self.batch_size % self.num_generations
-        ):
-            raise ConfigError(
-                f"batch_size ({self.batch_size}) must be a multiple of num_generations "
-                f"({self.num_generations}), and num_generations >= 2 (group baselines need 2+)"
-            )
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ConfigError(
-                f"need 0 <= min_new_tokens <= max_new_tokens, got {self.min_new_tokens} and "
-                f"{self.max_new_tokens}"
-            )
-        if self.budget_minutes is not None and self.budget_minutes <= 0:
-            raise ConfigError("budget_minutes must be > 0 (or None for no budget)")
-        if not 0 <= self.distinct2_threshold <= 1:
-            raise ConfigError(
-                f"distinct2_threshold must be in [0, 1], got {self.distinct2_threshold}"
-            )
-        if self.n_train_prompts is not None and self.n_train_prompts < 1:
-            raise ConfigError("n_train_prompts must be >= 1 (or None for all)")
-        if self.n_eval_prompts < 2:
-            raise ConfigError("n_eval_prompts must be >= 2 (a confidence interval needs 2 samples)")
-        if self.pair_samples < 2:
-            raise ConfigError("pair_samples must be >= 2 (a pair needs a best and a worst sample)")
-        if self.preference_data is not None and self.preference_data not in (
-            "offline",
-            *PREFERENCE_DATASETS,
-        ):
-            raise ConfigError(
-                f"unknown preference_data {self.preference_data!r}; use 'offline', "
-                f"{', '.join(repr(k) for k in PREFERENCE_DATASETS)} or None (the task's default)"
-            )
-
-    def to_dpo_config(self) -> "DPOConfigLite":
-        """The :class:`DPOConfigLite` this stage config implies for ``method="dpo"``."""
-        return DPOConfigLite(
-            learning_rate=self.dpo_learning_rate,
-            beta=self.dpo_beta,
-            batch_size=self.dpo_batch_size,
-            max_steps=self.max_steps,
-            max_length=_DPO_PROMPT_TOKENS + self.max_new_tokens,
-            budget_minutes=self.budget_minutes,
-            save_steps=self.save_steps,
-            keep_checkpoints=self.keep_checkpoints,
-            seed=self.seed,
-            device=self.device,
-        )
-
-
-_DPO_PROMPT_TOKENS = 44  # room for the prompt in DPO's max_length (review prefixes are short)
-
-
-@dataclass
-class DPOConfigLite:
-    """Settings of :func:`train_dpo` (a small subset of TRL's ``DPOConfig``)."""
-
-    learning_rate: float = 3e-5
-    """AdamW learning rate, constant (paper: 3e-5; AdamW eps 1e-8)."""
-    beta: float = 0.1
-    """DPO beta: how strongly the policy is kept near the reference."""
-    batch_size: int = 8
-    """Preference pairs per optimizer step (paper: 8)."""
-    max_steps: int = 40
-    """Optimizer steps (paper: 5000 on GPUs; a few dozen suffice for the offline CPU demo)."""
-    max_length: int = 64
-    """Maximum tokens of prompt + completion (longer pairs are truncated)."""
-    budget_minutes: float | None = 14.0
-    """Wall-clock training budget (cumulative over resumes)."""
-    save_steps: int = 20
-    """Resumable checkpoint every this many steps."""
-    keep_checkpoints: bool = False
-    """Keep ``checkpoints/`` after export."""
-    seed: int = 0
-    """Training seed."""
-    device: str = "cpu"
-    """"cpu", "cuda", ..."""
-
-    def __post_init__(self) -> None:
-        _check_positive(
-            self, "learning_rate", "beta", "batch_size", "max_steps", "max_length", "save_steps"
-        )
-        if self.budget_minutes is not None and self.budget_minutes <= 0:
-            raise ConfigError("budget_minutes must be > 0 (or None for no budget)")
-
-
-def _check_positive(config: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not value > 0:
-            raise ConfigError(f"{type(config).__name__}.{name} must be > 0, got {value!r}")
 
 
 # --------------------------------------------------------------------------- online RL

@@ -57,116 +57,11 @@ from tqdm.auto import tqdm
 from lfp_mech._io import atomic_dir, write_json, write_text
 from lfp_mech.activations import ActivationStore, tokenize_for_model
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.saes.config import DEFAULT_ALPHA, PAPER_ALPHA, SIZES, SAEConfig
 
 logger = logging.getLogger(__name__)
 
 os.environ.setdefault("WANDB_MODE", "disabled")
-
-SIZES = ("small", "big")
-DEFAULT_ALPHA = 6e-4
-"""Calibrated α (per-element-MSE units, see the module docstring) for SmolLM2 MLP outputs.
-
-Calibration (SmolLM2-135M-Instruct, its own sampled completions to the review prompts, 34k
-training / 6k held-out tokens, small tied SAE 576→576, 400–500k activations seen, batch 512):
-
-======  =====================  =====================  =====================
-α       layer 20 FVU/L0/CE%    layer 27 FVU/L0/CE%    layer 29 FVU/L0/CE%
-======  =====================  =====================  =====================
-3e-4    –                      0.10 / 398 / 86        –
-6e-4    0.14 / 316 / 88        0.15 / 293 / 79        0.05 / 210 / 92
-1e-3    0.19 / 232 / 85        0.21 / 216 / 74        0.06 / 195 / 90
-2e-3    0.28 / 136 / –         0.31 / 179 / 63        –
-3e-3    –                      0.37 / 133 / –         –
-======  =====================  =====================  =====================
-
-(CE% = CE loss recovered; layer 27's zero-ablation costs only 0.17 nats, so it is the
-binding layer.) 6e-4 is the largest α on this grid that keeps every layer at FVU <= 0.3 and
-CE recovered >= 70% with a margin; the paper's 1e-3 passes too, by 4 points on layer 27.
-Untied SAEs behave alike (layer 27: FVU 0.20, L0 223, CE 80% at 1e-3).
-"""
-PAPER_ALPHA = 1e-3
-
-
-@dataclass
-class SAEConfig:
-    """Options of the SAE stage. Defaults: SmolLM2, 5 layers x 2 sizes in ~10 min on 2 cores."""
-
-    expansion_factors: tuple[int, int] = (1, 2)
-    """d_sae / d_in of the small and the big dictionary (paper: n and 2n)."""
-    tied: bool = True
-    """Tie the decoder to the encoder, ``W_dec = W_enc.T`` (paper default)."""
-    compare_untied: bool = True
-    """Also train the other variant (untied if ``tied``) of every small SAE, for the
-    tied-vs-untied table."""
-    l1_coefficient: float = DEFAULT_ALPHA
-    """α in per-element-MSE units (SAE-Lens gets ``α·d_in``); paper 1e-3 on unnormalised
-    Pythia activations."""
-    lr: float = 1e-3
-    """Adam learning rate (paper 1e-3)."""
-    lr_decay_fraction: float = 0.0
-    """Fraction of the final steps over which the lr decays linearly to 0 (0: constant)."""
-    batch_size: int = 512
-    """Activations per step (paper 32; larger is much faster per token on CPU)."""
-    training_tokens: int = 400_000
-    """Activations seen per SAE (~5 epochs over 75k stored tokens; ~780 steps at batch 512)."""
-    l1_warm_up_fraction: float = 0.05
-    """Fraction of the steps over which the L1 coefficient ramps up from 0 (SAE-Lens)."""
-    normalize_activations: bool = True
-    """Rescale activations to mean norm ``sqrt(d_in)`` while training (folded in afterwards)."""
-    decoder_init_norm: float | None = 0.1
-    """Initial norm of the decoder rows (SAE-Lens heuristic; ``None``: Kaiming init)."""
-    sweep_alphas: tuple[float, ...] = (1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 1e-2)
-    """α values of the L1 sweep (small tied SAE on one layer); empty: no sweep."""
-    sweep_tokens: int = 200_000
-    """Activations seen per SAE of the sweep."""
-    sweep_layer: int | None = None
-    """Layer of the sweep (default: the first stored layer)."""
-    eval_tokens: int = 8_192
-    """Held-out activations for MSE/FVU/L0/dead fraction."""
-    ce_texts: int = 48
-    """Held-out texts for the CE-loss-recovered evaluation."""
-    ce_batch_size: int = 16
-    """Texts per forward pass in the CE evaluation."""
-    context_length: int = 128
-    """Truncation of the CE-evaluation texts (tokens, including BOS)."""
-    mmcs_threshold: float = 0.9
-    """A small-dictionary feature is "high-MMCS" when its MMCS with the big one is >= this."""
-    mmcs_top_k: int = 20
-    """How many highest-MMCS features per layer to list in the summary."""
-    device: str = "cpu"
-    """Where SAEs train and the model runs."""
-    seed: int = 0
-    """Seed of the initialisation and of the batch order."""
-
-    def __post_init__(self) -> None:
-        factors = tuple(self.expansion_factors)
-        if len(factors) != 2 or not 1 <= factors[0] <= factors[1]:
-            raise ConfigError(
-                f"expansion_factors must be (small, big) with 1 <= small <= big, got {factors}"
-            )
-        self.expansion_factors = (int(factors[0]), int(factors[1]))
-        self.sweep_alphas = tuple(float(a) for a in self.sweep_alphas)
-        self.l1_coefficient, self.lr = float(self.l1_coefficient), float(self.lr)
-        if self.l1_coefficient < 0 or any(a < 0 for a in self.sweep_alphas):
-            raise ConfigError("L1 coefficients (l1_coefficient, sweep_alphas) must be >= 0")
-        for name in ("lr", "batch_size", "training_tokens", "sweep_tokens", "eval_tokens"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.training_tokens < self.batch_size:
-            raise ConfigError(
-                f"training_tokens ({self.training_tokens}) < batch_size ({self.batch_size}): "
-                "not a single training step"
-            )
-        if not 0 <= self.lr_decay_fraction < 1:
-            raise ConfigError(f"lr_decay_fraction must be in [0, 1), got {self.lr_decay_fraction}")
-        if not 0 <= self.l1_warm_up_fraction < 1:
-            raise ConfigError(
-                f"l1_warm_up_fraction must be in [0, 1), got {self.l1_warm_up_fraction}"
-            )
-        if not 0 < self.mmcs_threshold <= 1:
-            raise ConfigError(f"mmcs_threshold must be in (0, 1], got {self.mmcs_threshold}")
-        if self.ce_texts < 0 or self.ce_batch_size < 1 or self.mmcs_top_k < 0:
-            raise ConfigError("ce_texts and mmcs_top_k must be >= 0 and ce_batch_size >= 1")
 
 
 # --------------------------------------------------------------------------- the tied SAE

@@ -39,7 +39,7 @@ included (padding is masked by attention anyway)::
 
 **The validation stage** (:func:`run_validate_stage`, paper section 4):
 
-* feature descriptions with a "related to the fine-tuning task" label (:mod:`lfp_mech.autointerp`);
+* feature descriptions with a "related to the fine-tuning task" label (:mod:`lfp_mech.validate.autointerp`);
 * Table 7 — :func:`activation_frequency`: how often task-related features are active on the
   probe's inputs that it predicts with ``delta > 3`` (strong positive feedback, as in the
   paper), against the average feature;
@@ -58,9 +58,9 @@ import random
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,15 +69,15 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from lfp_mech._io import save_tensors, write_json
-from lfp_mech.autointerp import (
-    AutointerpConfig,
+from lfp_mech.errors import ConfigError
+from lfp_mech.validate.autointerp import (
     corpus_batches,
     describe_features,
     layer_of_hook,
     tokenize_corpus,
     write_table,
 )
-from lfp_mech.errors import ConfigError
+from lfp_mech.validate.config import ValidateConfig
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,6 @@ __all__ = [
     "run_validate_stage",
 ]
 
-AblationMode = Literal["zero", "mean"]
 FeatureIds = Sequence[int] | Tensor | np.ndarray
 """Feature indices of one SAE: a list/range of ints, a 1-D integer tensor or array."""
 AblationSpec = Mapping[str, tuple[nn.Module, FeatureIds]]
@@ -102,63 +101,6 @@ AblationSpec = Mapping[str, tuple[nn.Module, FeatureIds]]
 
 
 # --------------------------------------------------------------------------- stage config
-
-
-@dataclass
-class ValidateConfig:
-    """Options of the ``validate`` stage (feature descriptions, Tables 6 and 7).
-
-    Defaults are sized for SmolLM2-135M on a 2-core CPU (the paper used 1000 completions).
-    """
-
-    n_completions: int = 96
-    """Completions per (model, condition) cell of the ablation table (paper: 1000)."""
-    max_new_tokens: int = 20
-    """New tokens per completion (the RLHF stage's completions are 8–20 tokens)."""
-    prefix_tokens: int = 30
-    """Prompts are cut to their first this many tokens (the paper's 30-token prefixes)."""
-    temperature: float = 1.0
-    """Sampling temperature of the completions (0 = greedy)."""
-    gen_batch_size: int = 16
-    """Prompts generated together."""
-    reward: str = "vader"
-    """Reward that scores the completions (a name for :func:`lfp_mech.rewards.get_reward`)."""
-    mode: AblationMode = "zero"
-    """"zero" (the paper) or "mean" ablation (features set to their corpus mean)."""
-    ablate: Literal["task_related", "chosen"] = "task_related"
-    """Ablate the chosen features labelled task-related (the paper), or all chosen features.
-    If none is labelled task-related, all chosen features are ablated and the summary says so."""
-    delta_threshold: float = 3.0
-    """Table 7 selects the probe inputs whose predicted delta (normalised to [-4, 4]) exceeds
-    this: the paper's "inputs the probe predicts with delta > 3", strong positive feedback."""
-    confidence: float = 0.95
-    """Confidence level of the intervals."""
-    n_examples_saved: int = 8
-    """Completions per cell written to completions.json for reading."""
-    autointerp: AutointerpConfig | dict[str, Any] = field(default_factory=dict)
-    """Options of the feature descriptions (:class:`lfp_mech.autointerp.AutointerpConfig`)."""
-    seed: int = 0
-    """Seed of prompt order, sampling and random-feature choice."""
-    device: str = "cpu"
-    """Where models and SAEs run."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.autointerp, Mapping):
-            options = {"device": self.device, "seed": self.seed, **dict(self.autointerp)}
-            self.autointerp = AutointerpConfig(**options)
-        for name in ("n_completions", "max_new_tokens", "prefix_tokens", "gen_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"validate.{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature < 0:
-            raise ConfigError(f"validate.temperature must be >= 0, got {self.temperature}")
-        if self.mode not in ("zero", "mean"):
-            raise ConfigError(f"validate.mode must be 'zero' or 'mean', got {self.mode!r}")
-        if self.ablate not in ("task_related", "chosen"):
-            raise ConfigError(
-                f"validate.ablate must be 'task_related' or 'chosen', got {self.ablate!r}"
-            )
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"validate.confidence must be in (0, 1), got {self.confidence}")
 
 
 # --------------------------------------------------------------------------- ablate_features
@@ -268,7 +210,7 @@ def _resolve(
     if mode == "mean" and means is None:
         raise ConfigError(
             "mode='mean' needs the features' mean activations: pass means={hook: tensor} "
-            "(compute them with lfp_mech.ablation.feature_means(model, sae, texts))"
+            "(compute them with lfp_mech.validate.ablation.feature_means(model, sae, texts))"
         )
     if means is not None and not isinstance(means, Mapping):
         raise ConfigError("with a {hook: (sae, ids)} mapping, means must be {hook: tensor}")

@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 from lfp_mech._io import write_text
 from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.rewards import WORD_RE
+from lfp_mech.validate.config import DEFAULT_TASK, AutointerpConfig
 
 logger = logging.getLogger(__name__)
 
@@ -90,63 +91,6 @@ __all__ = [
 ENV_BASE_URL = "LFP_MECH_LLM_BASE_URL"
 ENV_MODEL = "LFP_MECH_LLM_MODEL"
 ENV_API_KEY = "LFP_MECH_LLM_API_KEY"
-DEFAULT_TASK = "training the model to generate completions with positive sentiment (VADER reward)"
-
-
-@dataclass
-class AutointerpConfig:
-    """Options of the feature descriptions."""
-
-    k: int = 10
-    """Top-activating tokens kept per feature."""
-    window: tuple[int, int] | list[int] = (12, 4)
-    """Context window around a top token: tokens before and after it."""
-    batch_size: int = 16
-    """Corpus texts per forward pass."""
-    max_len: int = 64
-    """Corpus texts are cut to this many tokens (BOS included)."""
-    n_null: int = 200
-    """Random features per SAE whose statistics form the null distribution."""
-    alpha: float = 0.05
-    """A feature is task-related when its p-value is below this."""
-    lexicon: str = "vader"
-    """Word lexicon of the offline labeler ("vader": the VADER valences of the reward)."""
-    sentiment_word_threshold: float = 1.0
-    """Tokens of words with |valence| >= this count as "strong feedback" tokens (Table 7 without
-    probe predictions)."""
-    task_description: str = DEFAULT_TASK
-    """The fine-tuning task, as the LLM labeler is told."""
-    use_llm: Literal["auto", "never", "always"] = "auto"
-    """"auto": use the LLM labeler when the LFP_MECH_LLM_* variables are set; "always": require it."""
-    label_source: Literal["offline", "llm"] = "offline"
-    """Which labeler's "task-related" label selects the features to ablate."""
-    seed: int = 0
-    """Seed of the null-feature sample."""
-    device: str = "cpu"
-    """Where the forward passes run."""
-
-    def __post_init__(self) -> None:
-        self.window = tuple(int(w) for w in self.window)
-        if len(self.window) != 2 or min(self.window) < 0:
-            raise ConfigError(f"autointerp.window must be two non-negative ints, got {self.window}")
-        for name in ("k", "batch_size", "max_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"autointerp.{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_null < 0:
-            raise ConfigError(f"autointerp.n_null must be >= 0, got {self.n_null}")
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"autointerp.alpha must be in (0, 1), got {self.alpha}")
-        if self.lexicon != "vader":
-            raise ConfigError(
-                f"unknown lexicon {self.lexicon!r}; available: 'vader' (or pass "
-                "lexicon= to describe_features)"
-            )
-        if self.use_llm not in ("auto", "never", "always"):
-            raise ConfigError(f"autointerp.use_llm must be auto/never/always, got {self.use_llm!r}")
-        if self.label_source not in ("offline", "llm"):
-            raise ConfigError(
-                f"autointerp.label_source must be offline/llm, got {self.label_source!r}"
-            )
 
 
 # --------------------------------------------------------------------------- corpus

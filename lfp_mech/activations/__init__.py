@@ -49,78 +49,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lfp_mech._io import atomic_dir, read_json, save_tensors, write_json
+from lfp_mech.activations.config import PAPER_EXAMPLES_PER_LAYER, ActivationConfig
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.hooks import HOOK_TEMPLATES, hook_name
 from lfp_mech.models import generate_texts
 
 logger = logging.getLogger(__name__)
 
 HookKind = Literal["mlp_out", "mlp_post"]
-HOOK_TEMPLATES: dict[str, str] = {
-    "mlp_out": "blocks.{layer}.hook_mlp_out",
-    "mlp_post": "blocks.{layer}.mlp.hook_post",
-}
 STORE_FILE = "store.json"
 TEXTS_FILE = "texts.json"
 STORE_VERSION = 1
-PAPER_EXAMPLES_PER_LAYER = 75_000
 _MAX_TOP_UP_ROUNDS = 5
-
-
-@dataclass
-class ActivationConfig:
-    """Options of the activation capture."""
-
-    hook: str = "mlp_out"
-    """``"mlp_out"`` → ``blocks.{l}.hook_mlp_out`` (paper); ``"mlp_post"`` →
-    ``blocks.{l}.mlp.hook_post``."""
-    n_tokens: int = PAPER_EXAMPLES_PER_LAYER
-    """Training tokens to capture (per layer; BOS and padding excluded). Paper: 75,000."""
-    heldout_tokens: int = 8_192
-    """Extra tokens from separate texts, for the SAE metrics (stage only)."""
-    batch_size: int = 32
-    """Texts per forward pass."""
-    context_length: int = 128
-    """Texts are truncated to this many tokens including BOS."""
-    shard_tokens: int = 8_192
-    """Tokens per shard file (memory while capturing or reading is about one shard)."""
-    dtype: str = "float32"
-    """Storage dtype of the activations."""
-    top_up: bool = True
-    """Stage only: if the texts hold too few tokens, sample completions from the tuned policy."""
-    max_new_tokens: int = 48
-    """Stage only: length of the sampled top-up completions."""
-    generation_batch_size: int = 64
-    """Stage only: prompts per ``generate`` call when topping up."""
-    device: str = "cpu"
-    """Where the model runs."""
-    seed: int = 0
-    """Seed of the train/held-out split and of the top-up sampling."""
-
-    def __post_init__(self) -> None:
-        if self.hook not in HOOK_TEMPLATES:
-            raise ConfigError(f"hook must be one of {sorted(HOOK_TEMPLATES)}, got {self.hook!r}")
-        if self.dtype not in ("float32", "float16", "bfloat16"):
-            raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
-        for name in ("n_tokens", "batch_size", "shard_tokens", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.heldout_tokens < 0:
-            raise ConfigError(f"heldout_tokens must be >= 0, got {self.heldout_tokens}")
-        if self.context_length < 2:
-            raise ConfigError(
-                f"context_length must be >= 2 (BOS + one token), got {self.context_length}"
-            )
-        if self.generation_batch_size < 1:
-            raise ConfigError(
-                f"generation_batch_size must be >= 1, got {self.generation_batch_size}"
-            )
-
-
-def hook_name(layer: int, kind: str = "mlp_out") -> str:
-    """The TransformerLens hook name of ``kind`` at ``layer`` (``blocks.3.hook_mlp_out``)."""
-    if kind not in HOOK_TEMPLATES:
-        raise ConfigError(f"hook kind must be one of {sorted(HOOK_TEMPLATES)}, got {kind!r}")
-    return HOOK_TEMPLATES[kind].format(layer=layer)
 
 
 def capture_activations(

@@ -93,11 +93,11 @@ from lfp_mech._io import (
     write_text,
 )
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.irl.config import POOLINGS, IRLConfig, Mode, Pooling
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PRESETS",
     "TASKS",
     "Demonstrations",
     "IRLConfig",
@@ -126,9 +126,6 @@ __all__ = [
     "task_texts",
 ]
 
-Mode = Literal["cached", "full"]
-Pooling = Literal["last", "mean", "sum"]
-POOLINGS: tuple[str, ...] = ("last", "mean", "sum")
 Split = Literal["train", "test"]
 Role = Literal["expert", "non_expert"]
 ModelLike = str | os.PathLike[str] | tuple[PreTrainedModel, PreTrainedTokenizerBase]
@@ -156,198 +153,6 @@ _FORMAT = "lfp_mech.irl.RewardModel/1"
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class IRLConfig:
-    """Settings of the IRL stage. Defaults: the CPU preset (``PRESETS["default"]``).
-
-    Default sizes (2 shared cores, SmolLM2-135M): 128 train / 128 test prompts (+ 96 other
-    held-out texts), 24 new tokens, greedy; reward model = SmolLM2's first 16 blocks and a
-    linear head on two readouts of the residual stream, the sum of the token states after block
-    2 and their mean after block 16, the head alone trained on cached features; 10 seeds × 6
-    epochs; projected 1–2 min for the VADER task on an idle 2-core machine
-    (``benchmarks/bench_irl_cached.py``). ``IRLConfig.preset("paper")``: 500 / 500 prompts,
-    100 new tokens, full fine-tuning, last-token head, batch 2, lr 1e-5, 13 seeds × 6 epochs
-    (78 runs, the paper's count).
-    """
-
-    n_train_prompts: int = 128
-    """Prompts whose completions (by both models) train the reward model (paper: 500). On the
-    default VADER task with a head on block 2 alone, 512 left the held-out accuracy at
-    0.80 (6 seeds, a head on the raw residual stream); on all blocks with 2 trained and sum
-    pooling, 512 lowered it from 0.77 to 0.68."""
-    n_test_prompts: int = 128
-    """Prompts whose completions are held out for evaluation (paper: 500)."""
-    n_other_texts: int = 96
-    """Extra held-out texts of the task (VADER: contrastive review sentences; toxicity: unused
-    prompts), so evaluation is not only on the two models' own outputs. 0 disables."""
-    max_new_tokens: int = 24
-    """Completion length of the demonstrations (paper: 100)."""
-    do_sample: bool = False
-    """False: greedy decoding (paper). True: sampling with ``temperature`` / ``top_p``."""
-    temperature: float = 1.0
-    """Sampling temperature (only with ``do_sample``)."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (only with ``do_sample``)."""
-    gen_batch_size: int = 32
-    """Prompts per ``generate`` call (left-padded, KV cache)."""
-    mode: Mode = "cached"
-    """"cached": train the top ``n_trainable_blocks`` on cached hidden states (CPU default);
-    "full": fine-tune the whole LM (paper)."""
-    n_layers: int | None = 2
-    """The head reads the residual stream after this decoder block, pooled by ``pooling``
-    (blocks above it and ``context_layer`` are dropped); None: after the last block (the
-    paper). Default 2: VADER is a word-level reward, and words are still linearly readable
-    there. Alone (no ``context_layer``, final-normed) it scored 0.79 held-out vs 0.77 on the
-    last block (median of 10 seeds; 0.82 vs 0.78 on a second, independent set); with the
-    context readout, block 4 instead of 2 fell to 0.77."""
-    context_layer: int | None = 16
-    """A second readout: the head also reads the mean of the residual stream after this block,
-    a sentence-level view next to the word-level sum after block ``n_layers``. Both are read
-    raw (before the final norm) and scaled to unit RMS over the training texts. None: the one
-    readout, final-normed. Needs the head-only cached mode. On the default VADER task (10
-    seeds) it lifted the held-out median from 0.79 to 0.81 and the second set's from 0.82 to
-    0.83; chosen on the second set among blocks 8 / 12 / 16 / 20 / 30 (0.83 / 0.83 / 0.83 /
-    0.76 / 0.78 there; held-out 0.79 / 0.81 / 0.81 / 0.77 / 0.77)."""
-    n_trainable_blocks: int = 0
-    """Top blocks (of the ``n_layers`` kept) trained in "cached" mode; 0 = the head alone, on
-    the cached pooled features. Training 2 blocks on top of 4 kept ones fell to 0.70. Blocks
-    > 0 need ``context_layer=None``."""
-    pooling: Pooling = "sum"
-    """What the linear head reads: the "last" non-padding token (paper), the "mean" or the
-    "sum" of the text's token states (BOS excluded; a per-token reward, averaged or added up).
-    Default "sum", the shape of a lexicon reward like VADER (a sum over words). On SmolLM2-135M
-    and the same demonstrations (10 seeds, all blocks, 2 trained) it reached 0.771 vs 0.713
-    for "mean" (Spearman 0.78 vs 0.74, F1 0.81 vs 0.78) and changed nothing on the toxicity
-    task (0.966 both, the majority class); "last" was lower still (0.65 vs 0.73 for "mean",
-    4 seeds). Applies to the ``n_layers`` readout (the ``context_layer`` one is a mean). A
-    summed reward grows with length, so compare texts of similar length: with the sum after
-    block 2 alone, all 96 short contrastive sentences fell below the threshold fitted on the
-    longer demonstrations (0.67, their share of non-positive ones); with the mean after block
-    16 beside it, the best run scores 0.78 on them."""
-    n_seeds: int = 10
-    """Independent runs (head initialisation and data order) — the non-identifiability study."""
-    n_epochs: int = 6
-    """Passes over the training pairs per seed; every epoch is evaluated."""
-    lr: float = 1e-3
-    """Adam learning rate (paper: 1e-5..1e-4, for full fine-tuning; a head alone needs more:
-    1e-4 left it at 0.68 after 6 epochs)."""
-    batch_size: int = 8
-    """Demonstration pairs per optimizer step (paper: 2)."""
-    grad_clip: float = 1.0
-    """Max global gradient norm (``clip_grad_norm_``)."""
-    max_length: int = 192
-    """Reward-model inputs are truncated to this many tokens (BOS included)."""
-    eval_batch_size: int = 32
-    """Texts per forward pass when scoring."""
-    log_ratio_control: bool = True
-    """Also score the held-out texts with :func:`log_ratio_reward` (the policy's implicit
-    reward, no training; ~70 s for 600 texts on 2 cores) and report it next to the IRL reward."""
-    threshold_method: Literal["accuracy", "median"] = "accuracy"
-    """How the IRL threshold is fitted on the training texts: "accuracy" = the cut that
-    maximises agreement with the binarized true reward; "median" = the median IRL reward."""
-    seed: int = 0
-    """Seed of prompt sampling and of generation sampling; run ``i`` uses seed ``seed + i``."""
-    device: str = "cpu"
-    """Torch device for generation and training."""
-
-    def __post_init__(self) -> None:
-        positive = (
-            "n_train_prompts",
-            "n_test_prompts",
-            "max_new_tokens",
-            "gen_batch_size",
-            "n_seeds",
-            "n_epochs",
-            "batch_size",
-            "max_length",
-            "eval_batch_size",
-        )
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"IRLConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_other_texts < 0:
-            raise ConfigError(f"IRLConfig.n_other_texts must be >= 0, got {self.n_other_texts}")
-        if self.mode not in ("cached", "full"):
-            raise ConfigError(f"IRLConfig.mode must be 'cached' or 'full', got {self.mode!r}")
-        if self.n_layers is not None and self.n_layers < 1:
-            raise ConfigError(
-                f"IRLConfig.n_layers must be >= 1 or None (all blocks), got {self.n_layers}"
-            )
-        if self.context_layer is not None:
-            if self.context_layer < 1:
-                raise ConfigError(
-                    f"IRLConfig.context_layer must be >= 1 or None, got {self.context_layer}"
-                )
-            if self.mode != "cached" or self.n_trainable_blocks != 0:
-                raise ConfigError(
-                    "IRLConfig.context_layer needs the head-only cached mode (mode='cached', "
-                    f"n_trainable_blocks=0), got mode={self.mode!r}, n_trainable_blocks="
-                    f"{self.n_trainable_blocks}; set context_layer=None"
-                )
-        if self.n_trainable_blocks < 0:
-            raise ConfigError(
-                f"IRLConfig.n_trainable_blocks must be >= 0 (0 = head only), "
-                f"got {self.n_trainable_blocks}"
-            )
-        if not (self.lr > 0 and self.grad_clip > 0):
-            raise ConfigError(
-                f"IRLConfig.lr and grad_clip must be > 0, got {self.lr}, {self.grad_clip}"
-            )
-        if not (self.temperature > 0 and 0 < self.top_p <= 1):
-            raise ConfigError(
-                f"IRLConfig.temperature must be > 0 and top_p in (0, 1], got "
-                f"{self.temperature}, {self.top_p}"
-            )
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"IRLConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.threshold_method not in ("accuracy", "median"):
-            raise ConfigError(
-                f"IRLConfig.threshold_method must be 'accuracy' or 'median', "
-                f"got {self.threshold_method!r}"
-            )
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "IRLConfig":
-        """The config of preset ``name`` ("default" or "paper"), with ``overrides`` applied."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown IRL preset {name!r}; presets: {', '.join(PRESETS)}")
-        valid = {f.name for f in fields(cls)}
-        unknown = set(overrides) - valid
-        if unknown:
-            raise ConfigError(
-                f"unknown IRLConfig option(s) {sorted(unknown)}; valid: {sorted(valid)}"
-            )
-        return cls(**{**PRESETS[name], **overrides})
-
-    def generation_key(self) -> dict[str, Any]:
-        """The settings that change the demonstrations (part of their cache key)."""
-        keys = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed")
-        return {k: getattr(self, k) for k in keys}
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "paper": {
-        "n_train_prompts": 500,
-        "n_test_prompts": 500,
-        "n_other_texts": 1000,
-        "max_new_tokens": 100,
-        "mode": "full",
-        "n_layers": None,
-        "context_layer": None,
-        "n_seeds": 13,
-        "n_epochs": 6,
-        "lr": 1e-5,
-        "batch_size": 2,
-        "gen_batch_size": 16,
-        "eval_batch_size": 16,
-        "pooling": "last",
-        "max_length": 256,
-    },
-}
-"""IRLConfig presets: "default" (2-core CPU) and "paper" (the IRL paper's sizes)."""
 
 
 @dataclass(frozen=True)

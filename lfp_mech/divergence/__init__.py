@@ -43,46 +43,12 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from lfp_mech._io import save_tensors, write_json, write_text
+from lfp_mech.divergence.config import DEFAULT_BLOCK_PATTERN, DivergenceConfig
 from lfp_mech.errors import ConfigError, LfpMechError
 
 logger = logging.getLogger(__name__)
 
 ModelLike = PreTrainedModel | str | os.PathLike[str]
-
-DEFAULT_BLOCK_PATTERN = r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\."
-"""Regex whose first group is the block index in an HF parameter name."""
-
-
-@dataclass
-class DivergenceConfig:
-    """Options of the layer-divergence stage."""
-
-    top_k: int = 5
-    """How many of the most divergent blocks to select (paper: 5)."""
-    block_pattern: str = DEFAULT_BLOCK_PATTERN
-    """Regex on HF parameter names; group 1 is the block index."""
-    param_filter: str | None = None
-    """If set, only block parameters whose name matches this regex count (e.g. ``"mlp"`` for an
-    MLP-only divergence). ``None`` (paper): every parameter of the block."""
-    device: str = "cpu"
-    """Where the differences are computed (models are loaded on the CPU)."""
-
-    def __post_init__(self) -> None:
-        if self.top_k < 1:
-            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
-        for name in ("block_pattern", "param_filter"):
-            pattern = getattr(self, name)
-            if pattern is None:
-                continue
-            try:
-                compiled = re.compile(pattern)
-            except re.error as err:
-                raise ConfigError(f"{name} {pattern!r} is not a valid regex: {err}") from err
-            if name == "block_pattern" and compiled.groups < 1:
-                raise ConfigError(
-                    f"block_pattern {pattern!r} needs a capture group for the block index, "
-                    r"e.g. r'layers\.(\d+)\.'"
-                )
 
 
 def layer_divergence(

@@ -90,6 +90,7 @@ from transformer_lens import HookedTransformer
 
 from lfp_mech._io import load_tensors, save_tensors, write_json, write_text
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.probes.config import BASELINES, VADER_RANGE, ProbesConfig
 from lfp_mech.rewards import WORD_RE
 
 logger = logging.getLogger(__name__)
@@ -134,30 +135,6 @@ __all__ = [
     "xavier_probe",
 ]
 
-VADER_RANGE = 4.0
-"""VADER valences lie in [-4, 4]; probe predictions are normalised to this range."""
-
-BASELINES = (
-    "xavier",
-    "base_sae",
-    "tuned_mlp",
-    "tuned_embed",
-    "base_mlp",
-    "base_embed",
-    "shuffled",
-)
-"""Baselines of :func:`run_probes_stage`, all evaluated on the same held-out words:
-
-* ``xavier`` — untrained linear probe, ``xavier_uniform_`` weights, zero bias (paper baseline),
-  on the tuned model's SAE features;
-* ``base_sae`` — the whole pipeline (triples → deltas → Ridge) on the base model's SAE features;
-* ``tuned_mlp`` / ``base_mlp`` — the pipeline on raw hook activations (no SAE) at the same hooks;
-* ``tuned_embed`` / ``base_embed`` — the pipeline on token embeddings alone (``hook_embed``);
-* ``shuffled`` — tuned SAE features with the training labels permuted (seeded).
-
-Each pipeline baseline computes its deltas (labels) in its own feature space, as the pipeline
-would if it were run on that representation.
-"""
 
 _HOOK_LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 _PRIMARY = "tuned_sae"
@@ -165,71 +142,6 @@ _PRIMARY = "tuned_sae"
 PROBE_INPUTS_FILE = "probe_inputs.safetensors"
 """File of :func:`run_probes_stage` with the tuned SAE probe's inputs and predictions
 (:func:`save_probe_inputs`)."""
-
-
-@dataclass
-class ProbesConfig:
-    """Options of the feedback-probe stage (defaults sized for SmolLM2-135M on 2 CPU cores).
-
-    Cost of the defaults: per model (tuned, base) one pass over 3 x ``n_triples`` = 2,400 triple
-    sentences plus 105 held-out words x ``n_carrier_templates`` = 525 carrier sentences, ~10
-    tokens each with BOS. Measured on SmolLM2 with 5 hooks at layers 25-29 (shared 2-core CPU):
-    1,425 sentences in 30-52 s, so ~60-105 s per model; with two model loads (~20 s each),
-    the probe fits and the bootstraps (~30 s) the stage takes ~3-4.5 minutes.
-    """
-
-    n_triples: int = 800
-    """Contrastive triples for probe training (each gives 2 probe samples)."""
-    heldout_fraction: float = 0.25
-    """Fraction of the positive/negative word pools held out of training and used for evaluation."""
-    n_carrier_templates: int = 5
-    """Carrier sentences per evaluation word (its features are averaged over them)."""
-    min_abs_valence: float = 0.0
-    """Evaluate only on words with |VADER valence| >= this (0 = all held-out words)."""
-    batch_size: int = 64
-    """Sequences per forward pass."""
-    alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 5, 15))
-    """Ridge penalties tried by the cross-validation."""
-    standardize: bool = True
-    """Standardise features (``StandardScaler``) before the Ridge fit."""
-    cv_folds: int = 5
-    """Folds of the word-grouped cross-validation that picks the Ridge penalty."""
-    n_shuffles: int = 10
-    """Label permutations for the shuffled-label null distribution of τ (0 = only the one
-    ``shuffled`` baseline). They reuse the tuned probe's α, so each costs one Ridge fit."""
-    n_bootstrap: int = 2000
-    """Bootstrap resamples (over words) for CIs and paired differences."""
-    baselines: tuple[str, ...] = BASELINES
-    """Which baselines to compute (subset of :data:`BASELINES`)."""
-    seed: int = 0
-    """Seeds triples, template choice, Xavier init, label shuffling and bootstraps."""
-    device: str = "cpu"
-    """Torch device for the models and SAEs."""
-
-    def __post_init__(self) -> None:
-        self.alphas = tuple(float(a) for a in self.alphas)
-        self.baselines = tuple(self.baselines)
-        if self.n_triples < 2:
-            raise ConfigError(f"n_triples must be >= 2, got {self.n_triples}")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            raise ConfigError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
-        if self.n_carrier_templates < 1:
-            raise ConfigError(f"n_carrier_templates must be >= 1, got {self.n_carrier_templates}")
-        if not 0.0 <= self.min_abs_valence < VADER_RANGE:
-            raise ConfigError(f"min_abs_valence must be in [0, 4), got {self.min_abs_valence}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.alphas or any(a <= 0 for a in self.alphas):
-            raise ConfigError(f"alphas must be a non-empty list of positive floats: {self.alphas}")
-        if self.cv_folds < 2:
-            raise ConfigError(f"cv_folds must be >= 2, got {self.cv_folds}")
-        if self.n_shuffles < 0:
-            raise ConfigError(f"n_shuffles must be >= 0, got {self.n_shuffles}")
-        if self.n_bootstrap < 10:
-            raise ConfigError(f"n_bootstrap must be >= 10, got {self.n_bootstrap}")
-        unknown = sorted(set(self.baselines) - set(BASELINES))
-        if unknown:
-            raise ConfigError(f"unknown baseline(s) {unknown}; valid: {list(BASELINES)}")
 
 
 @dataclass

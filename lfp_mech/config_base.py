@@ -1,0 +1,94 @@
+"""What every stage's config dataclass shares: checks whose errors name the option, run-level fields.
+
+A stage's config (``lfp_mech/<stage>/config.py``) is a dataclass that subclasses
+:class:`StageConfig` and sets ``section`` to its place in the run config, so that an invalid value
+fails with one line naming the option, its value and what is allowed::
+
+    saes.l1_coefficient = -1.0: must be >= 0
+
+The run config nests every stage's dataclass (:class:`lfp_mech.runner.config.RunConfig`); the
+command line, ``--set`` overrides, TOML files and presets are all parsed from it.
+
+``seed`` and ``device`` are run-level settings: a stage config declares them as :data:`RunSeed` and
+:data:`RunDevice`, the run copies its own values into them, and they are hidden from the command
+line (set ``--seed`` / ``--device`` on the run). Built by hand in Python, a stage config keeps the
+values it is given.
+"""
+
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar
+
+import tyro
+
+from lfp_mech.errors import ConfigError
+
+__all__ = ["RunDevice", "RunSeed", "StageConfig"]
+
+RunSeed = Annotated[int, tyro.conf.Suppress]
+"""A stage's ``seed`` field: the run's ``seed`` in a run, hidden from the command line."""
+RunDevice = Annotated[str, tyro.conf.Suppress]
+"""A stage's ``device`` field: the run's ``device`` in a run, hidden from the command line."""
+
+RUN_LEVEL_FIELDS = ("seed", "device")
+"""Fields a run copies into every stage config (and its nested configs) that declares them."""
+
+
+class StageConfig:
+    """Base of the stage config dataclasses: validation helpers that name the option.
+
+    Subclasses set ``section`` (``"saes"``, ``"validate.autointerp"``) and call the ``require_*``
+    helpers from ``__post_init__``.
+    """
+
+    section: ClassVar[str] = ""
+
+    def invalid(self, option: str, requirement: str) -> ConfigError:
+        """A one-line :class:`ConfigError`: ``section.option = value: requirement``."""
+        where = f"{self.section}.{option}" if self.section else f"{type(self).__name__}.{option}"
+        return ConfigError(f"{where} = {getattr(self, option)!r}: {requirement}")
+
+    def require(self, condition: bool, option: str, requirement: str) -> None:
+        """Raise :meth:`invalid` unless ``condition`` holds."""
+        if not condition:
+            raise self.invalid(option, requirement)
+
+    def require_positive(self, *options: str) -> None:
+        """Each option must be > 0."""
+        for option in options:
+            self.require(getattr(self, option) > 0, option, "must be > 0")
+
+    def require_at_least(self, minimum: float, *options: str) -> None:
+        """Each option must be >= ``minimum``."""
+        for option in options:
+            self.require(getattr(self, option) >= minimum, option, f"must be >= {minimum}")
+
+    def require_optional_at_least(self, minimum: float, *options: str) -> None:
+        """Each option must be None or >= ``minimum``."""
+        for option in options:
+            value = getattr(self, option)
+            self.require(value is None or value >= minimum, option, f"must be >= {minimum} or None")
+
+    def require_between(
+        self,
+        option: str,
+        low: float,
+        high: float,
+        *,
+        low_open: bool = False,
+        high_open: bool = False,
+    ) -> None:
+        """``low <= option <= high``, with either end open on request."""
+        value = getattr(self, option)
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        self.require(above and below, option, f"must be in {interval}")
+
+    def require_choice(self, option: str, choices: Iterable[Any]) -> None:
+        """The option must be one of ``choices``."""
+        choices = list(choices)
+        self.require(
+            getattr(self, option) in choices,
+            option,
+            f"must be one of {', '.join(repr(c) for c in choices)}",
+        )

@@ -1,0 +1,135 @@
+"""Options of the ``irl`` stage: recover the reward from behaviour, compare, re-train on it.
+
+Defaults are sized for SmolLM2-135M on 2 CPU cores: 128 train / 128 test prompts (+ 96 other
+held-out texts), 24 new tokens, greedy; the reward model is SmolLM2's first 16 blocks with a
+linear head on two readouts of the residual stream (the sum of the token states after block 2 and
+their mean after block 16), the head alone trained on cached features; 10 seeds × 6 epochs. The
+IRL paper's sizes (500 / 500 prompts, 100 new tokens, full fine-tuning, last-token head, batch 2,
+lr 1e-5, 13 seeds × 6 epochs) are the ``irl`` section of the paper-model presets
+(``lfp-mech config --preset pythia-70m``).
+"""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
+
+__all__ = ["IRLConfig", "Mode", "POOLINGS", "Pooling"]
+
+Mode = Literal["cached", "full"]
+Pooling = Literal["last", "mean", "sum"]
+POOLINGS: tuple[str, ...] = ("last", "mean", "sum")
+
+
+@dataclass
+class IRLConfig(StageConfig):
+    """Settings of the IRL stage: demonstrations, reward model, training, IRL-RLHF, toxicity."""
+
+    section = "irl"
+
+    n_train_prompts: int = 128
+    """Prompts whose completions (by both models) train the reward model (paper: 500)."""
+    n_test_prompts: int = 128
+    """Prompts whose completions are held out for evaluation (paper: 500)."""
+    n_other_texts: int = 96
+    """Extra held-out texts of the task (VADER: contrastive review sentences; toxicity: unused
+    prompts), so evaluation is not only on the two models' own outputs. 0 disables."""
+    max_new_tokens: int = 24
+    """Completion length of the demonstrations (paper: 100)."""
+    do_sample: bool = False
+    """False: greedy decoding (paper). True: sampling with ``temperature`` / ``top_p``."""
+    temperature: float = 1.0
+    """Sampling temperature (only with ``do_sample``)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (only with ``do_sample``)."""
+    gen_batch_size: int = 32
+    """Prompts per ``generate`` call (left-padded, KV cache)."""
+    mode: Mode = "cached"
+    """"cached": train the top ``n_trainable_blocks`` on cached hidden states (CPU default);
+    "full": fine-tune the whole LM (paper)."""
+    n_layers: int | None = 2
+    """The head reads the residual stream after this decoder block, pooled by ``pooling``
+    (blocks above it and ``context_layer`` are dropped); None: after the last block (the
+    paper). VADER is a word-level reward, and words are still linearly readable early."""
+    context_layer: int | None = 16
+    """A second readout: the head also reads the mean of the residual stream after this block,
+    a sentence-level view next to the word-level sum after block ``n_layers``. Both are read
+    raw (before the final norm) and scaled to unit RMS over the training texts. None: the one
+    readout, final-normed. Needs the head-only cached mode."""
+    n_trainable_blocks: int = 0
+    """Top blocks (of the ``n_layers`` kept) trained in "cached" mode; 0 = the head alone, on
+    the cached pooled features. Blocks > 0 need ``context_layer=None``."""
+    pooling: Pooling = "sum"
+    """What the linear head reads: the "last" non-padding token (paper), the "mean" or the
+    "sum" of the text's token states (BOS excluded; a per-token reward, averaged or added up).
+    "sum" has the shape of a lexicon reward like VADER (a sum over words); it grows with length,
+    so compare texts of similar length. Applies to the ``n_layers`` readout (the
+    ``context_layer`` one is a mean)."""
+    n_seeds: int = 10
+    """Independent runs (head initialisation and data order) — the non-identifiability study."""
+    n_epochs: int = 6
+    """Passes over the training pairs per seed; every epoch is evaluated."""
+    lr: float = 1e-3
+    """Adam learning rate (paper: 1e-5..1e-4, for full fine-tuning; a head alone needs more)."""
+    batch_size: int = 8
+    """Demonstration pairs per optimizer step (paper: 2)."""
+    grad_clip: float = 1.0
+    """Max global gradient norm (``clip_grad_norm_``)."""
+    max_length: int = 192
+    """Reward-model inputs are truncated to this many tokens (BOS included)."""
+    eval_batch_size: int = 32
+    """Texts per forward pass when scoring."""
+    log_ratio_control: bool = True
+    """Also score the held-out texts of the VADER task with the policy's implicit reward (its
+    log-probability ratio to the base model, no training) and report it next to the IRL reward."""
+    threshold_method: Literal["accuracy", "median"] = "accuracy"
+    """How the IRL threshold is fitted on the training texts: "accuracy" = the cut that
+    maximises agreement with the binarized true reward; "median" = the median IRL reward."""
+    rlhf_steps: int = 20
+    """IRL-RLHF on the VADER task: GRPO steps of a policy trained on the recovered reward
+    (0 skips IRL-RLHF)."""
+    rlhf_eval_prompts: int = 128
+    """Held-out prompts on which the IRL-RLHF policies (and the toxicity task's) are compared."""
+    toxicity_rlhf_steps: int = 20
+    """The toxicity task: GRPO steps of the detoxified expert on the offline toxicity reward
+    (0 skips the task)."""
+    toxicity_lr: float = 1e-4
+    """Learning rate of the toxicity task's GRPO runs (expert and IRL-RLHF)."""
+    toxicity_irl_rlhf_steps: int = 20
+    """IRL-RLHF on the toxicity task: GRPO steps on its recovered reward (0 skips it)."""
+    toxicity_log_ratio_control: bool = False
+    """The log-ratio control on the toxicity task too (off by default: its binarized accuracy
+    there is the majority class, and it costs about a minute)."""
+    seed: RunSeed = 0
+    """Seed of prompt sampling and of generation sampling; run ``i`` uses seed ``seed + i``."""
+    device: RunDevice = "cpu"
+    """Torch device for generation and training."""
+
+    def __post_init__(self) -> None:
+        self.require_at_least(
+            1, "n_train_prompts", "n_test_prompts", "max_new_tokens", "gen_batch_size",
+            "n_seeds", "n_epochs", "batch_size", "max_length", "eval_batch_size",
+            "rlhf_eval_prompts",
+        )  # fmt: skip
+        self.require_at_least(
+            0, "n_other_texts", "n_trainable_blocks", "rlhf_steps", "toxicity_rlhf_steps",
+            "toxicity_irl_rlhf_steps",
+        )  # fmt: skip
+        self.require_choice("mode", ("cached", "full"))
+        self.require_choice("pooling", POOLINGS)
+        self.require_choice("threshold_method", ("accuracy", "median"))
+        self.require_optional_at_least(1, "n_layers", "context_layer")
+        if self.context_layer is not None:
+            self.require(
+                self.mode == "cached" and self.n_trainable_blocks == 0,
+                "context_layer",
+                "needs the head-only cached mode (mode='cached', n_trainable_blocks=0); "
+                "set context_layer=None",
+            )
+        self.require_positive("lr", "grad_clip", "temperature", "toxicity_lr")
+        self.require_between("top_p", 0, 1, low_open=True)
+
+    def generation_key(self) -> dict[str, Any]:
+        """The settings that change the demonstrations (part of their cache key)."""
+        keys = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed")
+        return {k: getattr(self, k) for k in keys}

@@ -1,0 +1,86 @@
+"""The one batched generation loop of lfp_mech (HF ``generate`` with the KV cache)."""
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+
+def generate_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    min_new_tokens: int = 0,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    batch_size: int = 32,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    desc: str = "generate",
+) -> tuple[list[str], list[int]]:
+    """Complete each prompt with an HF causal LM: ``(completions, n_new_tokens_before_eos)``.
+
+    The one generation loop of lfp_mech (RLHF evaluation, IRL demonstrations, activation
+    corpus). Prompts are sorted by length and generated in left-padded batches with the KV
+    cache; results come back in input order. Sampling is pure ancestral sampling (no top-k) at
+    ``temperature``; each batch draws from its own RNG seeded with ``seed + batch start``, so a
+    completion does not depend on what ran before, and the global RNG is left untouched.
+    Completions hold only the new text, special tokens dropped.
+    """
+    prompts = list(prompts)
+    if not prompts:
+        return [], []
+    eos = tokenizer.eos_token_id
+    sampling = {"temperature": temperature, "top_k": 0, "top_p": top_p} if do_sample else {}
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        do_sample=do_sample,
+        repetition_penalty=repetition_penalty,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+        eos_token_id=eos,
+        use_cache=True,
+        **sampling,
+    )
+    lengths = [len(ids) for ids in tokenizer(prompts).input_ids]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    texts, n_new = [""] * len(prompts), [0] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=None, leave=False):
+            index = order[start : start + batch_size]
+            batch = tokenizer(
+                [prompts[i] for i in index], return_tensors="pt", padding=True, padding_side="left"
+            ).to(device)
+            with torch.no_grad(), torch.random.fork_rng(devices=_rng_devices(device)):
+                torch.manual_seed(seed + start)
+                out = model.generate(**batch, generation_config=config)
+            new_tokens = out[:, batch["input_ids"].shape[1] :]
+            if eos is None:
+                counts = [new_tokens.shape[1]] * len(index)
+            else:
+                counts = ((new_tokens == eos).long().cumsum(-1) == 0).sum(-1).tolist()
+            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, text, count in zip(index, decoded, counts, strict=True):
+                texts[i], n_new[i] = text, int(count)
+    finally:
+        model.train(was_training)
+    return texts, n_new
+
+
+def _rng_devices(device: str | torch.device) -> list[int]:
+    """CUDA devices whose RNG ``fork_rng`` must save (none on CPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]

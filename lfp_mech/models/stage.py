@@ -1,0 +1,41 @@
+"""The ``model`` stage: resolve the base model, load it both ways, check log-prob parity.
+
+Writes ``model.json`` (the model card: architecture, sizes, parity, the MLP-output hooks).
+"""
+
+from typing import Any
+
+from lfp_mech._io import write_json
+from lfp_mech.errors import LfpMechError
+from lfp_mech.models.loading import hooked_from_hf, load_hf_model, logprob_parity, parity_tokens
+from lfp_mech.models.results import CARD_FILE
+from lfp_mech.stage_api import StageContext
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Load the base model as HF and as TransformerLens models and record its card and parity."""
+    name, options = ctx.config.model, ctx.options
+    hf_model, tokenizer = load_hf_model(name, seed=ctx.config.seed)
+    hooked = hooked_from_hf(hf_model, tokenizer, device=ctx.config.device)
+    parity = logprob_parity(hf_model, hooked, parity_tokens(tokenizer))
+    if parity > options.parity_tolerance:
+        raise LfpMechError(
+            f"{name}: TransformerLens log-probs differ from HF by {parity:.2e} (> "
+            f"model.parity_tolerance {options.parity_tolerance}); this architecture is not "
+            "converted faithfully"
+        )
+    cfg = hooked.cfg
+    card = {
+        "model": name,
+        "architecture": cfg.original_architecture,
+        "n_layers": cfg.n_layers,
+        "d_model": cfg.d_model,
+        "d_mlp": cfg.d_mlp,
+        "d_vocab": cfg.d_vocab,
+        "n_params": sum(p.numel() for p in hf_model.parameters()),
+        "parity_max_abs_logprob_diff": parity,
+        "mlp_out_hooks": [f"blocks.{i}.hook_mlp_out" for i in range(cfg.n_layers)],
+    }
+    write_json(ctx.dir / CARD_FILE, card)
+    summary = {k: card[k] for k in ("architecture", "n_layers", "d_model", "n_params")}
+    return summary | {"parity": parity}

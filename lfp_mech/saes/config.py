@@ -1,0 +1,94 @@
+"""Options of the ``saes`` stage: SAE-Lens dictionaries on the most divergent layers."""
+
+from dataclasses import dataclass
+
+from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
+
+__all__ = ["DEFAULT_ALPHA", "PAPER_ALPHA", "SAEConfig", "SIZES"]
+
+SIZES = ("small", "big")
+"""The two dictionaries per layer (paper: n and 2n features)."""
+DEFAULT_ALPHA = 6e-4
+"""α for SmolLM2's MLP outputs (per-element-MSE units, see :mod:`lfp_mech.saes`): the largest α
+of the calibration grid that keeps every layer at FVU <= 0.3 and CE loss recovered >= 70% (the
+calibration table is in the SAE tutorial)."""
+PAPER_ALPHA = 1e-3
+"""The paper's α (on unnormalised Pythia activations; GPT-Neo 1.5e-3)."""
+
+
+@dataclass
+class SAEConfig(StageConfig):
+    """Options of the SAE stage. Defaults: SmolLM2, 5 layers x 2 sizes in ~10 min on 2 cores."""
+
+    section = "saes"
+
+    expansion_factors: tuple[int, int] = (1, 2)
+    """d_sae / d_in of the small and the big dictionary (paper: n and 2n)."""
+    tied: bool = True
+    """Tie the decoder to the encoder, ``W_dec = W_enc.T`` (paper default)."""
+    compare_untied: bool = True
+    """Also train the other variant (untied if ``tied``) of every small SAE, for the
+    tied-vs-untied table."""
+    l1_coefficient: float = DEFAULT_ALPHA
+    """α in per-element-MSE units (SAE-Lens gets ``α·d_in``); paper 1e-3 on unnormalised
+    Pythia activations."""
+    lr: float = 1e-3
+    """Adam learning rate (paper 1e-3)."""
+    lr_decay_fraction: float = 0.0
+    """Fraction of the final steps over which the lr decays linearly to 0 (0: constant)."""
+    batch_size: int = 512
+    """Activations per step (paper 32; larger is much faster per token on CPU)."""
+    training_tokens: int = 400_000
+    """Activations seen per SAE (~5 epochs over 75k stored tokens; ~780 steps at batch 512)."""
+    l1_warm_up_fraction: float = 0.05
+    """Fraction of the steps over which the L1 coefficient ramps up from 0 (SAE-Lens)."""
+    normalize_activations: bool = True
+    """Rescale activations to mean norm ``sqrt(d_in)`` while training (folded in afterwards)."""
+    decoder_init_norm: float | None = 0.1
+    """Initial norm of the decoder rows (SAE-Lens heuristic; None: Kaiming init)."""
+    sweep_alphas: tuple[float, ...] = (1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 1e-2)
+    """α values of the L1 sweep (small tied SAE on one layer); empty: no sweep."""
+    sweep_tokens: int = 200_000
+    """Activations seen per SAE of the sweep."""
+    sweep_layer: int | None = None
+    """Layer of the sweep (None: the first stored layer)."""
+    eval_tokens: int = 8_192
+    """Held-out activations for MSE/FVU/L0/dead fraction."""
+    ce_texts: int = 48
+    """Held-out texts for the CE-loss-recovered evaluation."""
+    ce_batch_size: int = 16
+    """Texts per forward pass in the CE evaluation."""
+    context_length: int = 128
+    """Truncation of the CE-evaluation texts (tokens, including BOS)."""
+    mmcs_threshold: float = 0.9
+    """A small-dictionary feature is "high-MMCS" when its MMCS with the big one is >= this."""
+    mmcs_top_k: int = 20
+    """How many highest-MMCS features per layer to list in the summary."""
+    device: RunDevice = "cpu"
+    """Where SAEs train and the model runs."""
+    seed: RunSeed = 0
+    """Seed of the initialisation and of the batch order."""
+
+    def __post_init__(self) -> None:
+        factors = tuple(int(f) for f in self.expansion_factors)
+        self.require(
+            len(factors) == 2 and 1 <= factors[0] <= factors[1],
+            "expansion_factors",
+            "must be (small, big) with 1 <= small <= big",
+        )
+        self.expansion_factors = (factors[0], factors[1])
+        self.sweep_alphas = tuple(float(a) for a in self.sweep_alphas)
+        self.l1_coefficient, self.lr = float(self.l1_coefficient), float(self.lr)
+        self.require_at_least(0, "l1_coefficient")
+        self.require(all(a >= 0 for a in self.sweep_alphas), "sweep_alphas", "must all be >= 0")
+        self.require_positive("lr", "batch_size", "training_tokens", "sweep_tokens", "eval_tokens")
+        self.require(
+            self.training_tokens >= self.batch_size,
+            "training_tokens",
+            f"must be >= batch_size ({self.batch_size}), or not one step is trained",
+        )
+        self.require_between("lr_decay_fraction", 0, 1, high_open=True)
+        self.require_between("l1_warm_up_fraction", 0, 1, high_open=True)
+        self.require_between("mmcs_threshold", 0, 1, low_open=True)
+        self.require_at_least(0, "ce_texts", "mmcs_top_k")
+        self.require_at_least(1, "ce_batch_size")
