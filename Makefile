@@ -10,7 +10,10 @@ export OMP_WAIT_POLICY := PASSIVE
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo smoke test docs bench clean
+.PHONY: install demo smoke test notebooks docs bench clean
+
+# the notebooks' sources (jupytext percent format); each is paired with its .ipynb
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +32,20 @@ demo: install  ## the default study on the offline SmolLM2 (CPU)
 smoke: install  ## every stage on a tiny random model, < 2 minutes
 	$(BIN)/lfp-mech run --preset smoke --run-dir runs/smoke
 
-test: install  ## lint + unit tests + integration tests on the real SmolLM2 + docs build
+test: install  ## lint + import contracts + unit/integration tests + notebooks (smoke) + docs build
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
-	$(BIN)/pytest --nbmake notebooks -o addopts="" -p no:cacheprovider -q  # smoke mode
+	$(BIN)/jupytext --quiet --sync $(NOTEBOOKS)  # .ipynb inputs follow the .py (outputs kept)
+	$(BIN)/pytest --nbmake notebooks -o addopts="" -p no:cacheprovider -q  # smoke mode, writes nothing
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+# TQDM_DISABLE: no progress-bar widgets in the saved outputs
+notebooks: install  ## execute every notebook on runs/default; outputs saved into the .ipynb
+	@test -f runs/default/manifest.json || { echo "no run in runs/default: make demo first"; exit 1; }
+	$(BIN)/jupytext --quiet --sync $(NOTEBOOKS)
+	LFP_MECH_RUN_DIR=runs/default TQDM_DISABLE=1 $(BIN)/jupyter nbconvert --to notebook \
+		--execute --inplace --ExecutePreprocessor.timeout=3600 $(NOTEBOOKS:.py=.ipynb)
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve

@@ -17,7 +17,7 @@ import torch
 from _common import machine, print_table, report_result, time_interleaved
 
 from lfp_mech import load_model
-from lfp_mech.validate.ablation import ablate_features
+from lfp_mech.validate import ablate_features
 
 PROMPTS = [
     "The film opens with a long shot of the city",

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from _common import machine, print_table, report_result, time_interleaved
 
-from lfp_mech.activations import ActivationConfig, _pad_batch, _tokenize, capture_activations
+from lfp_mech.activations import ActivationConfig, capture_activations
+from lfp_mech.activations.tokenization import pad_batch, tokenize_texts
 from lfp_mech.data import load_prompts
 from lfp_mech.models import load_model
 
@@ -49,12 +50,12 @@ def main() -> None:
     )
     texts = make_texts(args.n_texts)
     config = ActivationConfig(batch_size=args.batch, n_tokens=10**9, shard_tokens=4096)
-    ids = _tokenize(model.tokenizer, texts, config.context_length)
+    ids = tokenize_texts(model.tokenizer, texts, config.context_length)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     bos = model.tokenizer.bos_token_id
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else bos
     batches = [
-        _pad_batch([ids[i] for i in order[s : s + args.batch]], bos, pad)
+        pad_batch([ids[i] for i in order[s : s + args.batch]], bos, pad)
         for s in range(0, len(order), args.batch)
     ]
     n_tokens = sum(len(i) for i in ids)  # non-BOS, non-pad tokens: what the capture stores

@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lfp_mech.data import load_prompts
-    from lfp_mech.irl import IRLConfig, RewardModel, _train_epoch, generate_completions
+    from lfp_mech.irl import IRLConfig, RewardModel, generate_completions, train_epoch
     from lfp_mech.models import load_hf_model
 
     default = IRLConfig()
@@ -94,7 +94,7 @@ def main() -> None:
         config = IRLConfig(batch_size=default.batch_size, lr=default.lr, context_layer=None)
         optimizer = torch.optim.Adam([p for p in rm.parameters() if p.requires_grad], lr=config.lr)
         t = time.perf_counter()
-        _train_epoch(rm, optimizer, inputs, pairs, config, torch.Generator().manual_seed(0))
+        train_epoch(rm, optimizer, inputs, pairs, config, torch.Generator().manual_seed(0))
         train_s = time.perf_counter() - t
         t = time.perf_counter()
         scores = rm.score_inputs(inputs, batch_size=config.eval_batch_size)

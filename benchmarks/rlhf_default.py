@@ -1,7 +1,7 @@
 """The default RLHF run on the real SmolLM2-135M (GRPO, VADER reward) and its must-show checks.
 
-Runs :func:`lfp_mech.rlhf.run_rlhf_stage` with the default :class:`RLHFConfig` (any field can be
-overridden with ``--set key=value``), then checks the issue's targets:
+Runs ``lfp_mech.rlhf.train_and_evaluate`` (the rlhf stage outside a run) with the default
+``RLHFConfig`` (any field can be overridden with ``--set key=value``), then checks the targets:
 
 * tuned mean VADER reward >= base + 0.5 on >= 256 held-out prompts, 95% CIs not overlapping;
 * distinct-2 of the tuned completions >= 0.6;
@@ -14,43 +14,30 @@ A rerun with the same --out resumes training from its checkpoints.
 """
 
 import argparse
-import dataclasses
-import json
 import logging
 from pathlib import Path
 
 from _common import machine
 
 from lfp_mech.models import load_hf_model, load_model, logprob_parity, parity_tokens
-from lfp_mech.rlhf import RLHFConfig, run_rlhf_stage
-
-
-def _parse(assignments: list[str]) -> dict:
-    types = {f.name: f.type for f in dataclasses.fields(RLHFConfig)}
-    overrides = {}
-    for item in assignments:
-        key, _, value = item.partition("=")
-        if key not in types:
-            raise SystemExit(f"unknown RLHFConfig field {key!r}; fields: {', '.join(types)}")
-        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
-        if value in ("None", "null"):
-            overrides[key] = None
-        elif isinstance(overrides[key], int) and "float" in str(types[key]):
-            overrides[key] = float(overrides[key])
-    return overrides
+from lfp_mech.rlhf import train_and_evaluate
+from lfp_mech.runner.config import parse_args, set_args
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", default="runs/rlhf_default")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="an rlhf option"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = RLHFConfig(**_parse(args.set))
+    # the run config's parser: the same types, checks and one-line errors as `lfp-mech run`
+    config = parse_args(set_args([f"rlhf.{item}" for item in args.set])).stages.rlhf
     print(f"machine: {machine()}\nconfig: {config}")
 
-    summary = run_rlhf_stage(args.model, Path(args.out), config)
+    summary = train_and_evaluate(args.model, Path(args.out), config)
     hf, tokenizer = load_hf_model(summary["policy_dir"])
     parity = logprob_parity(hf, load_model(summary["policy_dir"]), parity_tokens(tokenizer))
 

@@ -1,16 +1,14 @@
 """lfp_mech: what did a language model learn from its reward, and how far is that from the reward?
 
-Every stage of the study is one module; its public functions are re-exported here.
+Every stage of the study is a package (``lfp_mech/<stage>/``: ``config.py``, core modules,
+``stage.py``, ``results.py``); ``lfp_mech.runner`` wires them into a resumable run. The public API
+below is re-exported lazily, so ``import lfp_mech`` is fast and imports torch, TransformerLens,
+SAE-Lens or TRL only when a name that needs them is used.
+
+Read a finished run with [`load_run`][lfp_mech.runner.results.load_run]; run one with [`run_pipeline`][lfp_mech.runner.pipeline.run_pipeline] or ``lfp-mech run``.
 """
 
-from lfp_mech.data import (
-    ContrastiveTriple,
-    char_span_to_token_span,
-    heldout_words,
-    load_prompts,
-    make_triples,
-    triple_templates,
-)
+from lfp_mech._lazy import lazy_exports
 from lfp_mech.errors import (
     ConfigError,
     HubUnavailableError,
@@ -18,168 +16,85 @@ from lfp_mech.errors import (
     MissingPackageError,
     UnknownModelError,
 )
-from lfp_mech.models import (
-    DEFAULT_MODEL,
-    MODEL_REGISTRY,
-    available_models,
-    build_tiny_model,
-    generate_texts,
-    hooked_from_hf,
-    load_hf_model,
-    load_model,
-    logprob_parity,
-    parity_tokens,
-)
-from lfp_mech.pipeline import (
-    PRESETS,
-    RunConfig,
-    load_config,
-    preset_config,
-    read_manifest,
-    run_pipeline,
-)
-from lfp_mech.rewards import (
-    RewardFn,
-    get_reward,
-    toxicity_reward,
-    vader_compound,
-    vader_lexicon,
-    vader_reward,
-)
 
-# Stage modules import TRL / SAE-Lens / TransformerLens (seconds each): loaded on first use.
-_LAZY: dict[str, str] = {
-    "small_sae_dirs": "lfp_mech.stages",
-    "run_preference_probe": "lfp_mech.probes",
-    "ordered_hooks": "lfp_mech.probes",
-    "LinearProbe": "lfp_mech.probes",
-    "probe_reward": "lfp_mech.probes",
-    "load_probe": "lfp_mech.probes",
-    "collect_feature_sets": "lfp_mech.probes",
-    "spliced_ce_losses": "lfp_mech.saes",
-    "task_texts": "lfp_mech.irl",
-    "RLHFConfig": "lfp_mech.rlhf",
-    "DPOConfigLite": "lfp_mech.rlhf",
-    "train_policy": "lfp_mech.rlhf",
-    "train_dpo": "lfp_mech.rlhf",
-    "make_preference_pairs": "lfp_mech.rlhf",
-    "load_preference_pairs": "lfp_mech.rlhf",
-    "evaluate_policy": "lfp_mech.rlhf",
-    "compare_policies": "lfp_mech.rlhf",
-    "distinct_n": "lfp_mech.rlhf",
-    "PolicyEval": "lfp_mech.rlhf",
-    "DivergenceConfig": "lfp_mech.divergence",
-    "layer_divergence": "lfp_mech.divergence",
-    "top_divergent_layers": "lfp_mech.divergence",
-    "ActivationConfig": "lfp_mech.activations",
-    "ActivationStore": "lfp_mech.activations",
-    "capture_activations": "lfp_mech.activations",
-    "activation_corpus": "lfp_mech.activations",
-    "hook_name": "lfp_mech.activations",
-    "SAEConfig": "lfp_mech.saes",
-    "TiedStandardTrainingSAE": "lfp_mech.saes",
-    "train_sae": "lfp_mech.saes",
-    "train_saes": "lfp_mech.saes",
-    "load_sae": "lfp_mech.saes",
-    "save_sae": "lfp_mech.saes",
-    "sae_metrics": "lfp_mech.saes",
-    "mmcs": "lfp_mech.saes",
-    "ce_loss_recovered": "lfp_mech.saes",
-    "l1_sweep": "lfp_mech.saes",
-    "ProbesConfig": "lfp_mech.probes",
-    "concat_features": "lfp_mech.probes",
-    "concat_activations": "lfp_mech.probes",
-    "mean_pooled_features": "lfp_mech.probes",
-    "activation_deltas": "lfp_mech.probes",
-    "fit_feedback_probe": "lfp_mech.probes",
-    "evaluate_probe": "lfp_mech.probes",
-    "xavier_probe": "lfp_mech.probes",
-    "paired_bootstrap_diff": "lfp_mech.probes",
-    "fit_logistic_probe": "lfp_mech.probes",
-    "pca_explained": "lfp_mech.probes",
-    "word_frequencies": "lfp_mech.probes",
-    "frequency_error_correlation": "lfp_mech.probes",
-    "carrier_sentences": "lfp_mech.probes",
-    "load_saes": "lfp_mech.probes",
-    "ValidateConfig": "lfp_mech.validate.ablation",
-    "ablate_features": "lfp_mech.validate.ablation",
-    "generate_with_ablation": "lfp_mech.validate.ablation",
-    "feature_means": "lfp_mech.validate.ablation",
-    "matched_random_features": "lfp_mech.validate.ablation",
-    "activation_frequency": "lfp_mech.validate.ablation",
-    "ablation_table": "lfp_mech.validate.ablation",
-    "AutointerpConfig": "lfp_mech.validate.autointerp",
-    "top_activating_contexts": "lfp_mech.validate.autointerp",
-    "label_feature": "lfp_mech.validate.autointerp",
-    "describe_features": "lfp_mech.validate.autointerp",
-    "describe_with_llm": "lfp_mech.validate.autointerp",
-    "IRLConfig": "lfp_mech.irl",
-    "RewardModel": "lfp_mech.irl",
-    "generate_demonstrations": "lfp_mech.irl",
-    "max_margin_loss": "lfp_mech.irl",
-    "evaluate_reward_model": "lfp_mech.irl",
-    "run_seeds": "lfp_mech.irl",
-    "summarize_runs": "lfp_mech.irl",
-    "supervised_ceiling": "lfp_mech.irl",
-    "log_ratio_reward": "lfp_mech.irl",
-    "expressed_lexicon_bound": "lfp_mech.irl",
-    "save_reward_model": "lfp_mech.irl",
-    "load_reward_model": "lfp_mech.irl",
-    "reward_model_fn": "lfp_mech.irl",
-    "irl_rlhf": "lfp_mech.irl",
-    "write_report": "lfp_mech.report",
-}
+_EXPORTS: dict[str, str] = {
+    # the run
+    **dict.fromkeys(
+        ["PRESETS", "RunConfig", "StagesConfig", "preset_config", "load_run", "Run",
+         "run_pipeline", "run_for_notebooks", "read_manifest", "write_report", "load_config", "small_sae_dirs",
+         "STAGES"],
+        "lfp_mech.runner",
+    ),
+    # data and rewards
+    **dict.fromkeys(
+        ["ContrastiveTriple", "char_span_to_token_span", "heldout_words", "load_prompts",
+         "make_triples", "triple_templates"],
+        "lfp_mech.data",
+    ),
+    **dict.fromkeys(
+        ["RewardFn", "get_reward", "toxicity_reward", "vader_compound", "vader_lexicon",
+         "vader_reward"],
+        "lfp_mech.rewards",
+    ),
+    "hook_name": "lfp_mech.hooks",
+    # stages
+    **dict.fromkeys(
+        ["DEFAULT_MODEL", "MODEL_REGISTRY", "ModelConfig", "ModelLike", "as_hf_model",
+         "as_hooked_model", "available_models", "build_tiny_model", "generate_texts",
+         "hooked_from_hf", "load_hf_model", "load_model", "logprob_parity", "parity_tokens"],
+        "lfp_mech.models",
+    ),
+    **dict.fromkeys(
+        ["RLHFConfig", "DPOConfigLite", "train_policy", "train_dpo", "make_preference_pairs",
+         "load_preference_pairs", "evaluate_policy", "compare_policies", "distinct_n",
+         "PolicyEval"],
+        "lfp_mech.rlhf",
+    ),
+    **dict.fromkeys(
+        ["DivergenceConfig", "layer_divergence", "top_divergent_layers"], "lfp_mech.divergence"
+    ),
+    **dict.fromkeys(
+        ["ActivationConfig", "ActivationStore", "capture_activations", "activation_corpus"],
+        "lfp_mech.activations",
+    ),
+    **dict.fromkeys(
+        ["SAEConfig", "TiedStandardTrainingSAE", "train_sae", "train_saes", "load_sae",
+         "save_sae", "sae_metrics", "mmcs", "ce_loss_recovered", "l1_sweep",
+         "spliced_ce_losses"],
+        "lfp_mech.saes",
+    ),
+    **dict.fromkeys(
+        ["ProbesConfig", "run_preference_probe", "ordered_hooks", "LinearProbe", "probe_reward",
+         "load_probe", "collect_feature_sets", "concat_features", "concat_activations",
+         "mean_pooled_features", "activation_deltas", "fit_feedback_probe", "evaluate_probe",
+         "xavier_probe", "paired_bootstrap_diff", "fit_logistic_probe", "pca_explained",
+         "word_frequencies", "frequency_error_correlation", "carrier_sentences", "load_saes"],
+        "lfp_mech.probes",
+    ),
+    **dict.fromkeys(
+        ["ValidateConfig", "AutointerpConfig", "ablate_features", "generate_with_ablation",
+         "feature_means", "matched_random_features", "activation_frequency", "ablation_table",
+         "top_activating_contexts", "label_feature", "describe_features", "describe_with_llm"],
+        "lfp_mech.validate",
+    ),
+    **dict.fromkeys(
+        ["IRLConfig", "RewardModel", "task_texts", "generate_demonstrations", "max_margin_loss",
+         "evaluate_reward_model", "run_seeds", "summarize_runs", "supervised_ceiling",
+         "log_ratio_reward", "expressed_lexicon_bound", "save_reward_model",
+         "load_reward_model", "reward_model_fn", "irl_rlhf"],
+        "lfp_mech.irl",
+    ),
+}  # fmt: skip
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'lfp_mech' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    *_LAZY,
-    "DEFAULT_MODEL",
-    "MODEL_REGISTRY",
-    "PRESETS",
     "ConfigError",
-    "ContrastiveTriple",
     "HubUnavailableError",
     "LfpMechError",
     "MissingPackageError",
-    "RewardFn",
-    "RunConfig",
     "UnknownModelError",
-    "available_models",
-    "build_tiny_model",
-    "char_span_to_token_span",
-    "get_reward",
-    "heldout_words",
-    "hooked_from_hf",
-    "load_config",
-    "load_hf_model",
-    "load_model",
-    "load_prompts",
-    "logprob_parity",
-    "make_triples",
-    "triple_templates",
-    "generate_texts",
-    "parity_tokens",
-    "preset_config",
-    "read_manifest",
-    "run_pipeline",
-    "toxicity_reward",
-    "vader_compound",
-    "vader_lexicon",
-    "vader_reward",
+    *sorted(_EXPORTS),
 ]

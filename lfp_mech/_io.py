@@ -16,10 +16,11 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:
+    import torch
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -78,17 +79,22 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 def save_tensors(
     path: str | os.PathLike[str],
-    tensors: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, "torch.Tensor"],
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Save tensors as safetensors, atomically (never pickle)."""
+    from safetensors.torch import save_file  # imports torch: only where tensors are written
+
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(contiguous, str(tmp), metadata=dict(metadata) if metadata else None)
     return Path(path)
 
 
-def load_tensors(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, torch.Tensor]:
+def load_tensors(path: str | os.PathLike[str], device: str = "cpu") -> dict[str, "torch.Tensor"]:
+    """The tensors of a safetensors file."""
+    from safetensors.torch import load_file
+
     return load_file(str(path), device=device)
 
 

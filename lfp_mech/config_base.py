@@ -1,16 +1,16 @@
 """What every stage's config dataclass shares: checks whose errors name the option, run-level fields.
 
 A stage's config (``lfp_mech/<stage>/config.py``) is a dataclass that subclasses
-:class:`StageConfig` and sets ``section`` to its place in the run config, so that an invalid value
+[`StageConfig`][lfp_mech.config_base.StageConfig] and sets ``section`` to its place in the run config, so that an invalid value
 fails with one line naming the option, its value and what is allowed::
 
     saes.l1_coefficient = -1.0: must be >= 0
 
-The run config nests every stage's dataclass (:class:`lfp_mech.runner.config.RunConfig`); the
+The run config nests every stage's dataclass ([`lfp_mech.runner.config.RunConfig`][lfp_mech.runner.config.RunConfig]); the
 command line, ``--set`` overrides, TOML files and presets are all parsed from it.
 
-``seed`` and ``device`` are run-level settings: a stage config declares them as :data:`RunSeed` and
-:data:`RunDevice`, the run copies its own values into them, and they are hidden from the command
+``seed`` and ``device`` are run-level settings: a stage config declares them as [`RunSeed`][lfp_mech.config_base.RunSeed] and
+[`RunDevice`][lfp_mech.config_base.RunDevice], the run copies its own values into them, and they are hidden from the command
 line (set ``--seed`` / ``--device`` on the run). Built by hand in Python, a stage config keeps the
 values it is given.
 """
@@ -43,12 +43,12 @@ class StageConfig:
     section: ClassVar[str] = ""
 
     def invalid(self, option: str, requirement: str) -> ConfigError:
-        """A one-line :class:`ConfigError`: ``section.option = value: requirement``."""
+        """A one-line [`ConfigError`][lfp_mech.errors.ConfigError]: ``section.option = value: requirement``."""
         where = f"{self.section}.{option}" if self.section else f"{type(self).__name__}.{option}"
         return ConfigError(f"{where} = {getattr(self, option)!r}: {requirement}")
 
     def require(self, condition: bool, option: str, requirement: str) -> None:
-        """Raise :meth:`invalid` unless ``condition`` holds."""
+        """Raise [`invalid`][lfp_mech.config_base.StageConfig.invalid] unless ``condition`` holds."""
         if not condition:
             raise self.invalid(option, requirement)
 
@@ -57,12 +57,12 @@ class StageConfig:
         for option in options:
             self.require(getattr(self, option) > 0, option, "must be > 0")
 
-    def require_at_least(self, minimum: float, *options: str) -> None:
+    def require_at_least(self, minimum: int | float, *options: str) -> None:
         """Each option must be >= ``minimum``."""
         for option in options:
             self.require(getattr(self, option) >= minimum, option, f"must be >= {minimum}")
 
-    def require_optional_at_least(self, minimum: float, *options: str) -> None:
+    def require_optional_at_least(self, minimum: int | float, *options: str) -> None:
         """Each option must be None or >= ``minimum``."""
         for option in options:
             value = getattr(self, option)
@@ -71,8 +71,8 @@ class StageConfig:
     def require_between(
         self,
         option: str,
-        low: float,
-        high: float,
+        low: int | float,
+        high: int | float,
         *,
         low_open: bool = False,
         high_open: bool = False,

@@ -1,6 +1,6 @@
 """Prompt sets for the RLHF stage and contrastive triples for the probes.
 
-Prompt sets (:func:`load_prompts`):
+Prompt sets ([`load_prompts`][lfp_mech.data.load_prompts]):
 
 * ``"reviews"`` (offline default) — 1,054 neutral movie-review openings of 2–10 words written
   for this project (790 train / 264 test), standing in for the LFP paper's IMDB prefixes. No
@@ -9,15 +9,15 @@ Prompt sets (:func:`load_prompts`):
   continuation which may or may not be rude (347 train / 116 test), standing in for the IRL
   paper's Jigsaw prompts. The prompts themselves contain no slurs or explicit content.
 * ``"imdb"`` / ``"jigsaw"`` — the papers' hub datasets; they need the Hugging Face hub and raise
-  :class:`~lfp_mech.errors.HubUnavailableError` (naming the offline alternative) without it.
+  [`HubUnavailableError`][lfp_mech.errors.HubUnavailableError] (naming the offline alternative) without it.
 
 Contrastive triples (LFP paper, section 3 / appendix A.3): the same sentence with a positive, a
 neutral and a negative word in one adjective slot, plus the character span of that word in each
 variant, so the probe stage can read activations at exactly the substituted token(s)
-(:func:`char_span_to_token_span`). :func:`make_triples` builds them offline from review templates
+([`char_span_to_token_span`][lfp_mech.data.char_span_to_token_span]). [`make_triples`][lfp_mech.data.make_triples] builds them offline from review templates
 and curated word pools shipped with the package; positive and negative words are split into
-train and held-out sets (:func:`heldout_words`) so the probe is evaluated on words it never saw.
-:func:`imdb_triples` is the paper's IMDB version (hub only).
+train and held-out sets ([`heldout_words`][lfp_mech.data.heldout_words]) so the probe is evaluated on words it never saw.
+[`imdb_triples`][lfp_mech.data.imdb_triples] is the paper's IMDB version (hub only).
 """
 
 import functools
@@ -69,7 +69,7 @@ _ASSETS = ("assets", "prompts")
 
 
 def prompt_sets() -> list[str]:
-    """Every name :func:`load_prompts` accepts (offline ones first)."""
+    """Every name [`load_prompts`][lfp_mech.data.load_prompts] accepts (offline ones first)."""
     return [*OFFLINE_PROMPT_SETS, *HUB_PROMPT_SETS]
 
 
@@ -113,7 +113,7 @@ def _asset_lines(filename: str) -> tuple[str, ...]:
 
 def _load_hub_dataset(dataset_id: str, split: str, alternative: str) -> Any:
     """``datasets.load_dataset(dataset_id, split=split)``, or a HubUnavailableError naming ``alternative``."""
-    from lfp_mech.models import hub_reachable
+    from lfp_mech.hub import hub_reachable
 
     hint = f"use {alternative} instead, which works offline"
     if not hub_reachable():
@@ -315,7 +315,7 @@ def make_triples(
 
     Templates, positive, neutral and negative words are each drawn from a reshuffled deck, so
     every word and template is used about equally often. ``split="train"`` uses only the
-    training words of :func:`heldout_words` ``(seed, heldout_fraction)``, ``"test"`` only the
+    training words of [`heldout_words`][lfp_mech.data.heldout_words] ``(seed, heldout_fraction)``, ``"test"`` only the
     held-out words, ``"all"`` both; neutral words and templates are shared. Deterministic in
     ``(n, seed, heldout_fraction, split)``.
     """
@@ -352,10 +352,10 @@ def imdb_triples(
     For each IMDB test review (in seeded random order) the first sentence of at most
     ``max_chars`` characters containing a word of the positive/negative pools becomes a
     template with that word as the slot; replacements come from the ``split`` words as in
-    :func:`make_triples`. ``template_id`` is the review's row in the IMDB test split.
+    [`make_triples`][lfp_mech.data.make_triples]. ``template_id`` is the review's row in the IMDB test split.
 
     Raises:
-        HubUnavailableError: the hub is unreachable; use :func:`make_triples` offline.
+        HubUnavailableError: the hub is unreachable; use [`make_triples`][lfp_mech.data.make_triples] offline.
     """
     ds = _load_hub_dataset(IMDB_DATASET, "test", "make_triples() (templates shipped with lfp_mech)")
     pos, neg = _split_pools(split, seed, heldout_fraction)

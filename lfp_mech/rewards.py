@@ -1,17 +1,17 @@
 """Reward functions: the feedback signals the RLHF stage optimises and the probes try to recover.
 
-* :func:`vader_reward` — the LFP paper's VADER task reward, exactly
+* [`vader_reward`][lfp_mech.rewards.vader_reward] — the LFP paper's VADER task reward, exactly
   ``clip((1/5) * sum_{word in text} V(word), -10, 10)`` with ``V`` the mean valence of the word in
   ``vader_lexicon.txt`` (shipped inside the ``vaderSentiment`` package; words not in the lexicon
-  score 0). The word tokenizer is documented in :func:`words`.
-* :func:`vader_compound` — VADER's own ``SentimentIntensityAnalyzer`` compound score in [-1, 1]
+  score 0). The word tokenizer is documented in [`words`][lfp_mech.rewards.words].
+* [`vader_compound`][lfp_mech.rewards.vader_compound] — VADER's own ``SentimentIntensityAnalyzer`` compound score in [-1, 1]
   (negation, intensifiers, ...), a smoother sentiment signal for analyses.
-* :func:`toxicity_reward` — "be less toxic" (the IRL paper's task). The offline default is the
+* [`toxicity_reward`][lfp_mech.rewards.toxicity_reward] — "be less toxic" (the IRL paper's task). The offline default is the
   scikit-learn offensive-language classifier of ``alt-profanity-check``; the paper's
   ``s-nlp/roberta_toxicity_classifier`` is used when asked for and the hub is reachable.
 
-Every reward maps a batch of texts to a float32 tensor of shape ``[batch]`` (:class:`RewardFn`);
-:func:`get_reward` looks them up by name and :func:`as_reward_fn` adapts any user callable.
+Every reward maps a batch of texts to a float32 tensor of shape ``[batch]`` ([`RewardFn`][lfp_mech.rewards.RewardFn]);
+[`get_reward`][lfp_mech.rewards.get_reward] looks them up by name and [`as_reward_fn`][lfp_mech.rewards.as_reward_fn] adapts any user callable.
 """
 
 import functools
@@ -65,7 +65,7 @@ class RewardFn(Protocol):
 
 
 def as_reward_fn(fn: Callable[[Sequence[str]], Any]) -> RewardFn:
-    """Wrap a callable returning a list, ndarray or tensor of scores into a :class:`RewardFn`.
+    """Wrap a callable returning a list, ndarray or tensor of scores into a [`RewardFn`][lfp_mech.rewards.RewardFn].
 
     The wrapped function returns a float32 1-D CPU tensor and checks that it got one score per
     text (``ValueError`` otherwise), so any user scorer can be plugged into the pipeline.
@@ -155,7 +155,7 @@ def words(text: str) -> list[str]:
 
 
 def word_valences(text: str) -> list[tuple[str, float]]:
-    """Each word of ``text`` (see :func:`words`) with its VADER valence (0.0 if not in the lexicon)."""
+    """Each word of ``text`` (see [`words`][lfp_mech.rewards.words]) with its VADER valence (0.0 if not in the lexicon)."""
     lexicon = vader_lexicon()
     return [(w, lexicon.get(w, 0.0)) for w in _words(text, lexicon)]
 
@@ -168,8 +168,8 @@ def _vader_reward_one(text: str, lexicon: dict[str, float]) -> float:
 def vader_reward(texts: Sequence[str]) -> Float[Tensor, "batch"]:  # noqa: F821
     """The LFP paper's VADER reward: ``clip((1/5) * Σ_{word ∈ text} V(word), -10, 10)``.
 
-    ``V`` is :func:`vader_lexicon` (words not in it score 0) and the words are those of
-    :func:`words`. Example: ``"a good film"`` → 1.9 / 5 = 0.38; ``"excellent " * 40`` → 10.0.
+    ``V`` is [`vader_lexicon`][lfp_mech.rewards.vader_lexicon] (words not in it score 0) and the words are those of
+    [`words`][lfp_mech.rewards.words]. Example: ``"a good film"`` → 1.9 / 5 = 0.38; ``"excellent " * 40`` → 10.0.
     """
     lexicon = vader_lexicon()
     return torch.tensor([_vader_reward_one(t, lexicon) for t in texts], dtype=torch.float32)
@@ -204,7 +204,7 @@ def toxicity_prob(
       (a linear SVM on bag-of-words, trained on offensive-language data; offline, fast).
     * ``"roberta"`` — ``s-nlp/roberta_toxicity_classifier`` (the IRL paper's ground truth),
       softmax probability of its "toxic" class; needs the model from the hub or the local HF
-      cache, otherwise :class:`~lfp_mech.errors.HubUnavailableError`.
+      cache, otherwise [`HubUnavailableError`][lfp_mech.errors.HubUnavailableError].
     * ``"auto"`` (default) — ``"roberta"`` if the model is already in the local HF cache,
       else ``"profanity_check"``. The choice is logged; pass a backend explicitly for
       reproducible runs across machines.
@@ -225,7 +225,7 @@ def toxicity_reward(
 ) -> Float[Tensor, "batch"]:  # noqa: F821
     """Non-toxicity reward ``1 - 2 * p_toxic`` in [-1, 1]: +1 clearly harmless, -1 clearly toxic.
 
-    ``p_toxic`` is :func:`toxicity_prob` with the same ``backend`` (offline default:
+    ``p_toxic`` is [`toxicity_prob`][lfp_mech.rewards.toxicity_prob] with the same ``backend`` (offline default:
     ``alt-profanity-check``). Centring at 0 makes "toxic" and "non-toxic" the two signs, as the
     IRL evaluation binarizes rewards at 0.
     """
@@ -264,7 +264,7 @@ def _roberta_classifier() -> tuple[Any, Any]:
 
     local_only = _roberta_cached()
     if not local_only:
-        from lfp_mech.models import hub_reachable
+        from lfp_mech.hub import hub_reachable
 
         if not hub_reachable():
             raise HubUnavailableError(
@@ -317,7 +317,7 @@ _REGISTRY: dict[str, RewardFn] = {
 
 
 def available_rewards() -> list[str]:
-    """Names accepted by :func:`get_reward`."""
+    """Names accepted by [`get_reward`][lfp_mech.rewards.get_reward]."""
     return sorted(_REGISTRY)
 
 

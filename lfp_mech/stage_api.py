@@ -2,15 +2,15 @@
 
 A stage is a package ``lfp_mech/<stage>/`` with
 
-* ``config.py`` — its config dataclass (a :class:`lfp_mech.config_base.StageConfig`);
+* ``config.py`` — its config dataclass (a [`lfp_mech.config_base.StageConfig`][lfp_mech.config_base.StageConfig]);
 * pure core modules — the method, usable from Python without a run directory;
 * ``stage.py`` — ``run(ctx: StageContext) -> dict``: reads its inputs from earlier stages' folders
   (through their results classes), calls the core, writes its artifacts into ``ctx.dir`` and
   returns a small summary for the manifest;
-* ``results.py`` — a :class:`StageResults` subclass: typed access to what ``stage.py`` wrote
+* ``results.py`` — a [`StageResults`][lfp_mech.stage_api.StageResults] subclass: typed access to what ``stage.py`` wrote
   (tables as pandas DataFrames, the summary, figures, and loaders for models, SAEs, probes, ...).
 
-The run machinery (:mod:`lfp_mech.runner`) registers, orders, fingerprints and resumes stages;
+The run machinery ([`lfp_mech.runner`][lfp_mech.runner]) registers, orders, fingerprints and resumes stages;
 it never reads a stage's files itself.
 """
 

@@ -2,12 +2,13 @@
 
 import copy
 import os
+import signal
 import subprocess
-import sys
-from pathlib import Path
+import time
 
 import pytest
 import torch
+from smoke_helpers import SmokeRun, read_manifest_stages, smoke_command
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -57,12 +58,26 @@ def _seed():
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Path:
-    """A finished smoke-preset run directory (the CLI end to end, ~40 s), shared by the session."""
-    run_dir = tmp_path_factory.mktemp("golden") / "smoke"
-    result = subprocess.run(
-        [sys.executable, "-m", "lfp_mech.cli", "run", "--preset", "smoke", "--run-dir", str(run_dir)],
-        capture_output=True, text=True, timeout=900, check=False,
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """The CLI end to end on the smoke preset, killed mid-run and resumed (shared by the session:
+    the resume tests check how it resumed, the golden-number test what it computed)."""
+    run_dir = tmp_path_factory.mktemp("smoke") / "smoke"
+    process = subprocess.Popen(
+        smoke_command(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    deadline = time.monotonic() + 600
+    while read_manifest_stages(run_dir).get("saes", {}).get("status") != "running":
+        if process.poll() is not None:
+            pytest.fail("the smoke run finished before it could be killed in the saes stage")
+        if time.monotonic() > deadline:
+            pytest.fail("the saes stage never started")
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # like kill -9 / a lost machine
+    process.wait()
+    killed = read_manifest_stages(run_dir)
+    resumed = subprocess.run(
+        smoke_command(run_dir), capture_output=True, text=True, timeout=900, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return SmokeRun(run_dir, killed, resumed)

@@ -1,20 +1,26 @@
-"""Hooked activation capture on tiny-llama: exact values, BOS/pad excluded, streamed reader."""
+"""Hooked activation capture on tiny-llama: exact values, BOS/pad excluded, streamed reader,
+the stage in a run directory and its results class."""
 
 import math
 
 import pytest
 import torch
 
-from lfp_mech._io import read_json
+from lfp_mech._io import read_json, write_json
 from lfp_mech.activations import (
     ActivationConfig,
+    ActivationsResults,
     ActivationStore,
     activation_corpus,
     capture_activations,
+    capture_train_heldout,
     hook_name,
-    run_activations_stage,
+    tokenization,
 )
+from lfp_mech.activations import stage as activations_stage
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.runner.config import RunConfig, StagesConfig
+from lfp_mech.stage_api import StageContext
 
 TEXTS = [
     "The film opens with a long shot of the city at night.",
@@ -102,8 +108,12 @@ def test_clear_errors(tiny_model, tmp_path):
         capture_activations(tiny_model, [], [0], tmp_path / "s")
     with pytest.raises(ConfigError, match="no layers"):
         capture_activations(tiny_model, TEXTS, [], tmp_path / "s")
-    with pytest.raises(ConfigError, match="hook must be one of"):
-        ActivationConfig(hook="resid")
+    config = ActivationConfig()
+    config.hook = "resid"  # set after __init__: the test run type-checks __init__'s arguments
+    with pytest.raises(ConfigError, match=r"activations.hook = 'resid': must be one of"):
+        config.__post_init__()
+    with pytest.raises(ConfigError, match=r"activations.context_length = 1: must be >= 2"):
+        ActivationConfig(context_length=1)
     with pytest.raises(LfpMechError, match="not an activation store"):
         ActivationStore(tmp_path)
     store = capture_activations(tiny_model, TEXTS[:2], [0], tmp_path / "s")
@@ -127,7 +137,7 @@ def test_stage_splits_and_tops_up_with_policy_samples(tiny_hf, tmp_path):
     config = ActivationConfig(
         n_tokens=150, heldout_tokens=40, max_new_tokens=8, shard_tokens=64, batch_size=8
     )
-    summary = run_activations_stage(
+    summary = capture_train_heldout(
         checkpoint, TEXTS[:2], [1], tmp_path / "acts", config, prompts=["The film", "I think"]
     )
     assert summary["n_sampled_completions"] > 0
@@ -138,7 +148,68 @@ def test_stage_splits_and_tops_up_with_policy_samples(tiny_hf, tmp_path):
     )
     assert train.hook_names == heldout.hook_names == ["blocks.1.hook_mlp_out"]
     assert not set(train.texts()) & set(heldout.texts())
-    assert read_json(tmp_path / "acts/summary.json")["n_train_tokens"] == train.n_tokens
+    assert summary["n_train_tokens"] == train.n_tokens
+    assert summary["n_heldout_tokens"] == heldout.n_tokens
+
+
+def test_no_top_up_without_prompts_and_clear_error_when_all_texts_are_held_out(tiny_hf, tmp_path):
+    hf, tok = tiny_hf
+    checkpoint = tmp_path / "policy"
+    hf.save_pretrained(checkpoint)
+    tok.save_pretrained(checkpoint)
+    config = ActivationConfig(n_tokens=10_000, heldout_tokens=30, batch_size=8)
+    summary = capture_train_heldout(checkpoint, TEXTS, [0], tmp_path / "acts", config)
+    assert summary["n_sampled_completions"] == 0
+    assert summary["n_train_tokens"] + summary["n_heldout_tokens"] == sum(
+        len(tok(t, add_special_tokens=False)["input_ids"]) for t in TEXTS
+    )
+    config = ActivationConfig(heldout_tokens=10_000, top_up=False)
+    with pytest.raises(ConfigError, match="held-out split"):
+        capture_train_heldout(checkpoint, TEXTS, [0], tmp_path / "acts2", config)
+
+
+def _run_dir(tmp_path, tiny_hf, top_layers):
+    """A run directory with what the activations stage reads: the policy and the top layers."""
+    hf, tok = tiny_hf
+    run_dir = tmp_path / "run"
+    hf.save_pretrained(run_dir / "rlhf" / "policy")
+    tok.save_pretrained(run_dir / "rlhf" / "policy")
+    write_json(
+        run_dir / "divergence" / "summary.json",
+        {"top_layers": top_layers, "top_layers_sorted": sorted(top_layers)},
+    )
+    return run_dir
+
+
+def test_stage_run_in_a_run_directory_and_results(tiny_hf, tmp_path):
+    run_dir = _run_dir(tmp_path, tiny_hf, [1, 0])
+    options = ActivationConfig(n_tokens=200, heldout_tokens=60, shard_tokens=64, batch_size=16)
+    config = RunConfig(model="tiny-llama", stages=StagesConfig(activations=options))
+    ctx = StageContext(run_dir, "activations", config, manifest={"stages": {}})
+    summary = activations_stage.run(ctx)
+    assert summary["layers"] == [0, 1]
+    assert summary["hook_names"] == ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
+    assert summary["n_sampled_completions"] == 0  # the 790 review prompts are enough
+    assert read_json(run_dir / "activations" / "summary.json") == summary
+
+    results = ActivationsResults(run_dir / "activations")
+    assert results.exists and results.layers == [0, 1]
+    assert results.hook_names == summary["hook_names"]
+    assert results.train_store.n_tokens == summary["n_train_tokens"] >= 200
+    assert results.heldout_store.n_tokens == summary["n_heldout_tokens"] >= 60
+    assert results.heldout_store.hook_names == results.hook_names
+    heldout_texts = results.heldout_texts()
+    assert heldout_texts and not set(heldout_texts) & set(results.train_texts())
+    assert results.config["n_tokens"] == 200
+
+
+def test_results_without_heldout_store_say_what_to_do(tiny_model, tmp_path):
+    capture_activations(tiny_model, TEXTS, [0], tmp_path / "acts" / "train")
+    results = ActivationsResults(tmp_path / "acts")
+    assert not results.has_heldout
+    assert results.train_store.layers == [0]
+    with pytest.raises(LfpMechError, match="heldout_tokens > 0"):
+        _ = results.heldout_store
 
 
 @pytest.mark.slow
@@ -160,16 +231,44 @@ def test_capture_on_smollm2_matches_run_with_cache(smollm2, tmp_path):
 
 
 def test_token_ids_are_compact_and_equal_to_tokenize(tiny_model, monkeypatch):
-    from lfp_mech import activations
-
-    monkeypatch.setattr(activations, "_TOKENIZE_CHUNK", 3)  # several chunks, one partial
+    monkeypatch.setattr(tokenization, "TOKENIZE_CHUNK", 3)  # several chunks, one partial
     texts = [*TEXTS, ""]
-    expected = activations._tokenize(tiny_model.tokenizer, texts, 6)
-    ids = activations._TokenIds(tiny_model.tokenizer, texts, 6)
+    expected = tokenization.tokenize_texts(tiny_model.tokenizer, texts, 6)
+    ids = tokenization.TokenIds(tiny_model.tokenizer, texts, 6)
     assert ids.flat.dtype == torch.int32 and ids.flat.numel() == sum(map(len, expected))
     assert ids.lengths == [len(e) for e in expected]
     assert [ids[i] for i in range(len(texts))] == expected
-    assert activations._token_counts(tiny_model.tokenizer, texts, 6) == ids.lengths
-    assert activations._take_until([5, 4, 5, 2], 9) == [0, 1]  # stops once the limit is reached
-    assert activations._take_until([5, 4, 5, 2], 10) == [0, 1, 2]
-    assert activations._take_until([3, 0, 4], 0) == [0, 2]  # no limit; empty texts skipped
+    assert tokenization.token_counts(tiny_model.tokenizer, texts, 6) == ids.lengths
+    assert tokenization.take_until([5, 4, 5, 2], 9) == [0, 1]  # stops once the limit is reached
+    assert tokenization.take_until([5, 4, 5, 2], 10) == [0, 1, 2]
+    assert tokenization.take_until([3, 0, 4], 0) == [0, 2]  # no limit; empty texts skipped
+
+
+def test_tokenize_for_model_prepends_bos_pads_and_masks(tiny_model):
+    tok = tiny_model.tokenizer
+    tokens, mask = tokenization.tokenize_for_model(tok, ["I loved it.", "", "Bad."], 128)
+    assert tokens.shape[0] == 2, "empty texts are dropped"
+    assert (tokens[:, 0] == tokenization.bos_id(tok)).all()
+    for row, text in enumerate(["I loved it.", "Bad."]):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert int(mask[row].sum()) == len(ids) + 1
+        assert tokens[row, 1 : len(ids) + 1].tolist() == ids
+        assert (tokens[row, len(ids) + 1 :] == tokenization.pad_id(tok)).all()
+    reference = tiny_model.to_tokens("I loved it.")
+    assert torch.equal(tokens[0, : reference.shape[1]], reference[0])
+    with pytest.raises(ConfigError, match="no non-empty texts"):
+        tokenization.tokenize_for_model(tok, ["", ""])
+
+
+def test_lazy_package_exports_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lfp_mech.activations as a, lfp_mech.saes as s; "
+        "a.ActivationConfig; s.SAEConfig; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert a.hook_name(3) == 'blocks.3.hook_mlp_out'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -8,6 +8,8 @@ import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 
+from lfp_mech._io import write_table
+from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.validate.autointerp import (
     ActivatingExample,
     AutointerpConfig,
@@ -16,13 +18,12 @@ from lfp_mech.validate.autointerp import (
     describe_with_llm,
     discretize,
     label_feature,
+    load_lexicon,
     scan_features,
     tokenize_corpus,
     top_activating_contexts,
     valence_statistics,
-    write_table,
 )
-from lfp_mech.errors import ConfigError, LfpMechError
 
 LEXICON = {
     "great": 3.1,
@@ -299,15 +300,25 @@ def test_describe_features_with_llm_columns(tiny_model, fake_llm, tmp_path):
     )
     assert out.used_llm
     assert all({"llm_explanation", "llm_score", "llm_task_related"} <= set(r) for r in out.rows)
-    csv_path, md_path = write_table(out.rows, tmp_path / "descriptions")
+    csv_path = write_table(tmp_path / "descriptions", out.rows)
     assert csv_path.read_text().startswith("hook,layer,feature,description,task_related,p_value")
-    md = md_path.read_text().splitlines()
+    md = csv_path.with_suffix(".md").read_text().splitlines()
     assert md[0].startswith("| hook | layer | feature | description |") and len(md) == 4
 
 
 def test_config_validation():
     with pytest.raises(ConfigError, match="alpha"):
         AutointerpConfig(alpha=2.0)
-    with pytest.raises(ConfigError, match="lexicon"):
+    # a TypeError (jaxtyping's TypeCheckError) where annotations are checked at run time, as here
+    with pytest.raises((ConfigError, TypeError), match="lexicon"):
         AutointerpConfig(lexicon="afinn")
-    assert AutointerpConfig(window=[3, 1]).window == (3, 1)
+    with pytest.raises(ConfigError, match="window"):
+        AutointerpConfig(window=(3, -1))
+    assert AutointerpConfig(window=(3, 1)).window == (3, 1)
+
+
+def test_vader_lexicon_is_the_default_lexicon():
+    lexicon = load_lexicon("vader")
+    assert lexicon["great"] > 2 and lexicon["bad"] < -2 and "the" not in lexicon
+    with pytest.raises(ConfigError, match="unknown lexicon 'afinn'"):
+        load_lexicon("afinn")

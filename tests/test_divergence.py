@@ -6,14 +6,17 @@ import pytest
 import torch
 
 from lfp_mech import build_tiny_model
-from lfp_mech._io import load_tensors, read_json
+from lfp_mech._io import load_tensors
 from lfp_mech.divergence import (
     DivergenceConfig,
+    DivergenceResults,
     layer_divergence,
-    run_divergence_stage,
+    plot_layer_divergence,
     top_divergent_layers,
+    write_divergence,
 )
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.models import load_hf_model
 
 
 def test_identical_models_have_zero_divergence(tiny_hf):
@@ -93,19 +96,78 @@ def test_bad_block_pattern_is_a_clear_error(tiny_hf):
         layer_divergence(base, base, DivergenceConfig(block_pattern=r"blocks_(\d+)_"))
 
 
-def test_stage_writes_artifacts(tiny_hf, tmp_path):
+def test_named_tiny_base_uses_the_seed(tiny_hf):
+    """A tiny random base given by name is built with the run's seed (else it is another model)."""
+    seed0, _ = tiny_hf
+    assert layer_divergence("tiny-llama", seed0, seed=0).max() == 0
+    assert layer_divergence("tiny-llama", seed0, seed=1).min() > 0
+
+
+def _tuned_checkpoint(tiny_hf, path, layer=1):
     base, tok = tiny_hf
     tuned = copy.deepcopy(base)
     with torch.no_grad():
-        tuned.model.layers[1].mlp.gate_proj.weight += 0.1
-    checkpoint = tmp_path / "tuned"
-    tuned.save_pretrained(checkpoint)
-    tok.save_pretrained(checkpoint)
+        tuned.model.layers[layer].mlp.gate_proj.weight += 0.1
+    tuned.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_in_memory_pair_and_checkpoint_folder_are_accepted(tiny_hf, tmp_path):
+    checkpoint = _tuned_checkpoint(tiny_hf, tmp_path / "tuned", layer=0)
+    tuned, _ = load_hf_model(checkpoint)
+    from_folder = layer_divergence(tiny_hf, checkpoint)
+    assert from_folder[0] > 0 and from_folder[1] == 0
+    assert torch.equal(from_folder, layer_divergence(tiny_hf[0], tuned))
+
+
+def test_write_divergence_writes_artifacts_the_results_read(tiny_hf, tmp_path):
+    checkpoint = _tuned_checkpoint(tiny_hf, tmp_path / "tuned")
     out = tmp_path / "divergence"
-    summary = run_divergence_stage(base, checkpoint, out, DivergenceConfig(top_k=2))
-    assert summary["top_layers"] == [1, 0]
-    assert read_json(out / "summary.json")["top_layers"] == [1, 0]
+    summary = write_divergence(tiny_hf[0], checkpoint, out, DivergenceConfig(top_k=2))
+    assert summary["top_layers"] == [1, 0] and summary["top_layers_sorted"] == [0, 1]
     saved = load_tensors(out / "divergence.safetensors")["divergence"]
     assert saved[1] > 0 and saved[0] == 0
     assert (out / "divergence.png").stat().st_size > 1000
-    assert (out / "divergence.csv").read_text().splitlines()[0] == "layer,divergence,rank"
+    assert (out / "divergence.csv").read_text().splitlines()[0] == "layer,divergence,rank,selected"
+
+    results = DivergenceResults(out)
+    assert results.top_layers == [1, 0] and results.top_layers_sorted == [0, 1]
+    table = results.divergence
+    assert table["rank"].tolist() == [2, 1] and table["selected"].tolist() == [True, True]
+    assert table["divergence"].tolist() == pytest.approx(saved.tolist(), rel=1e-12)
+    assert torch.equal(results.values(), saved) and results.n_layers == 2
+    assert len(results.figure().axes) == 1
+
+
+def test_stage_run_compares_the_run_model_with_the_rlhf_policy(tiny_hf, tmp_path):
+    from lfp_mech.divergence.stage import run
+    from lfp_mech.runner.config import RunConfig, StagesConfig
+    from lfp_mech.stage_api import StageContext
+
+    _tuned_checkpoint(tiny_hf, tmp_path / "rlhf" / "policy", layer=0)
+    config = RunConfig(
+        model="tiny-llama", stages=StagesConfig(divergence=DivergenceConfig(top_k=1))
+    )
+    summary = run(StageContext(tmp_path, "divergence", config, manifest={"stages": {}}))
+    assert summary["top_layers"] == [0] and summary["n_layers"] == 2
+    assert DivergenceResults(tmp_path / "divergence").top_layers_sorted == [0]
+
+
+def test_stage_run_without_a_policy_names_the_missing_stage(tmp_path):
+    from lfp_mech.divergence.stage import run
+    from lfp_mech.runner.config import RunConfig
+    from lfp_mech.stage_api import StageContext
+
+    ctx = StageContext(tmp_path, "divergence", RunConfig(model="tiny-llama"), {"stages": {}})
+    with pytest.raises(LfpMechError, match="'rlhf' stage"):
+        run(ctx)
+
+
+def test_plot_y_axis_starts_at_zero_so_a_flat_signal_looks_flat():
+    flat = torch.tensor([5.0, 5.0 + 1e-6, 5.0 - 1e-6, 5.0], dtype=torch.float64)
+    ax = plot_layer_divergence(flat, top_layers=[1]).axes[0]
+    low, high = ax.get_ylim()
+    assert low == 0.0 and 5.0 < high < 6.0  # the values sit near the top of the axis
+    zero_ax = plot_layer_divergence([0.0, 0.0]).axes[0]
+    assert zero_ax.get_ylim()[0] == 0.0 and zero_ax.get_ylim()[1] > 0

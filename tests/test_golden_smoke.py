@@ -24,12 +24,15 @@ def _close(a, b) -> bool:
         )
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
-    return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+    # 1e-3: the tables were written with 4 significant digits when these numbers were pinned
+    # (rounding error up to 5e-4); they are now written at full precision
+    return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-6)
 
 
 def test_smoke_results_match_the_golden_numbers(smoke_run):
+    """On the killed-and-resumed smoke run: resuming must not change any result either."""
     expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
-    actual = golden_numbers(smoke_run)
+    actual = golden_numbers(smoke_run.run_dir)
     assert sorted(actual) == sorted(expected), "the set of pinned quantities changed"
     moved = {k: (expected[k], actual[k]) for k in expected if not _close(expected[k], actual[k])}
     assert not moved, f"{len(moved)} smoke results moved (expected, actual): {moved}"

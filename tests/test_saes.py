@@ -1,4 +1,7 @@
-"""SAE-Lens dictionaries: tied variant, save/load round trip, metrics, splicing, the stage."""
+"""SAE-Lens dictionaries: tied variant, save/load round trip, training, metrics, splicing.
+
+The stage and its results class: ``test_saes_stage.py``.
+"""
 
 import math
 
@@ -6,9 +9,7 @@ import pytest
 import torch
 from sae_lens import SAE, HookedSAETransformer
 
-from lfp_mech._io import read_json
-from lfp_mech.activations import ActivationConfig, capture_activations
-from lfp_mech.data import load_prompts
+from lfp_mech.activations import capture_activations
 from lfp_mech.errors import ConfigError
 from lfp_mech.saes import (
     SAEConfig,
@@ -18,10 +19,13 @@ from lfp_mech.saes import (
     l1_sweep,
     load_sae,
     mmcs,
-    run_saes_stage,
+    mmcs_with_index,
     sae_metrics,
     save_sae,
     spliced_ce_losses,
+    tensor_batches,
+    text_ce_losses,
+    tied_vs_untied_table,
     train_sae,
     train_saes,
 )
@@ -173,47 +177,63 @@ def test_padding_is_ignored_by_the_ce_loss(tiny_model):
 def test_clear_errors(tmp_path, tiny_model):
     with pytest.raises(ConfigError, match="expansion_factors"):
         SAEConfig(expansion_factors=(2, 1))
-    with pytest.raises(ConfigError, match="not a single training step"):
+    with pytest.raises(ConfigError, match=r"saes.training_tokens = 100: must be >= batch_size"):
         SAEConfig(batch_size=512, training_tokens=100)
     store = capture_activations(tiny_model, ["some text here"], [0], tmp_path / "s")
     with pytest.raises(ConfigError, match=r"not in the activation store.*captured: \[0\]"):
         train_saes(store, [1], tmp_path / "out", _config())
 
 
-@pytest.fixture
-def captured(tiny_hf, tiny_model, tmp_path):
-    hf, tok = tiny_hf
-    checkpoint = tmp_path / "policy"
-    hf.save_pretrained(checkpoint)
-    tok.save_pretrained(checkpoint)
-    prompts = load_prompts("reviews", "train")
-    acts = tmp_path / "acts"
-    config = ActivationConfig(shard_tokens=1024)
-    capture_activations(tiny_model, prompts[:400], [0, 1], acts / "train", config)
-    capture_activations(tiny_model, prompts[400:520], [0, 1], acts / "heldout", config)
-    return acts, checkpoint
+def test_text_ce_losses_tokenise_as_the_capture_does(tiny_model):
+    from lfp_mech.activations import tokenize_for_model
+
+    hook = "blocks.1.hook_mlp_out"
+    sae = build_training_sae(64, 64, tied=True, alpha=0.0, config=_config(), n_steps=1)
+    texts = ["I loved it.", "A slow, quiet drama about two brothers.", "Bad."]
+    tokens, mask = tokenize_for_model(tiny_model.tokenizer, texts, 8)
+    expected = spliced_ce_losses(tiny_model, tokens, mask, {hook: [sae]}, batch_size=2)
+    got = text_ce_losses(tiny_model, texts, {hook: [sae]}, context_length=8, batch_size=2)
+    assert got == expected
+    with pytest.raises(ConfigError, match="not inside a transformer block"):
+        text_ce_losses(tiny_model, texts, {"hook_embed": [sae]})
 
 
-def test_stage_writes_every_artifact(captured, tmp_path):
-    acts, checkpoint = captured
-    out = tmp_path / "saes"
-    config = _config(sweep_alphas=(1e-3, 1e-2), sweep_tokens=128 * 10, training_tokens=128 * 20)
-    summary = run_saes_stage(acts, checkpoint, out, config)
-    assert summary["n_saes"] == 4 and summary["layers"] == [0, 1]
-    for name in ("L0_small", "L0_big", "L1_small", "L1_big", "untied/L0_small", "untied/L1_small"):
-        sae = SAE.load_from_disk(out / name)
-        assert sae.cfg.metadata.hook_name.startswith("blocks.")
-    assert SAE.load_from_disk(out / "L1_big").cfg.d_sae == 128
-    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"fvu", "l0", "dead_fraction", "ce_recovered", "variant"} <= set(header)
-    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 4 + 2
-    for name in ("metrics.md", "l1_sweep.csv", "l1_sweep.png", "tied_vs_untied.md", "mmcs.png"):
-        assert (out / name).exists(), name
-    assert len((out / "mmcs_L0.csv").read_text().splitlines()) == 1 + 64
-    saved = read_json(out / "summary.json")
-    assert set(saved["checks"]) == {
-        "small_fvu_le_0.3", "small_ce_recovered_ge_0.7", "small_dead_fraction_le_0.2"
-    }  # fmt: skip
-    assert saved["alpha"] == config.l1_coefficient
-    assert [r["variant"] for r in saved["tied_vs_untied"]] == ["tied", "untied"]
-    assert read_json(out / "high_mmcs_features.json")["1"]["top_features"]
+def test_mmcs_index_points_at_the_matching_big_feature():
+    small = build_training_sae(D_IN, D_IN, tied=False, alpha=0.0, config=_config(), n_steps=1)
+    big = build_training_sae(D_IN, 2 * D_IN, tied=False, alpha=0.0, config=_config(), n_steps=1)
+    generator = torch.Generator().manual_seed(0)
+    permutation = torch.randperm(2 * D_IN, generator=generator)
+    with torch.no_grad():
+        small.W_dec.copy_(torch.randn(D_IN, D_IN, generator=generator))
+        big.W_dec.copy_(torch.randn(2 * D_IN, D_IN, generator=generator))
+        big.W_dec[permutation[:D_IN]] = 3.0 * small.W_dec  # same directions, other norms
+    values, index = mmcs_with_index(small, big)
+    torch.testing.assert_close(values, torch.ones(D_IN))
+    assert torch.equal(index, permutation[:D_IN])
+
+
+def test_tied_vs_untied_table_averages_small_saes_per_variant():
+    def row(variant, size, fvu):
+        return {"variant": variant, "size": size, "fvu": fvu, "nmse": fvu / 2, "l0_scaled": 0.5,
+                "dead_fraction": 0.0, "ce_recovered": 1 - fvu}  # fmt: skip
+
+    rows = [row("tied", "small", 0.2), row("tied", "small", 0.4), row("tied", "big", 0.9),
+            row("untied", "small", 0.1)]  # fmt: skip
+    table = tied_vs_untied_table(rows)
+    assert [r["variant"] for r in table] == ["tied", "untied"]
+    assert table[0]["n_layers"] == 2 and table[0]["fvu"] == pytest.approx(0.3)
+    assert table[1]["ce_recovered"] == pytest.approx(0.9)
+    assert tied_vs_untied_table(rows[:2])[0]["variant"] == "tied"
+    assert len(tied_vs_untied_table(rows[:2])) == 1
+
+
+def test_tensor_batches_cover_every_full_batch_once_per_epoch():
+    acts = torch.arange(10 * 3, dtype=torch.float32).reshape(10, 3)
+    batches = tensor_batches(acts, _config(batch_size=4, training_tokens=8))
+    epoch0, epoch1 = list(batches(0)), list(batches(1))
+    assert [b.shape for b in epoch0] == [(4, 3), (4, 3)]
+    rows = torch.cat(epoch0)[:, 0].tolist()
+    assert len(set(rows)) == 8 and set(rows) <= set(acts[:, 0].tolist())
+    assert not torch.equal(torch.cat(epoch0), torch.cat(epoch1))
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        tensor_batches(acts[:3], _config(batch_size=4, training_tokens=8))

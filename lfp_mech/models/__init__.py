@@ -12,33 +12,35 @@ Accepted names (``lfp-mech models`` lists them with their offline availability):
 * ``"tiny-llama"`` / ``"tiny-neox"``: tiny random models for tests, deterministic from a seed and
   built in memory in milliseconds, with a small byte-level BPE tokenizer shipped in the package.
 
-Modules: :mod:`~lfp_mech.models.loading` (HF and TransformerLens loading, parity),
-:mod:`~lfp_mech.models.registry` (names), :mod:`~lfp_mech.models.smollm2` (the offline cache),
-:mod:`~lfp_mech.models.tiny`, :mod:`~lfp_mech.models.generation` (the batched sampling loop),
-:mod:`~lfp_mech.models.coerce` (one :data:`ModelLike` everywhere), ``stage.py`` (the ``model``
+Modules: [`loading`][lfp_mech.models.loading] (HF and TransformerLens loading, parity),
+[`registry`][lfp_mech.models.registry] (names), [`smollm2`][lfp_mech.models.smollm2] (the offline cache),
+[`tiny`][lfp_mech.models.tiny], [`generation`][lfp_mech.models.generation] (the batched sampling loop),
+[`coerce`][lfp_mech.models.coerce] (one [`ModelLike`][lfp_mech.models.coerce.ModelLike] everywhere), ``stage.py`` (the ``model``
 stage) and ``results.py``.
 """
 
-from lfp_mech.models.coerce import ModelLike, as_hf_model, as_hooked_model
-from lfp_mech.models.config import ModelConfig
-from lfp_mech.models.generation import generate_texts
-from lfp_mech.models.loading import (
-    hooked_from_hf,
-    load_hf_model,
-    load_model,
-    logprob_parity,
-    parity_tokens,
-)
-from lfp_mech.models.registry import (
-    DEFAULT_MODEL,
-    MODEL_REGISTRY,
-    ModelSpec,
-    available_models,
-    hub_reachable,
-    resolve_model_source,
-)
-from lfp_mech.models.smollm2 import cache_dir, smollm2_dir
-from lfp_mech.models.tiny import TINY_TOKENIZER_DIR, build_tiny_model
+from lfp_mech._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(["ModelLike", "as_hf_model", "as_hooked_model"], "coerce"),
+        "ModelConfig": "config",
+        "generate_texts": "generation",
+        **dict.fromkeys(
+            ["hooked_from_hf", "load_hf_model", "load_model", "logprob_parity", "parity_tokens"],
+            "loading",
+        ),
+        **dict.fromkeys(
+            ["DEFAULT_MODEL", "MODEL_REGISTRY", "ModelSpec", "available_models",
+             "resolve_model_source"],
+            "registry",
+        ),
+        "hub_reachable": "lfp_mech.hub",
+        **dict.fromkeys(["cache_dir", "smollm2_dir"], "smollm2"),
+        **dict.fromkeys(["TINY_TOKENIZER_DIR", "build_tiny_model"], "tiny"),
+    },
+)  # fmt: skip
 
 __all__ = [
     "DEFAULT_MODEL",

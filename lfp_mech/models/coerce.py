@@ -1,8 +1,8 @@
 """One way to accept "a model" everywhere: a name, a checkpoint folder, or a model in memory.
 
-Every public function that takes a model takes a :data:`ModelLike` and turns it into what it
-needs with :func:`as_hf_model` (a Hugging Face model and its tokenizer) or
-:func:`as_hooked_model` (a TransformerLens ``HookedTransformer``).
+Every public function that takes a model takes a [`ModelLike`][lfp_mech.models.coerce.ModelLike] and turns it into what it
+needs with [`as_hf_model`][lfp_mech.models.coerce.as_hf_model] (a Hugging Face model and its tokenizer) or
+[`as_hooked_model`][lfp_mech.models.coerce.as_hooked_model] (a TransformerLens ``HookedTransformer``).
 """
 
 import copy
@@ -29,15 +29,16 @@ ModelLike: TypeAlias = (
 def as_hf_model(
     model: Any,
     *,
-    device: str = "cpu",
+    device: str | None = "cpu",
     seed: int = 0,
     copy_model: bool = False,
     need_tokenizer: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
-    """``(hf_model, tokenizer)`` of a :data:`ModelLike` (loaded with ``load_hf_model`` if named).
+    """``(hf_model, tokenizer)`` of a [`ModelLike`][lfp_mech.models.coerce.ModelLike] (loaded with ``load_hf_model`` if named).
 
     Args:
-        device: where the model goes.
+        device: where the model goes (an in-memory model is moved in place); None: an
+            in-memory model stays where it is, a named one loads on the CPU.
         seed: seed of the tiny random test models (ignored otherwise).
         copy_model: deep-copy an in-memory model, so training leaves the caller's intact.
         need_tokenizer: accept a bare ``PreTrainedModel`` (tokenizer ``None``) when False.
@@ -52,14 +53,15 @@ def as_hf_model(
             hf_model, tokenizer = copy.deepcopy(hf_model), copy.deepcopy(tokenizer)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return hf_model.to(device), tokenizer
+        return (hf_model if device is None else hf_model.to(device)), tokenizer
     if isinstance(model, PreTrainedModel):
         if need_tokenizer:
             raise ConfigError(
                 "pass an in-memory model as an (hf_model, tokenizer) pair: this function "
                 "tokenizes text"
             )
-        return (copy.deepcopy(model) if copy_model else model).to(device), None
+        model = copy.deepcopy(model) if copy_model else model
+        return (model if device is None else model.to(device)), None
     if _is_hooked(model):
         raise ConfigError(
             "this function needs a Hugging Face model: pass a name, a checkpoint folder or an "
@@ -67,11 +69,11 @@ def as_hf_model(
         )
     from lfp_mech.models.loading import load_hf_model
 
-    return load_hf_model(_as_name(model), device=device, seed=seed)
+    return load_hf_model(_as_name(model), device=device or "cpu", seed=seed)
 
 
 def as_hooked_model(model: Any, *, device: str = "cpu", seed: int = 0) -> "HookedTransformer":
-    """A ``HookedTransformer`` of a :data:`ModelLike` (converted from HF if needed)."""
+    """A ``HookedTransformer`` of a [`ModelLike`][lfp_mech.models.coerce.ModelLike] (converted from HF if needed)."""
     if _is_hooked(model):
         return model.to(device)
     from lfp_mech.models.loading import hooked_from_hf, load_model

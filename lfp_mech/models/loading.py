@@ -73,7 +73,7 @@ def load_model(
     """Load a model into TransformerLens's ``HookedTransformer`` (LayerNorm folded, weights centred).
 
     Works offline for ``smollm2-135m``, local checkpoint directories and the tiny test models.
-    The result's log-probs equal the HF model's (see :func:`logprob_parity`).
+    The result's log-probs equal the HF model's (see [`logprob_parity`][lfp_mech.models.loading.logprob_parity]).
     """
     hf_model, tokenizer = load_hf_model(name_or_path, device="cpu", dtype=torch.float32, seed=seed)
     return hooked_from_hf(hf_model, tokenizer, device=device, dtype=dtype)

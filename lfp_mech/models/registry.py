@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from lfp_mech.errors import UnknownModelError
+from lfp_mech.hub import hub_reachable
 from lfp_mech.models.smollm2 import SMOLLM2_PACKAGE, cache_dir, smollm2_cache_ok
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -77,7 +78,7 @@ def available_models() -> list[dict[str, str]]:
 
 
 def resolve_model_source(name_or_path: str | os.PathLike[str]) -> ModelSpec | Path:
-    """A registered :class:`ModelSpec`, or the path of a local HF checkpoint directory."""
+    """A registered [`ModelSpec`][lfp_mech.models.registry.ModelSpec], or the path of a local HF checkpoint directory."""
     text = str(name_or_path)
     if text in MODEL_REGISTRY:
         return MODEL_REGISTRY[text]
@@ -94,18 +95,3 @@ def resolve_model_source(name_or_path: str | os.PathLike[str]) -> ModelSpec | Pa
         f"unknown model {text!r}: not a registered name and not a checkpoint directory. "
         f"Valid names: {names}. Or pass the path of a local HF checkpoint directory."
     )
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when HF_HUB_OFFLINE is set or the hub endpoint does not answer quickly."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        return False
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(constants.ENDPOINT, timeout=timeout)  # noqa: S310
-    except OSError:
-        return False
-    return True

@@ -1,4 +1,4 @@
-"""What the ``model`` stage wrote, read back (:meth:`lfp_mech.runner.results.Run.model`)."""
+"""What the ``model`` stage wrote, read back ([`lfp_mech.runner.results.Run.model`][lfp_mech.runner.results.Run.model])."""
 
 from typing import Any
 

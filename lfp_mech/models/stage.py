@@ -1,6 +1,7 @@
 """The ``model`` stage: resolve the base model, load it both ways, check log-prob parity.
 
-Writes ``model.json`` (the model card: architecture, sizes, parity, the MLP-output hooks).
+Writes ``model.json`` (the model card: architecture, sizes, parity, the MLP-output hooks) and
+``summary.json``.
 """
 
 from typing import Any
@@ -9,7 +10,7 @@ from lfp_mech._io import write_json
 from lfp_mech.errors import LfpMechError
 from lfp_mech.models.loading import hooked_from_hf, load_hf_model, logprob_parity, parity_tokens
 from lfp_mech.models.results import CARD_FILE
-from lfp_mech.stage_api import StageContext
+from lfp_mech.stage_api import SUMMARY_FILE, StageContext
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -38,4 +39,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     }
     write_json(ctx.dir / CARD_FILE, card)
     summary = {k: card[k] for k in ("architecture", "n_layers", "d_model", "n_params")}
-    return summary | {"parity": parity}
+    summary |= {"parity": parity}
+    write_json(ctx.dir / SUMMARY_FILE, summary)
+    return summary

@@ -62,7 +62,7 @@ class ProbesConfig(StageConfig):
     n_bootstrap: int = 2000
     """Bootstrap resamples (over words) for CIs and paired differences."""
     baselines: tuple[str, ...] = BASELINES
-    """Which baselines to compute (subset of :data:`BASELINES`)."""
+    """Which baselines to compute (subset of [`BASELINES`][lfp_mech.probes.config.BASELINES])."""
     seed: RunSeed = 0
     """Seeds triples, template choice, Xavier init, label shuffling and bootstraps."""
     device: RunDevice = "cpu"

@@ -136,7 +136,7 @@ class RLHFConfig(StageConfig):
             self.require_choice("preference_data", ("offline", *PREFERENCE_DATASETS))
 
     def to_dpo_config(self) -> "DPOConfigLite":
-        """The :class:`DPOConfigLite` this stage config implies for ``method="dpo"``."""
+        """The [`DPOConfigLite`][lfp_mech.rlhf.config.DPOConfigLite] this stage config implies for ``method="dpo"``."""
         return DPOConfigLite(
             learning_rate=self.dpo_learning_rate,
             beta=self.dpo_beta,
@@ -153,7 +153,7 @@ class RLHFConfig(StageConfig):
 
 @dataclass
 class DPOConfigLite(StageConfig):
-    """Settings of :func:`lfp_mech.rlhf.train_dpo` (a small subset of TRL's ``DPOConfig``)."""
+    """Settings of [`lfp_mech.rlhf.train_dpo`][lfp_mech.rlhf.dpo.train_dpo] (a small subset of TRL's ``DPOConfig``)."""
 
     section = "dpo"
 

@@ -9,7 +9,7 @@ __all__ = ["DEFAULT_ALPHA", "PAPER_ALPHA", "SAEConfig", "SIZES"]
 SIZES = ("small", "big")
 """The two dictionaries per layer (paper: n and 2n features)."""
 DEFAULT_ALPHA = 6e-4
-"""α for SmolLM2's MLP outputs (per-element-MSE units, see :mod:`lfp_mech.saes`): the largest α
+"""α for SmolLM2's MLP outputs (per-element-MSE units, see [`lfp_mech.saes`][lfp_mech.saes]): the largest α
 of the calibration grid that keeps every layer at FVU <= 0.3 and CE loss recovered >= 70% (the
 calibration table is in the SAE tutorial)."""
 PAPER_ALPHA = 1e-3
@@ -18,7 +18,9 @@ PAPER_ALPHA = 1e-3
 
 @dataclass
 class SAEConfig(StageConfig):
-    """Options of the SAE stage. Defaults: SmolLM2, 5 layers x 2 sizes in ~10 min on 2 cores."""
+    """Options of the SAE stage: the dictionaries (sizes, tied decoder, α), their training
+    (lr, batch, activations seen), the L1 sweep, and the held-out evaluation (metrics, CE loss,
+    MMCS)."""
 
     section = "saes"
 

@@ -82,7 +82,7 @@ class ValidateConfig(StageConfig):
     gen_batch_size: int = 16
     """Prompts generated together."""
     reward: str = "vader"
-    """Reward that scores the completions (a name for :func:`lfp_mech.rewards.get_reward`)."""
+    """Reward that scores the completions (a name for [`lfp_mech.rewards.get_reward`][lfp_mech.rewards.get_reward])."""
     mode: AblationMode = "zero"
     """"zero" (the paper) or "mean" ablation (features set to their corpus mean)."""
     ablate: Literal["task_related", "chosen"] = "task_related"
@@ -97,7 +97,7 @@ class ValidateConfig(StageConfig):
     """Completions per cell written to completions.json for reading."""
     n_features_per_hook: int = 8
     """Features chosen per hook: this many highest-MMCS features plus this many with the
-    largest probe weights."""
+    largest absolute probe weights (their union; fewer when the two lists overlap)."""
     autointerp: AutointerpConfig = field(default_factory=AutointerpConfig)
     """Options of the feature descriptions."""
     seed: RunSeed = 0

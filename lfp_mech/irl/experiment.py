@@ -1,0 +1,240 @@
+"""One IRL experiment on one task: demonstrations → reward models over seeds × epochs → controls.
+
+[`run_task`][lfp_mech.irl.experiment.run_task] is what the stage runs per task (``irl/vader``, ``irl/toxicity``) and what a
+notebook calls to run IRL on any pair of models: it generates (or reuses) the demonstrations,
+trains ``n_seeds`` × ``n_epochs`` reward models ([`run_seeds`][lfp_mech.irl.training.run_seeds]), saves
+the best, runs the controls and writes every artifact (see [`lfp_mech.irl.artifacts`][lfp_mech.irl.artifacts]).
+"""
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+from lfp_mech._io import write_json, write_jsonl, write_table
+from lfp_mech.irl import artifacts as files
+from lfp_mech.irl.config import IRLConfig
+from lfp_mech.irl.controls import expressed_lexicon_bound, log_ratio_control
+from lfp_mech.irl.demonstrations import Demonstrations, generate_demonstrations
+from lfp_mech.irl.evaluation import summarize_runs
+from lfp_mech.irl.persistence import save_reward_model
+from lfp_mech.irl.reward_model import RewardModel
+from lfp_mech.irl.tasks import IRLTask, get_task, task_prompts, task_texts
+from lfp_mech.irl.training import IRLRuns, run_seeds
+from lfp_mech.models.coerce import ModelLike
+
+__all__ = ["ProbeFn", "run_task"]
+
+logger = logging.getLogger(__name__)
+
+ProbeFn = Callable[[Sequence[str]], Float[Tensor, " text"]]
+"""A second reward estimate to compare on the held-out texts (the probes stage's)."""
+
+
+@dataclass
+class _Controls:
+    """The controls of one experiment (None where not run)."""
+
+    log_ratio: Tensor | None = None
+    log_ratio_eval: dict[str, float | int] | None = None
+    lexicon_bound: dict[str, Any] | None = None
+    probe: Tensor | None = None
+
+
+def run_task(
+    base: ModelLike,
+    expert: ModelLike,
+    task: str | IRLTask,
+    out_dir: str | os.PathLike[str],
+    config: IRLConfig,
+    *,
+    probe_fn: ProbeFn | None = None,
+) -> dict[str, Any]:
+    """IRL on one task: recover the reward ``expert`` was trained on from its behaviour.
+
+    ``base`` is the non-expert (the model RLHF started from). Writes into ``out_dir``:
+    ``demonstrations.jsonl`` (+ ``.meta.json``), ``reward_inputs.safetensors`` (cached mode),
+    ``irl_runs.csv`` / ``.md`` / ``.json`` (one row per seed × epoch), ``heldout_scores.jsonl``
+    (text, source, true reward, best IRL reward, the controls, the ``probe_fn`` estimate),
+    ``summary.json``, the figures ``irl_heatmaps.png``, ``irl_seed_agreement.png``,
+    ``irl_vs_true.png`` and ``reward_model/`` (the best run;
+    [`load_reward_model`][lfp_mech.irl.persistence.load_reward_model]). Returns the headline numbers.
+    """
+    from lfp_mech.rewards import get_reward
+
+    spec = get_task(task)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    demos, other = _demonstrations(base, expert, spec, out_dir, config)
+    true_reward = get_reward(spec.reward)
+    rm = RewardModel.from_base(
+        base,
+        mode=config.mode,
+        n_trainable_blocks=config.n_trainable_blocks,
+        max_length=config.max_length,
+        pooling=config.pooling,
+        n_layers=config.n_layers,
+        context_layer=config.context_layer,
+        device=config.device,
+    )
+    cache = out_dir / files.REWARD_INPUTS_FILE
+    runs = run_seeds(rm, demos, true_reward, config, other_texts=other, cache_path=cache)
+    summary = summarize_runs(runs.rows)
+    extra = {"task": spec.name, "selected_run": runs.best, "true_reward": spec.reward}
+    save_reward_model(rm, out_dir / files.REWARD_MODEL_DIR, extra=extra)
+    write_table(out_dir / files.RUNS_STEM, runs.rows)
+    controls = _controls(base, expert, spec, demos, runs, config, probe_fn)
+    write_jsonl(out_dir / f"{files.HELDOUT_STEM}.jsonl", _heldout_rows(runs, controls))
+    _save_figures(out_dir, spec, runs, controls.probe, config)
+    summary.update(_details(spec, demos, runs, controls, config, out_dir))
+    write_json(out_dir / files.TASK_SUMMARY_FILE, summary)
+    return _headline(spec, summary, runs, controls, out_dir)
+
+
+def _demonstrations(
+    base: ModelLike, expert: ModelLike, spec: IRLTask, out_dir: Path, config: IRLConfig
+) -> tuple[Demonstrations, list[str]]:
+    """The two models' completions of the task's train/test prompts, and its other texts."""
+    train = task_prompts(spec.prompt_set, "train", config.n_train_prompts, config.seed)
+    test = task_prompts(spec.prompt_set, "test", config.n_test_prompts, config.seed)
+    demos = generate_demonstrations(expert, base, train, test, config, cache_dir=out_dir)
+    other = task_texts(spec, config.n_other_texts, exclude=train + test, seed=config.seed)
+    return demos, other
+
+
+def _controls(
+    base: ModelLike,
+    expert: ModelLike,
+    spec: IRLTask,
+    demos: Demonstrations,
+    runs: IRLRuns,
+    config: IRLConfig,
+    probe_fn: ProbeFn | None,
+) -> _Controls:
+    """The probe estimate, the log-ratio control (if configured) and, for the VADER task, the
+    lexicon bound, on the held-out texts."""
+    controls = _Controls()
+    if probe_fn is not None:
+        controls.probe = probe_fn(runs.heldout_texts).float().cpu()
+    train_e, train_n = demos.texts("train", "expert"), demos.texts("train", "non_expert")
+    if config.log_ratio_control:
+        controls.log_ratio, controls.log_ratio_eval = log_ratio_control(
+            expert, base, train_e + train_n, runs.train_true,
+            runs.heldout_texts, runs.heldout_true, config,
+        )  # fmt: skip
+    if spec.reward == "vader":
+        bound = expressed_lexicon_bound(train_e, train_n, runs.heldout_texts, runs.heldout_true)
+        logger.info(
+            "lexicon bound (true valences of the words the demonstrations express): acc %.3f",
+            bound["expressed"]["acc"],
+        )
+        controls.lexicon_bound = bound
+    return controls
+
+
+def _heldout_rows(runs: IRLRuns, controls: _Controls) -> list[dict[str, Any]]:
+    """One row per held-out text: text, source, true and IRL reward, then the controls'."""
+    columns: dict[str, Tensor] = {}
+    if controls.log_ratio is not None:
+        columns["log_ratio"] = controls.log_ratio
+    if controls.lexicon_bound is not None:
+        columns["expressed_lexicon"] = controls.lexicon_bound["expressed"]["scores"]
+    if controls.probe is not None:
+        columns["probe"] = controls.probe
+    rows = zip(
+        runs.heldout_texts, runs.heldout_sources, runs.heldout_true, runs.best_scores, strict=True
+    )
+    return [
+        {
+            "text": text,
+            "source": source,
+            "true_reward": float(true),
+            "irl_reward": float(irl),
+            **{name: float(values[i]) for name, values in columns.items()},
+        }
+        for i, (text, source, true, irl) in enumerate(rows)
+    ]
+
+
+def _save_figures(
+    out_dir: Path, spec: IRLTask, runs: IRLRuns, probe: Tensor | None, config: IRLConfig
+) -> None:
+    """The seeds × epochs heatmaps, the seed agreement and the three-way scatter plots."""
+    from lfp_mech.irl.plots import plot_seed_agreement, plot_seed_heatmaps, plot_three_way
+    from lfp_mech.plotting import save_figure
+
+    heatmaps = plot_seed_heatmaps(runs.rows, title=f"IRL ({spec.name}): seeds × epochs")
+    save_figure(heatmaps, out_dir / files.HEATMAPS_FIGURE)
+    seeds = [r["seed"] for r in runs.rows if r["epoch"] == config.n_epochs]
+    agreement = plot_seed_agreement(runs.final_scores, seeds=seeds)
+    save_figure(agreement, out_dir / files.SEED_AGREEMENT_FIGURE)
+    three_way = plot_three_way(
+        runs.heldout_true.numpy(),
+        runs.best_scores.numpy(),
+        None if probe is None else probe.numpy(),
+        title=f"{spec.name}: held-out texts (best IRL run)",
+    )
+    save_figure(three_way, out_dir / files.THREE_WAY_FIGURE)
+
+
+def _details(
+    spec: IRLTask,
+    demos: Demonstrations,
+    runs: IRLRuns,
+    controls: _Controls,
+    config: IRLConfig,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """What ``summary.json`` records beside [`summarize_runs`][lfp_mech.irl.evaluation.summarize_runs]: the task, the config, the
+    true rewards of the demonstrations, timings and the controls."""
+    n_tr, n_te = len(demos.prompts["train"]), len(demos.prompts["test"])
+    bound = controls.lexicon_bound
+    return {
+        "task": spec.name,
+        "true_reward": spec.reward,
+        "config": asdict(config),
+        "n_heldout": len(runs.heldout_texts),
+        "heldout_positive_rate": float((runs.heldout_true > 0).float().mean()),
+        "true_reward_mean": {
+            "expert_train": float(runs.train_true[:n_tr].mean()),
+            "non_expert_train": float(runs.train_true[n_tr:].mean()),
+            "expert_test": float(runs.heldout_true[:n_te].mean()),
+        },
+        "timings_s": runs.timings,
+        "supervised_ceiling": runs.supervised_ceiling,
+        "log_ratio_control": controls.log_ratio_eval,
+        "lexicon_bound": None
+        if bound is None
+        else {k: {m: v for m, v in d.items() if m != "scores"} for k, d in bound.items()},
+        "reward_model_dir": str(out_dir / files.REWARD_MODEL_DIR),
+    }
+
+
+def _headline(
+    spec: IRLTask, summary: dict[str, Any], runs: IRLRuns, controls: _Controls, out_dir: Path
+) -> dict[str, Any]:
+    """The numbers of the stage's manifest summary (and the report)."""
+    final = summary["final_epoch"]
+    headline = {
+        "task": spec.name,
+        "acc_median": final["acc"]["median"],
+        "acc_mean": final["acc"]["mean"],
+        "acc_std": final["acc"]["std"],
+        "f1_median": final["f1"]["median"],
+        "spearman_median": final["spearman"]["median"],
+        "best_acc": summary["best_run"]["acc"],
+        "majority_baseline_acc": summary["majority_baseline_acc"],
+        "supervised_ceiling_acc": runs.supervised_ceiling["acc"],
+        "n_runs": summary["n_runs"],
+        "reward_model_dir": str(out_dir / files.REWARD_MODEL_DIR),
+    }
+    if controls.log_ratio_eval:
+        headline["log_ratio_acc"] = controls.log_ratio_eval["acc"]
+    if controls.lexicon_bound:
+        headline["lexicon_bound_acc"] = controls.lexicon_bound["expressed"]["acc"]
+    return headline

@@ -1,0 +1,83 @@
+"""The ``irl`` stage: recover the reward from behaviour, compare it, re-train a policy on it.
+
+1. VADER task (``irl/vader``): IRL from the RLHF stage's tuned policy (expert) and the base model
+   ([`run_task`][lfp_mech.irl.experiment.run_task]), with the probes stage's reward estimate on the
+   same held-out texts (the three-way comparison).
+2. IRL-RLHF (``irl/irl_rlhf``, ``rlhf_steps > 0``): a policy trained on the recovered reward,
+   compared with base and the true-reward policy ([`run_irl_rlhf`][lfp_mech.irl.policies.run_irl_rlhf]).
+3. Toxicity task (``irl/toxicity``, ``toxicity_rlhf_steps > 0``): detoxified expert, IRL,
+   policy table ([`run_toxicity_task`][lfp_mech.irl.toxicity.run_toxicity_task]).
+
+Reads the rlhf, saes and probes stages through their results classes; writes ``summary.json``
+(the manifest summary) beside the task folders. Read it back with
+[`lfp_mech.irl.results.IRLResults`][lfp_mech.irl.results.IRLResults].
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+from lfp_mech._io import write_json
+from lfp_mech.irl import artifacts as files
+from lfp_mech.irl.experiment import run_task
+from lfp_mech.irl.policies import run_irl_rlhf
+from lfp_mech.irl.toxicity import run_toxicity_task
+from lfp_mech.probes.results import ProbesResults
+from lfp_mech.rlhf.results import RLHFResults
+from lfp_mech.saes.results import SAEsResults
+from lfp_mech.stage_api import SUMMARY_FILE, StageContext
+
+__all__ = ["ProbeEstimate", "run"]
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """IRL on the VADER task, IRL-RLHF on its reward, then the toxicity task; the summary."""
+    options, model = ctx.options, ctx.config.model
+    expert = RLHFResults(ctx.stage_dir("rlhf")).policy_dir
+    vader_dir = ctx.dir / "vader"
+    summary = run_task(model, expert, "vader", vader_dir, options, probe_fn=ProbeEstimate(ctx))
+    if options.rlhf_steps > 0:
+        table = run_irl_rlhf(
+            model,
+            "vader",
+            vader_dir / files.REWARD_MODEL_DIR,
+            ctx.dir / files.IRL_RLHF_DIR,
+            expert,
+            options.rlhf_steps,
+            options,
+        )
+        summary["irl_rlhf_true_reward"] = {row["policy"]: row["mean_reward"] for row in table}
+    if options.toxicity_rlhf_steps > 0:
+        toxicity = run_toxicity_task(model, ctx.dir / "toxicity", options)
+        skip = ("task", "reward_model_dir")
+        summary |= {f"toxicity_{k}": v for k, v in toxicity.items() if k not in skip}
+    write_json(ctx.dir / SUMMARY_FILE, summary)
+    return summary
+
+
+class ProbeEstimate:
+    """texts → the probes stage's reward estimate (its tuned SAE probe on the tuned policy's
+    small SAEs), the models loaded on first use."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.rlhf = RLHFResults(ctx.stage_dir("rlhf"))
+        self.saes = SAEsResults(ctx.stage_dir("saes"))
+        self.probes = ProbesResults(ctx.stage_dir("probes"))
+        self.device = ctx.config.device
+        self._loaded: dict[str, Any] = {}
+
+    def __call__(self, texts: Sequence[str]) -> Float[Tensor, " text"]:
+        from lfp_mech.probes import probe_reward
+
+        if not self._loaded:
+            self._loaded = {
+                "model": self.rlhf.load_policy(hooked=True, device=self.device),
+                "saes": self.saes.load_saes("small", device=self.device),
+                "probe": self.probes.load_probe(),
+            }
+        loaded = self._loaded
+        return probe_reward(
+            loaded["model"], loaded["saes"], loaded["probe"], texts, device=self.device
+        )

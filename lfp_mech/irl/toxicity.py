@@ -1,0 +1,92 @@
+"""The IRL paper's own task: detoxification.
+
+The base model is detoxified with GRPO on the offline toxicity reward (the "expert"), IRL
+recovers that reward from the expert's behaviour ([`run_task`][lfp_mech.irl.experiment.run_task]),
+and the policies are compared under the true reward: base → RLHF (true reward) → RLHF (IRL
+reward) with IRL-RLHF, or base → RLHF (true reward) without. The paper's table reports the
+toxicity of each (``toxicity_mean``).
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lfp_mech.irl import artifacts as files
+from lfp_mech.irl.config import IRLConfig
+from lfp_mech.irl.experiment import run_task
+from lfp_mech.irl.policies import POLICY_NAMES, evaluate_policies, run_irl_rlhf
+from lfp_mech.irl.tasks import sampled_prompts
+from lfp_mech.models.coerce import ModelLike
+
+__all__ = ["expert_rlhf_config", "policy_toxicity", "run_toxicity_task", "train_expert"]
+
+TASK = "toxicity"
+
+
+def expert_rlhf_config(config: IRLConfig) -> Any:
+    """The ``RLHFConfig`` of the detoxified expert: the RLHF defaults with
+    ``toxicity_rlhf_steps`` steps at ``toxicity_lr``, no time budget, and the IRL run's
+    evaluation prompts, seed and device."""
+    from lfp_mech.rlhf import RLHFConfig
+
+    return RLHFConfig(
+        task=TASK,
+        max_steps=config.toxicity_rlhf_steps,
+        learning_rate=config.toxicity_lr,
+        budget_minutes=None,
+        n_eval_prompts=config.rlhf_eval_prompts,
+        seed=config.seed,
+        device=config.device,
+    )
+
+
+def train_expert(base: ModelLike, out_dir: Path, config: IRLConfig) -> Path:
+    """GRPO on the toxicity reward over the task's train prompts; the expert's policy folder."""
+    from lfp_mech.data import load_prompts
+    from lfp_mech.rewards import get_reward
+    from lfp_mech.rlhf import train_policy
+
+    prompts = load_prompts(TASK, "train")
+    rlhf_config = expert_rlhf_config(config)
+    return Path(train_policy(base, get_reward(TASK), prompts, rlhf_config, out_dir))
+
+
+def run_toxicity_task(base: ModelLike, out_dir: Path, config: IRLConfig) -> dict[str, Any]:
+    """Detoxified expert → IRL → policy table, into ``out_dir`` (the stage's ``toxicity/``).
+
+    ``config.log_ratio_control`` is replaced by ``config.toxicity_log_ratio_control``. Returns
+    [`run_task`][lfp_mech.irl.experiment.run_task]'s headline plus ``policy_toxicity`` ("base 0.1 → RLHF (true reward) 0.05
+    → ...").
+    """
+    config = dataclasses.replace(config, log_ratio_control=config.toxicity_log_ratio_control)
+    expert = train_expert(base, out_dir / files.EXPERT_DIR, config)
+    summary = run_task(base, expert, TASK, out_dir, config)
+    if config.toxicity_irl_rlhf_steps > 0:
+        table = run_irl_rlhf(
+            base,
+            TASK,
+            out_dir / files.REWARD_MODEL_DIR,
+            out_dir / files.IRL_RLHF_DIR,
+            expert,
+            config.toxicity_irl_rlhf_steps,
+            config,
+            lr=config.toxicity_lr,
+        )
+    else:
+        base_name, true_name, _ = POLICY_NAMES
+        table = evaluate_policies(
+            {base_name: base, true_name: str(expert)},
+            sampled_prompts(TASK, config.rlhf_eval_prompts, config.seed),
+            TASK,
+            out_dir / files.POLICIES_DIR,
+            rlhf_config=expert_rlhf_config(config),
+            stem=files.POLICIES_STEM,
+        )
+    summary["policy_toxicity"] = policy_toxicity(table)
+    return summary
+
+
+def policy_toxicity(table: Sequence[dict[str, Any]]) -> str:
+    """ "base 0.0559 → RLHF (true reward) 0.0358 → ...": each policy's mean toxicity."""
+    return " → ".join(f"{row['policy']} {row['toxicity_mean']:.4f}" for row in table)

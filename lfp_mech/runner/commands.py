@@ -1,0 +1,143 @@
+"""What the ``lfp-mech`` commands do, apart from parsing ([`lfp_mech.runner.cli`][lfp_mech.runner.cli])."""
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import tyro
+
+from lfp_mech.errors import ConfigError
+from lfp_mech.runner.config import (
+    RunConfig,
+    dict_args,
+    load_toml,
+    parse_args,
+    section_names,
+    set_args,
+)
+from lfp_mech.runner.presets import PRESETS
+from lfp_mech.runner.registry import STAGES
+
+__all__ = ["load_config", "print_help", "resolve", "run"]
+
+DEFAULT_PRESET = "default"
+
+
+def resolve(
+    preset: str | None,
+    config_file: str | os.PathLike[str] | None,
+    assignments: Sequence[str],
+    flags: Sequence[str],
+) -> RunConfig:
+    """The run config from a preset, a TOML file, ``--set`` items and option flags (later wins).
+
+    A TOML file may name its base preset (``preset = "smoke"``); ``--preset`` and that key must
+    not disagree. Every invalid input fails here, with one line, before any stage runs.
+    """
+    data = load_toml(config_file) if config_file else {}
+    file_preset = data.pop("preset", None)
+    if preset and file_preset and preset != file_preset:
+        raise ConfigError(
+            f"--preset {preset} and the config file's preset = {file_preset!r} disagree"
+        )
+    base = preset or file_preset or DEFAULT_PRESET
+    if base not in PRESETS:
+        raise ConfigError(f"unknown preset {base!r}; presets: {', '.join(PRESETS)}")
+    args = [*dict_args(PRESETS[base]), *dict_args(data), *set_args(assignments), *flags]
+    return parse_args(args)
+
+
+def load_config(path: str | os.PathLike[str]) -> RunConfig:
+    """The run config of a TOML file (its ``preset`` key, default "default", is the base)."""
+    return resolve(None, path, (), ())
+
+
+def run(config: RunConfig, run_dir: str | None, stages: str | None, force: str) -> Path:
+    """Run the pipeline for ``config`` (comma-separated stage lists as on the command line)."""
+    from lfp_mech.runner.pipeline import run_pipeline
+
+    return run_pipeline(config, run_dir, stages=_split(stages) or None, force=_split(force))
+
+
+def print_help(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``run --help`` / ``config --help``: the command's own options, then every config option
+    (defaults shown as the chosen preset resolves them); ``--help-stage``: one stage's options."""
+    try:
+        base = resolve(args.preset, args.config, args.set, [])
+    except ConfigError:
+        base = RunConfig()
+    stage = getattr(args, "help_stage", None)
+    if stage:
+        _stage_help(stage, base)
+        return
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sys.stdout.write(subparsers.choices[args.command].format_help())
+    sys.stdout.write(
+        "\nConfig options (also settable with --set KEY=VALUE and in the TOML file):\n"
+    )
+    _tyro_help(RunConfig, base, f"lfp-mech {args.command}")
+
+
+def _stage_help(stage: str, base: RunConfig) -> None:
+    if stage not in section_names():
+        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(section_names())}")
+    section = getattr(base.stages, stage)
+    # a one-field wrapper, so the flags carry the stage prefix they have in a run
+    wrapper = dataclasses.make_dataclass(
+        f"{stage}_options",
+        [(stage, type(section), dataclasses.field(default_factory=lambda: section))],
+    )
+    _tyro_help(wrapper, None, f"lfp-mech run --help-stage {stage}")
+
+
+def _tyro_help(cls: type, default: object, prog: str) -> None:
+    try:
+        tyro.cli(
+            cls,
+            args=["--help"],
+            prog=prog,
+            default=default,
+            use_underscores=True,
+            config=(tyro.conf.FlagConversionOff,),
+        )
+    except SystemExit:
+        pass
+
+
+def models_table() -> str:
+    """``lfp-mech models``: every registered model with its offline availability."""
+    from lfp_mech.models.registry import available_models
+
+    rows = available_models()
+    width = max(len(r["name"]) for r in rows)
+    return "".join(
+        f"{r['name']:<{width}}  {r['status']}\n{'':<{width}}  {r['description']}\n" for r in rows
+    )
+
+
+def stages_table() -> str:
+    """``lfp-mech stages``: the stages in run order, what each needs."""
+    lines = []
+    for index, spec in enumerate(STAGES, start=1):
+        requires = f"  (needs {', '.join(spec.requires)})" if spec.requires else ""
+        lines.append(
+            f"{index}. {spec.name}: {spec.description}{requires}\n"
+            f"   code: lfp_mech/{spec.package}/stage.py, options: --help-stage {spec.name}\n"
+        )
+    return "".join(lines)
+
+
+def presets_table() -> str:
+    """``lfp-mech presets``: each preset's model and what it changes."""
+    lines = []
+    for name, data in PRESETS.items():
+        changed = ", ".join(sorted(data.get("stages", {}))) or "nothing"
+        lines.append(f"{name}: model {data['model']}; stage sections changed: {changed}\n")
+    return "".join(lines)
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]

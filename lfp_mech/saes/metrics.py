@@ -1,0 +1,224 @@
+"""How good a dictionary is: reconstruction and sparsity, CE loss recovered, small↔big MMCS.
+
+* [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics] — on held-out activations: MSE, normalised reconstruction loss
+  ``Σ||x − x̂||² / Σ||x||²``, fraction of variance unexplained ``Σ||x − x̂||² / Σ||x − x̄||²``,
+  L0 (active features per token) and the dead-feature fraction (never active on those tokens).
+* [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses] / [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered] — the next-token CE loss when the SAE's
+  reconstruction replaces the hook in the model, as the fraction of the zero-ablation gap it
+  recovers: ``(CE_zero − CE_sae) / (CE_zero − CE_clean)``.
+* [`mmcs`][lfp_mech.saes.metrics.mmcs] — each small-dictionary feature's max cosine similarity with any big-dictionary
+  feature (the paper's test that a feature is a real direction of the model).
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from einops import einsum, rearrange, reduce
+from jaxtyping import Bool, Float, Int
+from sae_lens import SAE
+from torch import Tensor
+
+from lfp_mech.activations.tokenization import tokenize_for_model
+from lfp_mech.errors import ConfigError
+from lfp_mech.hooks import block_of_hook
+
+__all__ = [
+    "TIED_VS_UNTIED_METRICS",
+    "ce_loss_recovered",
+    "mmcs",
+    "mmcs_with_index",
+    "sae_metrics",
+    "spliced_ce_losses",
+    "text_ce_losses",
+    "tied_vs_untied_table",
+]
+
+TIED_VS_UNTIED_METRICS = ("nmse", "l0_scaled", "fvu", "dead_fraction", "ce_recovered")
+"""The metrics the tied-vs-untied table averages (the paper's: ``nmse`` and ``l0_scaled``)."""
+
+
+def mmcs(sae_small: SAE, sae_big: SAE) -> Float[Tensor, " d_sae_small"]:
+    """Max cosine similarity of each small-dictionary decoder direction with any big one."""
+    return mmcs_with_index(sae_small, sae_big)[0]
+
+
+def mmcs_with_index(
+    sae_small: SAE, sae_big: SAE
+) -> tuple[Float[Tensor, " d_sae_small"], Int[Tensor, " d_sae_small"]]:
+    """MMCS of each small feature and the index of the big feature that attains it."""
+    small, big = sae_small.W_dec.detach().float(), sae_big.W_dec.detach().float()
+    if small.shape[1] != big.shape[1]:
+        raise ConfigError(
+            f"the SAEs read different widths (d_in {small.shape[1]} vs {big.shape[1]}): MMCS "
+            "compares dictionaries of the same layer"
+        )
+    small = small / small.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    big = big / big.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cosine = einsum(small, big, "small d_in, big d_in -> small big")
+    values, index = cosine.max(dim=1)
+    return values, index
+
+
+@torch.no_grad()
+def sae_metrics(
+    sae: SAE, acts: Float[Tensor, "n d_in"], *, batch_size: int = 4096
+) -> dict[str, float]:
+    """Reconstruction and sparsity of ``sae`` on (held-out) activations ``acts``.
+
+    Returns ``mse`` (per element), ``nmse`` (``Σ||x−x̂||²/Σ||x||²``, the paper's normalised
+    reconstruction loss), ``fvu`` (``Σ||x−x̂||²/Σ||x−x̄||²``), ``l0`` (mean active features per
+    token), ``l0_scaled`` (``l0 / d_sae``) and ``dead_fraction`` (never active on ``acts``).
+    """
+    if acts.shape[0] == 0:
+        raise ConfigError("no activations to evaluate the SAE on")
+    if acts.shape[1] != sae.cfg.d_in:
+        raise ConfigError(
+            f"activations have width {acts.shape[1]} but the SAE reads {sae.cfg.d_in}"
+        )
+    sae.eval()
+    acts = acts.to(sae.device, torch.float32)
+    mean = reduce(acts, "n d_in -> d_in", "mean")
+    sq_err = sq_norm = sq_dev = l0 = 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=sae.device)
+    for start in range(0, acts.shape[0], batch_size):
+        x = acts[start : start + batch_size]
+        features = sae.encode(x)
+        x_hat = sae.decode(features)
+        sq_err += float(((x - x_hat) ** 2).sum())
+        sq_norm += float((x**2).sum())
+        sq_dev += float(((x - mean) ** 2).sum())
+        active = features > 0
+        l0 += float(active.sum())
+        fired |= active.any(dim=0)
+    n = acts.shape[0]
+    return {
+        "mse": sq_err / (n * acts.shape[1]),
+        "nmse": sq_err / max(sq_norm, 1e-12),
+        "fvu": sq_err / max(sq_dev, 1e-12),
+        "l0": l0 / n,
+        "l0_scaled": l0 / n / sae.cfg.d_sae,
+        "dead_fraction": 1.0 - float(fired.float().mean()),
+    }
+
+
+@torch.no_grad()
+def spliced_ce_losses(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    mask: Bool[Tensor, "batch pos"],
+    saes: Mapping[str, Sequence[SAE]],
+    *,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Next-token CE loss of ``model`` clean, with each hook zero-ablated, and with each SAE
+    replacing its hook (the SAE's reconstruction, no error term).
+
+    ``saes`` maps a hook name (``blocks.{l}.hook_mlp_out``) to the SAEs to splice there. The
+    model runs once in full per batch (caching each hook's block input); the ablated and
+    spliced runs restart from that block with ``start_at_layer``, which gives the same logits
+    as a full run with the hook replaced and skips the unchanged early blocks.
+
+    Returns ``{"clean": float, "zero": {hook: float}, "sae": {hook: [float, ...]}}`` (mean CE
+    over the real next-token predictions; padding is ignored).
+    """
+    layer_of = {hook: block_of_hook(hook) for hook in saes}
+    resid_names = {f"blocks.{layer}.hook_resid_pre" for layer in layer_of.values()}
+    sums: dict[str, Any] = {
+        "clean": 0.0,
+        "zero": dict.fromkeys(saes, 0.0),
+        "sae": {hook: [0.0] * len(s) for hook, s in saes.items()},
+    }
+    count = 0
+    for start in range(0, tokens.shape[0], batch_size):
+        toks = tokens[start : start + batch_size].to(model.cfg.device)
+        attn = mask[start : start + batch_size].to(model.cfg.device)
+        targets = attn[:, 1:] & attn[:, :-1]
+        count += int(targets.sum())
+        logits, cache = model.run_with_cache(
+            toks, attention_mask=attn.long(), names_filter=lambda name: name in resid_names
+        )
+        sums["clean"] += _ce_sum(logits, toks, targets)
+        for hook, hook_saes in saes.items():
+            layer = layer_of[hook]
+            resid = cache[f"blocks.{layer}.hook_resid_pre"]
+
+            zero = _run_from_block(model, resid, layer, hook, attn, torch.zeros_like)
+            sums["zero"][hook] += _ce_sum(zero, toks, targets)
+            for i, sae in enumerate(hook_saes):
+                spliced = _run_from_block(model, resid, layer, hook, attn, _reconstruct_with(sae))
+                sums["sae"][hook][i] += _ce_sum(spliced, toks, targets)
+    count = max(count, 1)
+    return {
+        "clean": sums["clean"] / count,
+        "zero": {hook: value / count for hook, value in sums["zero"].items()},
+        "sae": {hook: [value / count for value in values] for hook, values in sums["sae"].items()},
+    }
+
+
+def text_ce_losses(
+    model: Any,
+    texts: Sequence[str],
+    saes: Mapping[str, Sequence[SAE]],
+    *,
+    context_length: int = 128,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """[`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses] on ``texts``, tokenised as the capture does
+    ([`tokenize_for_model`][lfp_mech.activations.tokenization.tokenize_for_model]: ``[BOS] + tokens``, right-padded)."""
+    tokens, mask = tokenize_for_model(model.tokenizer, texts, context_length)
+    return spliced_ce_losses(model, tokens, mask, saes, batch_size=batch_size)
+
+
+def ce_loss_recovered(ce_clean: float, ce_sae: float, ce_zero: float) -> float:
+    """``(CE_zero − CE_sae) / (CE_zero − CE_clean)``: 1 = as good as the model, 0 = as bad as
+    zero-ablating the hook (NaN if ablation does not hurt)."""
+    gap = ce_zero - ce_clean
+    return (ce_zero - ce_sae) / gap if abs(gap) > 1e-9 else math.nan
+
+
+def tied_vs_untied_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The paper's appendix table: each variant's small-SAE metrics averaged over the layers.
+
+    ``rows``: one per SAE with ``size``, ``variant`` and the [`TIED_VS_UNTIED_METRICS`][lfp_mech.saes.metrics.TIED_VS_UNTIED_METRICS].
+    Returns one row per variant present (tied first): ``variant``, ``n_layers``, the means.
+    """
+    table = []
+    for variant in ("tied", "untied"):
+        chosen = [r for r in rows if r["size"] == "small" and r["variant"] == variant]
+        if not chosen:
+            continue
+        entry: dict[str, Any] = {"variant": variant, "n_layers": len(chosen)}
+        for key in TIED_VS_UNTIED_METRICS:
+            entry[key] = sum(float(r[key]) for r in chosen) / len(chosen)
+        table.append(entry)
+    return table
+
+
+def _reconstruct_with(sae: SAE) -> Callable[[Tensor], Tensor]:
+    return lambda act: sae.decode(sae.encode(act)).to(act.dtype)
+
+
+def _run_from_block(
+    model: Any,
+    resid: Float[Tensor, "batch pos d_model"],
+    layer: int,
+    hook: str,
+    attention_mask: Bool[Tensor, "batch pos"],
+    replace_fn: Callable[[Tensor], Tensor],
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits of ``model`` run from block ``layer`` on ``resid`` with ``hook`` replaced."""
+    with model.hooks(fwd_hooks=[(hook, lambda act, hook: replace_fn(act))]):
+        return model(resid, start_at_layer=layer, attention_mask=attention_mask.long())
+
+
+def _ce_sum(
+    logits: Float[Tensor, "batch pos d_vocab"],
+    tokens: Int[Tensor, "batch pos"],
+    targets: Bool[Tensor, "batch pos_minus_1"],
+) -> float:
+    log_probs = logits[:, :-1].float().log_softmax(dim=-1)
+    next_tokens = rearrange(tokens[:, 1:], "batch pos -> batch pos 1")
+    nll = -log_probs.gather(-1, next_tokens)[..., 0]
+    return float(nll[targets].sum())

@@ -1,0 +1,166 @@
+"""What the ``saes`` stage wrote, read back: the dictionaries, their metrics, sweep and MMCS."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lfp_mech.errors import ConfigError
+from lfp_mech.saes.artifacts import (
+    HIGH_MMCS_FILE,
+    L1_SWEEP,
+    METRICS,
+    TIED_VS_UNTIED,
+    TRAINING_FILE,
+    mmcs_stem,
+    sae_folder,
+)
+from lfp_mech.saes.config import SIZES
+from lfp_mech.stage_api import StageResults
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from matplotlib.figure import Figure
+    from sae_lens import SAE
+
+__all__ = ["SAEsResults"]
+
+
+class SAEsResults(StageResults):
+    """The SAEs of a run: folders and loaders, held-out metrics, the L1 sweep, MMCS.
+
+    Example::
+
+        saes = SAEsResults("runs/default/saes")
+        saes.metrics                     # one row per SAE: fvu, l0, dead_fraction, ce_recovered
+        dictionaries = saes.load_saes()  # {hook: SAE}, the small dictionaries, in layer order
+    """
+
+    stage = "saes"
+
+    # ------------------------------------------------------------------ the dictionaries
+
+    @property
+    def layers(self) -> list[int]:
+        """The layers with dictionaries, in layer order."""
+        return sorted(int(layer) for layer in self.summary["layers"])
+
+    @property
+    def hook_names(self) -> list[str]:
+        """The hooks the dictionaries read, in layer order."""
+        return list(self._hooks().values())
+
+    @property
+    def variant(self) -> str:
+        """``"tied"`` or ``"untied"``: the variant of the main dictionaries."""
+        return str(self.summary["variant"])
+
+    def sae_dirs(self, size: str = "small", variant: str | None = None) -> dict[str, Path]:
+        """``{hook: folder}`` of the ``size`` dictionaries (``"small"``/``"big"``), in layer order.
+
+        ``variant`` (default: the main one) picks the comparison twins of the small SAEs when it
+        is the other variant (``untied/L{layer}_small``).
+        """
+        if size not in SIZES:
+            raise ConfigError(f"size must be one of {SIZES}, got {size!r}")
+        if variant not in (None, "tied", "untied"):
+            raise ConfigError(f"variant must be 'tied' or 'untied', got {variant!r}")
+        prefix = "" if variant is None or variant == self.variant else f"{variant}/"
+        return {
+            hook: self.file(prefix + sae_folder(layer, size))
+            for layer, hook in self._hooks().items()
+        }
+
+    def small_sae_dirs(self) -> dict[str, Path]:
+        """``{hook: folder}`` of the small dictionaries (the ones the probes use), in layer order."""
+        return self.sae_dirs("small")
+
+    def load_saes(
+        self, size: str = "small", device: str = "cpu", variant: str | None = None
+    ) -> dict[str, "SAE"]:
+        """``{hook: SAE}`` of the ``size`` dictionaries (SAE-Lens ``SAE``s in eval mode)."""
+        from lfp_mech.saes.io import load_saes
+
+        return load_saes(self.sae_dirs(size, variant), device=device)
+
+    def training_info(self, layer: int, size: str = "small") -> dict[str, Any]:
+        """``training.json`` of one SAE: steps, samples, seconds, α, hook."""
+        return self.json(f"{sae_folder(layer, size)}/{Path(TRAINING_FILE).stem}")
+
+    # ------------------------------------------------------------------ tables
+
+    @property
+    def metrics(self) -> "pd.DataFrame":
+        """Held-out metrics, one row per SAE: layer, size, variant, d_sae, mse, nmse, fvu, l0,
+        l0_scaled, dead_fraction, ce_clean, ce_sae, ce_zero, ce_recovered."""
+        return self.table(METRICS)
+
+    @property
+    def l1_sweep(self) -> "pd.DataFrame | None":
+        """The L1 sweep (alpha, sae_lens_l1_coefficient, nmse, fvu, l0, dead_fraction), or None
+        if the run had no sweep (``sweep_alphas`` empty)."""
+        return self.table(L1_SWEEP) if (self.path / f"{L1_SWEEP}.csv").is_file() else None
+
+    @property
+    def l1_sweep_layer(self) -> int | None:
+        """The layer of the L1 sweep (None without a sweep)."""
+        sweep = self.summary.get("l1_sweep")
+        return None if sweep is None else int(sweep["layer"])
+
+    @property
+    def tied_vs_untied(self) -> "pd.DataFrame | None":
+        """The paper's appendix table averaged over layers (variant, n_layers, nmse, l0_scaled,
+        fvu, dead_fraction, ce_recovered), or None without ``compare_untied``."""
+        path = self.path / f"{TIED_VS_UNTIED}.csv"
+        return self.table(TIED_VS_UNTIED) if path.is_file() else None
+
+    def mmcs(self, layer: int) -> "pd.DataFrame":
+        """Each small feature of ``layer``: its MMCS and the big feature attaining it (sorted by
+        MMCS, highest first; columns small_feature, mmcs, big_feature)."""
+        return self.table(mmcs_stem(layer))
+
+    def mmcs_values(self) -> dict[int, "np.ndarray"]:
+        """``{layer: MMCS of every small feature}``, for [`plot_mmcs`][lfp_mech.saes.plots.plot_mmcs]."""
+        return {layer: self.mmcs(layer)["mmcs"].to_numpy() for layer in self.layers}
+
+    def high_mmcs_features(self) -> dict[str, Any]:
+        """``high_mmcs_features.json``: per layer (key ``str(layer)``) the hook, mean MMCS, the
+        number above the threshold and the ``top_features`` (highest MMCS first)."""
+        return self.json(Path(HIGH_MMCS_FILE).stem)
+
+    @property
+    def checks(self) -> dict[str, bool]:
+        """The quality checks of the small dictionaries (FVU, CE recovered, dead fraction)."""
+        return dict(self.summary["checks"])
+
+    @property
+    def alpha(self) -> float:
+        """The L1 coefficient α of the dictionaries (per-element-MSE units)."""
+        return float(self.summary["alpha"])
+
+    @property
+    def alpha_meaning(self) -> str:
+        """What α means in this package's loss, in one line."""
+        return str(self.summary["alpha_meaning"])
+
+    # ------------------------------------------------------------------ figures
+
+    def plot_l1_sweep(self) -> "Figure | None":
+        """The L1-sweep figure (None without a sweep)."""
+        from lfp_mech.saes.plots import plot_l1_sweep
+
+        sweep = self.l1_sweep
+        if sweep is None:
+            return None
+        return plot_l1_sweep(sweep, chosen=self.alpha, layer=self.l1_sweep_layer)
+
+    def plot_mmcs(self) -> "Figure":
+        """The MMCS distribution per layer, threshold dashed."""
+        from lfp_mech.saes.plots import plot_mmcs
+
+        threshold = self.summary["config"]["mmcs_threshold"]
+        return plot_mmcs(self.mmcs_values(), threshold=threshold)
+
+    def _hooks(self) -> dict[int, str]:
+        summary = self.summary
+        pairs = zip(summary["layers"], summary["hook_names"], strict=True)
+        return {int(layer): hook for layer, hook in sorted(pairs, key=lambda p: int(p[0]))}

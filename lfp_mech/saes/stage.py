@@ -1,0 +1,356 @@
+"""The ``saes`` stage: train, save and evaluate the dictionaries of every captured layer.
+
+Reads the activations stage's stores (through [`ActivationsResults`][lfp_mech.activations.results.ActivationsResults])
+and the tuned policy (for the CE loss); writes the folder described in
+[`lfp_mech.saes.artifacts`][lfp_mech.saes.artifacts]. In order: the L1 sweep on one layer, the main dictionaries
+(small and big per layer), the other variant of every small one, held-out metrics and CE loss
+recovered, the tied-vs-untied table, small↔big MMCS, the summary.
+"""
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from sae_lens import SAE
+from torch import Tensor
+
+from lfp_mech._io import json_safe, write_json, write_table
+from lfp_mech.activations.results import ActivationsResults
+from lfp_mech.activations.store import ActivationStore
+from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.plotting import save_figure
+from lfp_mech.rlhf.results import RLHFResults
+from lfp_mech.saes.artifacts import (
+    HIGH_MMCS_FILE,
+    L1_SWEEP,
+    L1_SWEEP_FIGURE,
+    METRICS,
+    MMCS_FIGURE,
+    TIED_VS_UNTIED,
+    mmcs_stem,
+    sae_folder,
+    variant_name,
+)
+from lfp_mech.saes.config import SAEConfig
+from lfp_mech.saes.io import load_sae
+from lfp_mech.saes.metrics import (
+    TIED_VS_UNTIED_METRICS,
+    ce_loss_recovered,
+    mmcs_with_index,
+    sae_metrics,
+    text_ce_losses,
+    tied_vs_untied_table,
+)
+from lfp_mech.saes.plots import plot_l1_sweep, plot_mmcs
+from lfp_mech.saes.sweep import SWEEP_COLUMNS, l1_sweep
+from lfp_mech.saes.training import hooks_for_layers, train_saes
+from lfp_mech.stage_api import SUMMARY_FILE, StageContext
+
+__all__ = ["METRIC_COLUMNS", "run", "train_and_evaluate"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS = [
+    "layer", "size", "variant", "d_sae", "mse", "nmse", "fvu", "l0", "l0_scaled",
+    "dead_fraction", "ce_clean", "ce_sae", "ce_zero", "ce_recovered",
+]  # fmt: skip
+"""The columns of the ``metrics`` table."""
+MANIFEST_KEYS = (
+    "layers", "n_saes", "alpha", "max_small_fvu", "min_small_ce_recovered",
+    "max_small_dead_fraction", "mean_small_l0", "checks",
+)  # fmt: skip
+"""The summary keys the stage returns for the run manifest (``summary.json`` has them all)."""
+ALPHA_MEANING = (
+    "loss = mean over elements of (x - x_hat)^2 + alpha * sum_i f_i * ||W_dec[i]||, "
+    "activations rescaled to mean norm sqrt(d_in) while training; SAE-Lens "
+    "l1_coefficient = alpha * d_in"
+)
+
+SAEKey = tuple[tuple[int, str], bool]
+"""``((layer, size), tied)``: one trained dictionary."""
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Train and evaluate SAEs on the activations stage's stores of the tuned policy."""
+    activations = ActivationsResults(ctx.stage_dir("activations"))
+    train, heldout = activations.train_store, activations.heldout_store
+    policy = RLHFResults(ctx.stage_dir("rlhf")).policy_dir
+    return train_and_evaluate(train, heldout, policy, ctx.dir, ctx.options)
+
+
+def train_and_evaluate(
+    train: ActivationStore,
+    heldout: ActivationStore,
+    model: Any,
+    out_dir: str | os.PathLike[str],
+    config: SAEConfig,
+) -> dict[str, Any]:
+    """Train, save and evaluate the SAEs of every layer in ``train``; write the stage's folder.
+
+    Args:
+        train: the training activation store.
+        heldout: the held-out activation store (metrics, CE-loss texts).
+        model: the model the activations came from (a [`ModelLike`][lfp_mech.models.coerce.ModelLike], e.g.
+            the tuned policy's folder) for the CE-loss evaluation; ``None`` skips it.
+        out_dir: the stage's folder.
+
+    Returns the manifest summary ([`MANIFEST_KEYS`][lfp_mech.saes.stage.MANIFEST_KEYS]); ``summary.json`` has more.
+    """
+    out_dir = Path(out_dir)
+    layers = train.layers
+    hooks = hooks_for_layers(train, layers)
+    heldout_acts = {hook: heldout.load_all(hook, config.eval_tokens) for hook in hooks.values()}
+    model_name = str(train.meta.get("model", ""))
+    timings: dict[str, float] = {}
+    summary: dict[str, Any] = {}
+    if config.sweep_alphas:
+        summary["l1_sweep"] = _sweep(train, hooks, heldout_acts, out_dir, config, timings)
+    with _timed(timings, "train_main"):
+        paths = train_saes(train, layers, out_dir, config, model_name=model_name)
+    other: dict[tuple[int, str], Path] = {}
+    if config.compare_untied:
+        other_cfg = replace(config, tied=not config.tied)
+        with _timed(timings, "train_comparison"):
+            other = train_saes(
+                train,
+                layers,
+                out_dir / variant_name(other_cfg.tied),
+                other_cfg,
+                sizes=("small",),
+                model_name=model_name,
+            )
+    with _timed(timings, "evaluation"):
+        loaded = _load(paths, other, config)
+        rows = _metric_rows(loaded, hooks, heldout_acts, out_dir, config)
+        saes = {key: sae for key, (sae, _) in loaded.items()}
+        _add_ce_losses(rows, model, heldout, hooks, saes, config)
+    write_table(out_dir / METRICS, rows, METRIC_COLUMNS)
+    if other:
+        comparison = tied_vs_untied_table(rows)
+        columns = ["variant", "n_layers", *TIED_VS_UNTIED_METRICS]
+        write_table(out_dir / TIED_VS_UNTIED, comparison, columns)
+        summary["tied_vs_untied"] = comparison
+    high = _mmcs_tables(saes, hooks, out_dir, config)
+    summary |= _summary(train, hooks, paths, rows, high, heldout_acts, out_dir, config)
+    summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    for name, ok in summary["checks"].items():
+        if not ok:
+            logger.warning("SAE check failed: %s", name)
+    write_json(out_dir / SUMMARY_FILE, json_safe(summary))
+    return json_safe({k: summary[k] for k in MANIFEST_KEYS})
+
+
+def _sweep(
+    train: ActivationStore,
+    hooks: Mapping[int, str],
+    heldout_acts: Mapping[str, Float[Tensor, "n d_in"]],
+    out_dir: Path,
+    config: SAEConfig,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The L1 sweep on ``sweep_layer``: table, figure, and its summary entry."""
+    layer = next(iter(hooks)) if config.sweep_layer is None else config.sweep_layer
+    if layer not in hooks:
+        raise ConfigError(
+            f"saes.sweep_layer = {layer}: that layer was not captured; captured: {list(hooks)}"
+        )
+    with _timed(timings, "l1_sweep"):
+        rows = l1_sweep(
+            train, heldout_acts[hooks[layer]], config.sweep_alphas, config, hook=hooks[layer]
+        )
+    write_table(out_dir / L1_SWEEP, rows, SWEEP_COLUMNS)
+    figure = plot_l1_sweep(rows, chosen=config.l1_coefficient, layer=layer)
+    save_figure(figure, out_dir / L1_SWEEP_FIGURE)
+    return {"layer": layer, "rows": [{c: row[c] for c in SWEEP_COLUMNS} for row in rows]}
+
+
+def _load(
+    paths: Mapping[tuple[int, str], Path],
+    other: Mapping[tuple[int, str], Path],
+    config: SAEConfig,
+) -> dict[SAEKey, tuple[SAE, Path]]:
+    """Every trained SAE loaded back from its folder (main variant first), with the folder."""
+    entries = [(key, path, config.tied) for key, path in paths.items()]
+    entries += [(key, path, not config.tied) for key, path in other.items()]
+    return {(key, tied): (load_sae(path, config.device), path) for key, path, tied in entries}
+
+
+def _metric_rows(
+    saes: Mapping[SAEKey, tuple[SAE, Path]],
+    hooks: Mapping[int, str],
+    heldout_acts: Mapping[str, Float[Tensor, "n d_in"]],
+    out_dir: Path,
+    config: SAEConfig,
+) -> list[dict[str, Any]]:
+    """One row per SAE: layer, size, variant, widths, α and [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics] (held out)."""
+    rows = []
+    for ((layer, size), tied), (sae, path) in saes.items():
+        rows.append(
+            {
+                "layer": layer,
+                "size": size,
+                "variant": variant_name(tied),
+                "d_in": sae.cfg.d_in,
+                "d_sae": sae.cfg.d_sae,
+                "alpha": config.l1_coefficient,
+                **sae_metrics(sae, heldout_acts[hooks[layer]]),
+                "path": str(path.relative_to(out_dir)),
+            }
+        )
+    return rows
+
+
+def _add_ce_losses(
+    rows: list[dict[str, Any]],
+    model: Any,
+    heldout: ActivationStore,
+    hooks: Mapping[int, str],
+    saes: Mapping[SAEKey, SAE],
+    config: SAEConfig,
+) -> None:
+    """Add ``ce_clean``, ``ce_sae``, ``ce_zero`` and ``ce_recovered`` to every row (NaN when
+    there is no model to evaluate them with)."""
+    ce = _ce_evaluation(model, heldout, hooks, saes, config) if model is not None else None
+    for row in rows:
+        if ce is not None:
+            row.update(ce[(row["layer"], row["size"], row["variant"])])
+        else:
+            row.update(ce_clean=math.nan, ce_sae=math.nan, ce_zero=math.nan, ce_recovered=math.nan)
+
+
+def _ce_evaluation(
+    model: Any,
+    heldout: ActivationStore,
+    hooks: Mapping[int, str],
+    saes: Mapping[SAEKey, SAE],
+    config: SAEConfig,
+) -> dict[tuple[int, str, str], dict[str, float]]:
+    """CE losses on the first ``ce_texts`` held-out texts, per ``(layer, size, variant)``."""
+    from lfp_mech.models.coerce import as_hooked_model
+
+    texts = heldout.texts()[: config.ce_texts]
+    if not texts:
+        raise LfpMechError("no held-out texts for the CE-loss evaluation; set ce_texts > 0")
+    hooked = as_hooked_model(model, device=config.device)
+    by_hook: dict[str, list[SAEKey]] = {}
+    for key in sorted(saes):
+        by_hook.setdefault(hooks[key[0][0]], []).append(key)
+    losses = text_ce_losses(
+        hooked,
+        texts,
+        {hook: [saes[key] for key in keys] for hook, keys in by_hook.items()},
+        context_length=config.context_length,
+        batch_size=config.ce_batch_size,
+    )
+    result = {}
+    for hook, keys in by_hook.items():
+        clean, zero = losses["clean"], losses["zero"][hook]
+        for ((layer, size), tied), ce_sae in zip(keys, losses["sae"][hook], strict=True):
+            result[(layer, size, variant_name(tied))] = {
+                "ce_clean": clean,
+                "ce_sae": ce_sae,
+                "ce_zero": zero,
+                "ce_recovered": ce_loss_recovered(clean, ce_sae, zero),
+            }
+    return result
+
+
+def _mmcs_tables(
+    saes: Mapping[SAEKey, SAE], hooks: Mapping[int, str], out_dir: Path, config: SAEConfig
+) -> dict[str, Any]:
+    """Small↔big MMCS of the main dictionaries of every layer: one table per layer, the figure,
+    and ``high_mmcs_features.json`` (returned)."""
+    high: dict[str, Any] = {}
+    values_by_layer = {}
+    for layer, hook in hooks.items():
+        small, big = saes[((layer, "small"), config.tied)], saes[((layer, "big"), config.tied)]
+        values, index = mmcs_with_index(small, big)
+        values_by_layer[layer] = values
+        order = torch.argsort(values, descending=True)
+        features = zip(order.tolist(), values[order].tolist(), index[order].tolist(), strict=True)
+        write_table(
+            out_dir / mmcs_stem(layer),
+            [{"small_feature": i, "mmcs": v, "big_feature": b} for i, v, b in features],
+        )
+        top = order[: config.mmcs_top_k]
+        high[str(layer)] = {
+            "hook_name": hook,
+            "mean_mmcs": float(values.mean()),
+            "n_above_threshold": int((values >= config.mmcs_threshold).sum()),
+            "threshold": config.mmcs_threshold,
+            "top_features": [int(i) for i in top],
+            "top_mmcs": [round(float(values[i]), 4) for i in top],
+        }
+    write_json(out_dir / HIGH_MMCS_FILE, high)
+    figure = plot_mmcs(values_by_layer, threshold=config.mmcs_threshold)
+    save_figure(figure, out_dir / MMCS_FIGURE)
+    return high
+
+
+def _quality(rows: Sequence[Mapping[str, Any]], config: SAEConfig) -> dict[str, Any]:
+    """The worst small main-variant dictionary's FVU, CE recovered and dead fraction, their
+    mean L0, and the checks they pass."""
+    variant = variant_name(config.tied)
+    small = [r for r in rows if r["size"] == "small" and r["variant"] == variant]
+    return {
+        "max_small_fvu": max(r["fvu"] for r in small),
+        "min_small_ce_recovered": min(r["ce_recovered"] for r in small),
+        "max_small_dead_fraction": max(r["dead_fraction"] for r in small),
+        "mean_small_l0": sum(r["l0"] for r in small) / len(small),
+        "checks": {
+            "small_fvu_le_0.3": all(r["fvu"] <= 0.3 for r in small),
+            "small_ce_recovered_ge_0.7": all(r["ce_recovered"] >= 0.7 for r in small),
+            "small_dead_fraction_le_0.2": all(r["dead_fraction"] <= 0.2 for r in small),
+        },
+    }
+
+
+def _summary(
+    train: ActivationStore,
+    hooks: Mapping[int, str],
+    paths: Mapping[tuple[int, str], Path],
+    rows: Sequence[Mapping[str, Any]],
+    high: Mapping[str, Any],
+    heldout_acts: Mapping[str, Tensor],
+    out_dir: Path,
+    config: SAEConfig,
+) -> dict[str, Any]:
+    """The stage summary (besides the sweep, the tied-vs-untied table and the timings)."""
+    return {
+        "layers": list(hooks),
+        "hook_names": list(hooks.values()),
+        "n_saes": len(paths),
+        "saes": {sae_folder(*key): str(p.relative_to(out_dir)) for key, p in paths.items()},
+        "variant": variant_name(config.tied),
+        "alpha": config.l1_coefficient,
+        "sae_lens_l1_coefficient": {
+            hook: config.l1_coefficient * train.d_in_of(hook) for hook in hooks.values()
+        },
+        "alpha_meaning": ALPHA_MEANING,
+        "train_tokens_in_store": train.n_tokens,
+        "training_tokens_per_sae": (config.training_tokens // config.batch_size)
+        * config.batch_size,
+        "heldout_tokens": {hook: int(a.shape[0]) for hook, a in heldout_acts.items()},
+        **_quality(rows, config),
+        "mmcs": {
+            layer: {k: v[k] for k in ("mean_mmcs", "n_above_threshold")}
+            for layer, v in high.items()
+        },
+        "config": asdict(config),
+    }
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Record the seconds the block takes as ``timings[key]``."""
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start

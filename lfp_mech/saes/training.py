@@ -1,0 +1,251 @@
+"""Training SAEs with SAE-Lens's ``SAETrainer`` on activations streamed from a store.
+
+[`build_training_sae`][lfp_mech.saes.training.build_training_sae] makes a fresh (tied or untied) training SAE with α converted to
+SAE-Lens units, [`train_sae`][lfp_mech.saes.training.train_sae] trains one on any batch source, [`train_saes`][lfp_mech.saes.training.train_saes] trains and
+saves a small and a big dictionary per layer of an [`ActivationStore`][lfp_mech.activations.store.ActivationStore].
+Batch sources are functions ``epoch -> iterator of [batch, d_in] tensors``
+([`store_batches`][lfp_mech.saes.training.store_batches], [`tensor_batches`][lfp_mech.saes.training.tensor_batches]); the trainer cycles epochs until it has seen
+its samples.
+"""
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from sae_lens.config import LoggingConfig, SAETrainerConfig
+from sae_lens.saes.sae import SAEMetadata
+from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+from sae_lens.training.sae_trainer import SAETrainer
+from torch import Tensor
+
+from lfp_mech.activations.store import ActivationStore
+from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.saes.artifacts import sae_folder, variant_name
+from lfp_mech.saes.config import SIZES, SAEConfig
+from lfp_mech.saes.io import save_sae
+from lfp_mech.saes.tied import TiedStandardTrainingSAE
+
+__all__ = [
+    "Batches",
+    "build_training_sae",
+    "hooks_for_layers",
+    "store_batches",
+    "tensor_batches",
+    "train_sae",
+    "train_saes",
+]
+
+logger = logging.getLogger(__name__)
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+Batches = Callable[[int], Iterator[Float[Tensor, "batch d_in"]]]
+"""A batch source: ``batches(epoch)`` yields one epoch of ``[batch, d_in]`` activations."""
+
+
+def build_training_sae(
+    d_in: int,
+    d_sae: int,
+    *,
+    tied: bool,
+    alpha: float,
+    config: SAEConfig,
+    n_steps: int,
+    metadata: Mapping[str, Any] | None = None,
+) -> StandardTrainingSAE:
+    """A fresh SAE-Lens training SAE (tied or untied) with α converted to SAE-Lens units.
+
+    SAE-Lens gets ``l1_coefficient = α · d_in`` (see [`lfp_mech.saes`][lfp_mech.saes] for what α means);
+    the initialisation is seeded with ``config.seed``.
+    """
+    sae_cfg = StandardTrainingSAEConfig(
+        d_in=d_in,
+        d_sae=d_sae,
+        l1_coefficient=alpha * d_in,
+        l1_warm_up_steps=int(config.l1_warm_up_fraction * n_steps),
+        dtype="float32",
+        device=config.device,
+        normalize_activations="expected_average_only_in"
+        if config.normalize_activations
+        else "none",
+        decoder_init_norm=config.decoder_init_norm,
+        metadata=SAEMetadata(**dict(metadata or {})),
+    )
+    cls = TiedStandardTrainingSAE if tied else StandardTrainingSAE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return cls(sae_cfg)
+
+
+def train_sae(
+    batches: Batches,
+    d_in: int,
+    d_sae: int,
+    config: SAEConfig,
+    *,
+    tied: bool,
+    alpha: float | None = None,
+    n_samples: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> tuple[StandardTrainingSAE, dict[str, Any]]:
+    """Train one SAE with SAE-Lens's ``SAETrainer`` on ``batches(epoch)`` (one epoch each).
+
+    ``alpha`` defaults to ``config.l1_coefficient``, ``n_samples`` (activations seen, rounded
+    down to whole batches) to ``config.training_tokens``. Returns the trained SAE (activation
+    normalisation folded in: it takes raw activations) and training statistics (steps, seconds,
+    samples/s, α and its SAE-Lens value).
+    """
+    alpha = config.l1_coefficient if alpha is None else alpha
+    n_samples = n_samples or config.training_tokens
+    n_steps = n_samples // config.batch_size
+    sae = build_training_sae(
+        d_in, d_sae, tied=tied, alpha=alpha, config=config, n_steps=n_steps, metadata=metadata
+    )
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=n_steps * config.batch_size,
+        train_batch_size_samples=config.batch_size,
+        lr=config.lr,
+        lr_end=config.lr,
+        lr_decay_steps=int(config.lr_decay_fraction * n_steps),
+        lr_scheduler_name="constant",
+        device=config.device,
+        n_batches_for_norm_estimate=max(1, min(20, n_steps)),
+        dead_feature_window=max(1, n_steps),
+        feature_sampling_window=10 * max(1, n_steps),
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+    provider = _endless(batches, config.batch_size)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        trained = SAETrainer(trainer_cfg, sae, provider).fit()
+    seconds = time.perf_counter() - start
+    stats = {
+        "steps": n_steps,
+        "samples": n_steps * config.batch_size,
+        "seconds": round(seconds, 2),
+        "samples_per_second": round(n_steps * config.batch_size / max(seconds, 1e-9), 1),
+        "alpha": alpha,
+        "sae_lens_l1_coefficient": alpha * d_in,
+        "tied": tied,
+    }
+    return trained, stats
+
+
+def train_saes(
+    store: ActivationStore,
+    layers: Sequence[int],
+    out_dir: str | os.PathLike[str],
+    config: SAEConfig | None = None,
+    *,
+    sizes: Sequence[str] = SIZES,
+    model_name: str = "",
+) -> dict[tuple[int, str], Path]:
+    """Train and save an SAE per (layer, size) on ``store``'s activations of each layer.
+
+    Each SAE is saved (atomically) in SAE-Lens format in ``out_dir/L{layer}_{size}/``
+    (``cfg.json``, ``sae_weights.safetensors``, plus our ``training.json``), with
+    ``cfg.metadata.hook_name`` set so it splices into a ``HookedSAETransformer``.
+
+    Returns ``{(layer, size): path}``.
+    """
+    config = config or SAEConfig()
+    hooks = hooks_for_layers(store, layers)
+    bad = [s for s in sizes if s not in SIZES]
+    if bad:
+        raise ConfigError(f"unknown SAE size(s) {bad}; sizes: {SIZES}")
+    out_dir = Path(out_dir)
+    paths = {}
+    for layer, hook in hooks.items():
+        d_in = store.d_in_of(hook)
+        for size in sizes:
+            d_sae = d_in * config.expansion_factors[SIZES.index(size)]
+            metadata = _metadata(hook, layer, size, config.tied, store, model_name)
+            variant = variant_name(config.tied)
+            logger.info("training %s SAE %s -> %d (%s)", size, hook, d_sae, variant)
+            sae, stats = train_sae(
+                store_batches(store, hook, config),
+                d_in,
+                d_sae,
+                config,
+                tied=config.tied,
+                metadata=metadata,
+            )
+            path = out_dir / sae_folder(layer, size)
+            save_sae(sae, path, {**stats, "layer": layer, "size": size, "hook_name": hook})
+            paths[(layer, size)] = path
+    return paths
+
+
+def hooks_for_layers(store: ActivationStore, layers: Sequence[int]) -> dict[int, str]:
+    """``{layer: hook}`` of ``layers`` in ``store`` (a clear error for a layer not captured)."""
+    by_layer = dict(zip(store.layers, store.hook_names, strict=True))
+    if not layers:
+        raise ConfigError("no layers to train SAEs on")
+    missing = [layer for layer in layers if layer not in by_layer]
+    if missing:
+        raise ConfigError(
+            f"layer(s) {missing} are not in the activation store {store.path} (captured: "
+            f"{store.layers}); capture them first"
+        )
+    return {layer: by_layer[layer] for layer in layers}
+
+
+def store_batches(store: ActivationStore, hook: str, config: SAEConfig) -> Batches:
+    """Full shuffled batches of ``hook`` from ``store``; epoch ``e`` is shuffled with seed+e."""
+    if store.n_tokens < config.batch_size:
+        raise ConfigError(
+            f"the store has {store.n_tokens} tokens, fewer than one batch ({config.batch_size}): "
+            "capture more tokens or lower batch_size"
+        )
+    return lambda epoch: store.iter_batches(
+        hook, config.batch_size, shuffle=True, seed=config.seed + epoch, drop_last=True
+    )
+
+
+def tensor_batches(acts: Float[Tensor, "n d_in"], config: SAEConfig) -> Batches:
+    """Full shuffled batches of in-memory activations; epoch ``e`` is shuffled with seed+e."""
+    if acts.shape[0] < config.batch_size:
+        raise ConfigError(
+            f"{acts.shape[0]} training activations, fewer than one batch ({config.batch_size})"
+        )
+
+    def batches(epoch: int) -> Iterator[Tensor]:
+        generator = torch.Generator().manual_seed(config.seed + epoch)
+        order = torch.randperm(acts.shape[0], generator=generator)
+        n_full = acts.shape[0] - acts.shape[0] % config.batch_size
+        for start in range(0, n_full, config.batch_size):
+            yield acts[order[start : start + config.batch_size]].float()
+
+    return batches
+
+
+def _endless(batches: Batches, batch_size: int) -> Iterator[Tensor]:
+    epoch = 0
+    while True:
+        produced = False
+        for batch in batches(epoch):
+            produced = True
+            yield batch
+        if not produced:
+            raise LfpMechError(f"no full batch of {batch_size} activations: capture more tokens")
+        epoch += 1
+
+
+def _metadata(
+    hook: str, layer: int, size: str, tied: bool, store: ActivationStore, model_name: str
+) -> dict[str, Any]:
+    """SAE-Lens ``cfg.metadata`` of a trained SAE (hook, model, context; our size and variant)."""
+    return {
+        "model_name": model_name or str(store.meta.get("model", "")),
+        "hook_name": hook,
+        "hook_layer": layer,
+        "context_size": int(store.meta.get("context_length", 128)),
+        "prepend_bos": True,
+        "lfp_mech": {"size": size, "tied": tied, "bos_excluded": True},
+    }

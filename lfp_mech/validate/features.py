@@ -1,0 +1,56 @@
+"""Which features to validate: per hook, the dictionary's most robust features (highest MMCS
+between the small and the big SAE) and the features the probe weighs most."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+from lfp_mech.errors import LfpMechError
+from lfp_mech.hooks import sort_hooks
+
+__all__ = ["choose_features", "high_mmcs_by_hook"]
+
+
+def choose_features(
+    high_mmcs: Mapping[str, Sequence[int]],
+    probe_weight: Float[Tensor, " n_features"],
+    widths: Mapping[str, int],
+    n_per_hook: int,
+) -> dict[str, list[int]]:
+    """Per hook: the ``n_per_hook`` highest-MMCS features and the ``n_per_hook`` features with
+    the largest absolute probe weight.
+
+    Args:
+        high_mmcs: ``{hook: feature ids, highest MMCS first}`` ([`high_mmcs_by_hook`][lfp_mech.validate.features.high_mmcs_by_hook]).
+        probe_weight: the probe's weights over the concatenated SAE features (``A_concat``: the
+            hooks in model order, [`lfp_mech.hooks.sort_hooks`][lfp_mech.hooks.sort_hooks]).
+        widths: ``{hook: d_sae}`` of every SAE the probe reads.
+
+    Returns:
+        ``{hook: feature ids}``: the high-MMCS hooks first (in ``high_mmcs`` order), each list
+        the highest-MMCS ones alone or, when the hook has probe weights, the sorted union.
+    """
+    choice = {hook: list(top[:n_per_hook]) for hook, top in high_mmcs.items()}
+    offset = 0
+    for hook in sort_hooks(widths):  # the probe's concatenation order
+        width = int(widths[hook])
+        top = probe_weight[offset : offset + width].abs().argsort(descending=True)[:n_per_hook]
+        offset += width
+        choice[hook] = sorted(set(choice.get(hook, [])) | {int(i) for i in top})
+    if offset != probe_weight.numel():
+        raise LfpMechError(
+            f"probe has {probe_weight.numel()} weights but the SAEs have {offset} features: "
+            "were the probes trained on other SAEs? rerun the probes stage (--force probes)"
+        )
+    return choice
+
+
+def high_mmcs_by_hook(high_mmcs_features: Mapping[str, Mapping[str, Any]]) -> dict[str, list[int]]:
+    """``{hook: top_features}`` of the saes stage's ``high_mmcs_features.json`` (per layer: the
+    hook name and the features with the highest MMCS, highest first), in the file's order."""
+    return {
+        entry["hook_name"]: [int(f) for f in entry["top_features"]]
+        for entry in high_mmcs_features.values()
+    }

@@ -1,0 +1,27 @@
+"""Helpers of the smoke-run fixture (``conftest.smoke_run``) and the tests that read it."""
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class SmokeRun:
+    """A smoke-preset run killed (SIGKILL) in its saes stage, then resumed to the end."""
+
+    run_dir: Path
+    killed: dict  # the manifest's stage entries when the run was killed
+    resumed: subprocess.CompletedProcess  # the resuming `lfp-mech run`
+
+
+def smoke_command(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "lfp_mech", "run", "--preset", "smoke", "--run-dir", str(run_dir)]
+
+
+def read_manifest_stages(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())["stages"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return {}
