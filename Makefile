@@ -35,8 +35,7 @@ smoke: install  ## every stage on a tiny random model, < 2 minutes
 test: install  ## lint + import contracts + unit/integration tests + notebooks (smoke) + docs build
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest
-	$(BIN)/jupytext --quiet --sync $(NOTEBOOKS)  # .ipynb inputs follow the .py (outputs kept)
+	$(BIN)/pytest --durations=15
 	$(BIN)/pytest --nbmake notebooks -o addopts="" -p no:cacheprovider -q  # smoke mode, writes nothing
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 

@@ -101,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LfpMechError as error:
         logger.error("%s", error)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
