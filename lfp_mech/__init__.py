@@ -5,8 +5,8 @@ Every stage of the study is a package (``lfp_mech/<stage>/``: ``config.py``, cor
 below is re-exported lazily, so ``import lfp_mech`` is fast and imports torch, TransformerLens,
 SAE-Lens or TRL only when a name that needs them is used.
 
-Read a finished run with [`load_run`][lfp_mech.runner.results.load_run]; run one with [`run_pipeline`][lfp_mech.runner.pipeline.run_pipeline] or ``lfp-mech run``.
-"""
+Read a finished run with [`load_run`][lfp_mech.runner.results.load_run]; run one with
+[`run_pipeline`][lfp_mech.runner.pipeline.run_pipeline] or ``lfp-mech run``."""
 
 from lfp_mech._lazy import lazy_exports
 from lfp_mech.errors import (

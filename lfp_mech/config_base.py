@@ -1,4 +1,5 @@
-"""What every stage's config dataclass shares: checks whose errors name the option, run-level fields.
+"""What every stage's config dataclass shares: checks whose errors name the option, run-level
+fields.
 
 A stage's config (``lfp_mech/<stage>/config.py``) is a dataclass that subclasses
 [`StageConfig`][lfp_mech.config_base.StageConfig] and sets ``section`` to its place in the run config, so that an invalid value
@@ -6,14 +7,14 @@ fails with one line naming the option, its value and what is allowed::
 
     saes.l1_coefficient = -1.0: must be >= 0
 
-The run config nests every stage's dataclass ([`lfp_mech.runner.config.RunConfig`][lfp_mech.runner.config.RunConfig]); the
-command line, ``--set`` overrides, TOML files and presets are all parsed from it.
+The run config nests every stage's dataclass
+([`lfp_mech.runner.config.RunConfig`][lfp_mech.runner.config.RunConfig]); the command line,
+``--set`` overrides, TOML files and presets are all parsed from it.
 
-``seed`` and ``device`` are run-level settings: a stage config declares them as [`RunSeed`][lfp_mech.config_base.RunSeed] and
-[`RunDevice`][lfp_mech.config_base.RunDevice], the run copies its own values into them, and they are hidden from the command
-line (set ``--seed`` / ``--device`` on the run). Built by hand in Python, a stage config keeps the
-values it is given.
-"""
+``seed`` and ``device`` are run-level settings: a stage config declares them as
+[`RunSeed`][lfp_mech.config_base.RunSeed] and [`RunDevice`][lfp_mech.config_base.RunDevice], the run
+copies its own values into them, and they are hidden from the command line (set ``--seed`` /
+``--device`` on the run). Built by hand in Python, a stage config keeps the values it is given."""
 
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
@@ -43,7 +44,8 @@ class StageConfig:
     section: ClassVar[str] = ""
 
     def invalid(self, option: str, requirement: str) -> ConfigError:
-        """A one-line [`ConfigError`][lfp_mech.errors.ConfigError]: ``section.option = value: requirement``."""
+        """A one-line [`ConfigError`][lfp_mech.errors.ConfigError]:
+        ``section.option = value: requirement``."""
         where = f"{self.section}.{option}" if self.section else f"{type(self).__name__}.{option}"
         return ConfigError(f"{where} = {getattr(self, option)!r}: {requirement}")
 

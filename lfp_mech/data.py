@@ -9,16 +9,17 @@ Prompt sets ([`load_prompts`][lfp_mech.data.load_prompts]):
   continuation which may or may not be rude (347 train / 116 test), standing in for the IRL
   paper's Jigsaw prompts. The prompts themselves contain no slurs or explicit content.
 * ``"imdb"`` / ``"jigsaw"`` — the papers' hub datasets; they need the Hugging Face hub and raise
-  [`HubUnavailableError`][lfp_mech.errors.HubUnavailableError] (naming the offline alternative) without it.
+  [`HubUnavailableError`][lfp_mech.errors.HubUnavailableError] (naming the offline alternative)
+  without it.
 
 Contrastive triples (LFP paper, section 3 / appendix A.3): the same sentence with a positive, a
 neutral and a negative word in one adjective slot, plus the character span of that word in each
 variant, so the probe stage can read activations at exactly the substituted token(s)
-([`char_span_to_token_span`][lfp_mech.data.char_span_to_token_span]). [`make_triples`][lfp_mech.data.make_triples] builds them offline from review templates
-and curated word pools shipped with the package; positive and negative words are split into
-train and held-out sets ([`heldout_words`][lfp_mech.data.heldout_words]) so the probe is evaluated on words it never saw.
-[`imdb_triples`][lfp_mech.data.imdb_triples] is the paper's IMDB version (hub only).
-"""
+([`char_span_to_token_span`][lfp_mech.data.char_span_to_token_span]).
+[`make_triples`][lfp_mech.data.make_triples] builds them offline from review templates and curated
+word pools shipped with the package; positive and negative words are split into train and held-out
+sets ([`heldout_words`][lfp_mech.data.heldout_words]) so the probe is evaluated on words it never
+saw. [`imdb_triples`][lfp_mech.data.imdb_triples] is the paper's IMDB version (hub only)."""
 
 import functools
 import importlib.resources
@@ -76,7 +77,8 @@ def prompt_sets() -> list[str]:
 def load_prompts(
     name: str, split: Split = "train", *, n: int | None = None, seed: int = 0
 ) -> list[str]:
-    """The prompts of set ``name`` and ``split``; with ``n``, a subsample of ``n`` drawn with ``seed``.
+    """The prompts of set ``name`` and ``split``; with ``n``, a subsample of ``n`` drawn with
+    ``seed``.
 
     Offline sets ("reviews", "toxicity") come in a fixed file order; the subsample is
     ``random.Random(seed).sample(prompts, n)`` (deterministic, without replacement). Hub sets
@@ -112,7 +114,8 @@ def _asset_lines(filename: str) -> tuple[str, ...]:
 
 
 def _load_hub_dataset(dataset_id: str, split: str, alternative: str) -> Any:
-    """``datasets.load_dataset(dataset_id, split=split)``, or a HubUnavailableError naming ``alternative``."""
+    """``datasets.load_dataset(dataset_id, split=split)``, or a HubUnavailableError naming
+    ``alternative``."""
     from lfp_mech.hub import hub_reachable
 
     hint = f"use {alternative} instead, which works offline"
@@ -313,12 +316,11 @@ def make_triples(
 ) -> list[ContrastiveTriple]:
     """``n`` distinct contrastive triples from the shipped templates and word pools (offline).
 
-    Templates, positive, neutral and negative words are each drawn from a reshuffled deck, so
-    every word and template is used about equally often. ``split="train"`` uses only the
-    training words of [`heldout_words`][lfp_mech.data.heldout_words] ``(seed, heldout_fraction)``, ``"test"`` only the
+    Templates, positive, neutral and negative words are each drawn from a reshuffled deck, so every
+    word and template is used about equally often. ``split="train"`` uses only the training words of
+    [`heldout_words`][lfp_mech.data.heldout_words] ``(seed, heldout_fraction)``, ``"test"`` only the
     held-out words, ``"all"`` both; neutral words and templates are shared. Deterministic in
-    ``(n, seed, heldout_fraction, split)``.
-    """
+    ``(n, seed, heldout_fraction, split)``."""
     pos, neg = _split_pools(split, seed, heldout_fraction)
     neu = word_pool("neutral")
     templates = triple_templates()
@@ -349,14 +351,15 @@ def imdb_triples(
 ) -> list[ContrastiveTriple]:
     """The paper's triples: IMDB test sentences containing a pool adjective, that word substituted.
 
-    For each IMDB test review (in seeded random order) the first sentence of at most
-    ``max_chars`` characters containing a word of the positive/negative pools becomes a
-    template with that word as the slot; replacements come from the ``split`` words as in
-    [`make_triples`][lfp_mech.data.make_triples]. ``template_id`` is the review's row in the IMDB test split.
+    For each IMDB test review (in seeded random order) the first sentence of at most ``max_chars``
+    characters containing a word of the positive/negative pools becomes a template with that word as
+    the slot; replacements come from the ``split`` words as in
+    [`make_triples`][lfp_mech.data.make_triples]. ``template_id`` is the review's row in the IMDB
+    test split.
 
     Raises:
-        HubUnavailableError: the hub is unreachable; use [`make_triples`][lfp_mech.data.make_triples] offline.
-    """
+        HubUnavailableError: the hub is unreachable; use
+    [`make_triples`][lfp_mech.data.make_triples] offline."""
     ds = _load_hub_dataset(IMDB_DATASET, "test", "make_triples() (templates shipped with lfp_mech)")
     pos, neg = _split_pools(split, seed, heldout_fraction)
     neu = word_pool("neutral")

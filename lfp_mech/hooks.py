@@ -44,7 +44,8 @@ def layer_of_hook(hook: str) -> int | None:
 
 
 def block_of_hook(hook: str) -> int:
-    """The block index of a hook that must lie inside a block; [`ConfigError`][lfp_mech.errors.ConfigError] otherwise."""
+    """The block index of a hook that must lie inside a block;
+    [`ConfigError`][lfp_mech.errors.ConfigError] otherwise."""
     layer = layer_of_hook(hook)
     if layer is None:
         raise ConfigError(

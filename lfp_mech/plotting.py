@@ -1,8 +1,10 @@
-"""Figures without pyplot: every stage's ``plots.py`` draws on figures from [`new_figure`][lfp_mech.plotting.new_figure].
+"""Figures without pyplot: every stage's ``plots.py`` draws on figures from
+[`new_figure`][lfp_mech.plotting.new_figure].
 
 Figures are built with matplotlib's object-oriented API (``matplotlib.figure.Figure``), so the
 library never selects a backend or touches pyplot's global state: the same figure is written to
-a PNG by [`save_figure`][lfp_mech.plotting.save_figure] in a headless run and shown inline when a notebook cell returns it.
+a PNG by [`save_figure`][lfp_mech.plotting.save_figure] in a headless run and shown inline when a
+notebook cell returns it.
 """
 
 import io

@@ -4,15 +4,15 @@
   ``clip((1/5) * sum_{word in text} V(word), -10, 10)`` with ``V`` the mean valence of the word in
   ``vader_lexicon.txt`` (shipped inside the ``vaderSentiment`` package; words not in the lexicon
   score 0). The word tokenizer is documented in [`words`][lfp_mech.rewards.words].
-* [`vader_compound`][lfp_mech.rewards.vader_compound] — VADER's own ``SentimentIntensityAnalyzer`` compound score in [-1, 1]
-  (negation, intensifiers, ...), a smoother sentiment signal for analyses.
-* [`toxicity_reward`][lfp_mech.rewards.toxicity_reward] — "be less toxic" (the IRL paper's task). The offline default is the
-  scikit-learn offensive-language classifier of ``alt-profanity-check``; the paper's
-  ``s-nlp/roberta_toxicity_classifier`` is used when asked for and the hub is reachable.
+* [`vader_compound`][lfp_mech.rewards.vader_compound] — VADER's own ``SentimentIntensityAnalyzer``
+  compound score in [-1, 1] (negation, intensifiers, ...), a smoother sentiment signal for analyses.
+* [`toxicity_reward`][lfp_mech.rewards.toxicity_reward] — "be less toxic" (the IRL paper's task).
+  The offline default is the scikit-learn offensive-language classifier of ``alt-profanity-check``;
+  the paper's ``s-nlp/roberta_toxicity_classifier`` is used when asked for and the hub is reachable.
 
-Every reward maps a batch of texts to a float32 tensor of shape ``[batch]`` ([`RewardFn`][lfp_mech.rewards.RewardFn]);
-[`get_reward`][lfp_mech.rewards.get_reward] looks them up by name and [`as_reward_fn`][lfp_mech.rewards.as_reward_fn] adapts any user callable.
-"""
+Every reward maps a batch of texts to a float32 tensor of shape ``[batch]``
+([`RewardFn`][lfp_mech.rewards.RewardFn]); [`get_reward`][lfp_mech.rewards.get_reward] looks them up
+by name and [`as_reward_fn`][lfp_mech.rewards.as_reward_fn] adapts any user callable."""
 
 import functools
 import importlib.resources
@@ -65,7 +65,8 @@ class RewardFn(Protocol):
 
 
 def as_reward_fn(fn: Callable[[Sequence[str]], Any]) -> RewardFn:
-    """Wrap a callable returning a list, ndarray or tensor of scores into a [`RewardFn`][lfp_mech.rewards.RewardFn].
+    """Wrap a callable returning a list, ndarray or tensor of scores into a
+    [`RewardFn`][lfp_mech.rewards.RewardFn].
 
     The wrapped function returns a float32 1-D CPU tensor and checks that it got one score per
     text (``ValueError`` otherwise), so any user scorer can be plugged into the pipeline.
@@ -95,7 +96,8 @@ def as_reward_fn(fn: Callable[[Sequence[str]], Any]) -> RewardFn:
 
 @functools.lru_cache(maxsize=1)
 def vader_lexicon() -> dict[str, float]:
-    """The VADER lexicon as ``{lower-cased token: mean valence}`` (about 7,500 entries, valence -4..+4).
+    """The VADER lexicon as ``{lower-cased token: mean valence}`` (about 7,500 entries, valence
+    -4..+4).
 
     Read from ``vader_lexicon.txt`` inside the installed ``vaderSentiment`` package (tab-separated:
     token, mean valence, std, ten ratings). Duplicated lines: the last one wins, as in VADER
@@ -155,7 +157,8 @@ def words(text: str) -> list[str]:
 
 
 def word_valences(text: str) -> list[tuple[str, float]]:
-    """Each word of ``text`` (see [`words`][lfp_mech.rewards.words]) with its VADER valence (0.0 if not in the lexicon)."""
+    """Each word of ``text`` (see [`words`][lfp_mech.rewards.words]) with its VADER valence (0.0 if
+    not in the lexicon)."""
     lexicon = vader_lexicon()
     return [(w, lexicon.get(w, 0.0)) for w in _words(text, lexicon)]
 
@@ -168,9 +171,9 @@ def _vader_reward_one(text: str, lexicon: dict[str, float]) -> float:
 def vader_reward(texts: Sequence[str]) -> Float[Tensor, "batch"]:  # noqa: F821
     """The LFP paper's VADER reward: ``clip((1/5) * Σ_{word ∈ text} V(word), -10, 10)``.
 
-    ``V`` is [`vader_lexicon`][lfp_mech.rewards.vader_lexicon] (words not in it score 0) and the words are those of
-    [`words`][lfp_mech.rewards.words]. Example: ``"a good film"`` → 1.9 / 5 = 0.38; ``"excellent " * 40`` → 10.0.
-    """
+    ``V`` is [`vader_lexicon`][lfp_mech.rewards.vader_lexicon] (words not in it score 0) and the
+    words are those of [`words`][lfp_mech.rewards.words]. Example: ``"a good film"`` → 1.9 / 5 =
+    0.38; ``"excellent " * 40`` → 10.0."""
     lexicon = vader_lexicon()
     return torch.tensor([_vader_reward_one(t, lexicon) for t in texts], dtype=torch.float32)
 
@@ -183,7 +186,8 @@ def _vader_analyzer() -> Any:
 
 
 def vader_compound(texts: Sequence[str]) -> Float[Tensor, "batch"]:  # noqa: F821
-    """VADER's ``SentimentIntensityAnalyzer().polarity_scores(text)["compound"]`` per text, in [-1, 1]."""
+    """VADER's ``SentimentIntensityAnalyzer().polarity_scores(text)["compound"]`` per text, in [-1,
+    1]."""
     analyzer = _vader_analyzer()
     return torch.tensor(
         [analyzer.polarity_scores(t)["compound"] for t in texts], dtype=torch.float32
@@ -225,10 +229,9 @@ def toxicity_reward(
 ) -> Float[Tensor, "batch"]:  # noqa: F821
     """Non-toxicity reward ``1 - 2 * p_toxic`` in [-1, 1]: +1 clearly harmless, -1 clearly toxic.
 
-    ``p_toxic`` is [`toxicity_prob`][lfp_mech.rewards.toxicity_prob] with the same ``backend`` (offline default:
-    ``alt-profanity-check``). Centring at 0 makes "toxic" and "non-toxic" the two signs, as the
-    IRL evaluation binarizes rewards at 0.
-    """
+    ``p_toxic`` is [`toxicity_prob`][lfp_mech.rewards.toxicity_prob] with the same ``backend``
+    (offline default: ``alt-profanity-check``). Centring at 0 makes "toxic" and "non-toxic" the two
+    signs, as the IRL evaluation binarizes rewards at 0."""
     return 1.0 - 2.0 * toxicity_prob(texts, backend=backend)
 
 

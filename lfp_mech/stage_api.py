@@ -2,17 +2,18 @@
 
 A stage is a package ``lfp_mech/<stage>/`` with
 
-* ``config.py`` — its config dataclass (a [`lfp_mech.config_base.StageConfig`][lfp_mech.config_base.StageConfig]);
+* ``config.py`` — its config dataclass (a
+  [`lfp_mech.config_base.StageConfig`][lfp_mech.config_base.StageConfig]);
 * pure core modules — the method, usable from Python without a run directory;
 * ``stage.py`` — ``run(ctx: StageContext) -> dict``: reads its inputs from earlier stages' folders
   (through their results classes), calls the core, writes its artifacts into ``ctx.dir`` and
   returns a small summary for the manifest;
-* ``results.py`` — a [`StageResults`][lfp_mech.stage_api.StageResults] subclass: typed access to what ``stage.py`` wrote
-  (tables as pandas DataFrames, the summary, figures, and loaders for models, SAEs, probes, ...).
+* ``results.py`` — a [`StageResults`][lfp_mech.stage_api.StageResults] subclass: typed access to
+  what ``stage.py`` wrote (tables as pandas DataFrames, the summary, figures, and loaders for
+  models, SAEs, probes, ...).
 
-The run machinery ([`lfp_mech.runner`][lfp_mech.runner]) registers, orders, fingerprints and resumes stages;
-it never reads a stage's files itself.
-"""
+The run machinery ([`lfp_mech.runner`][lfp_mech.runner]) registers, orders, fingerprints and resumes
+stages; it never reads a stage's files itself."""
 
 import json
 import os

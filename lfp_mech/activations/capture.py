@@ -1,9 +1,9 @@
 """Run a HookedTransformer on texts and stream the chosen hooks' activations into a store.
 
-[`capture_activations`][lfp_mech.activations.capture.capture_activations] runs ``model.run_with_cache`` on batches of texts with
-``names_filter`` restricted to exactly the chosen hooks and ``stop_at_layer = max(layer) + 1``,
-so nothing after the last needed block is computed. BOS and padding positions are dropped.
-"""
+[`capture_activations`][lfp_mech.activations.capture.capture_activations] runs
+``model.run_with_cache`` on batches of texts with ``names_filter`` restricted to exactly the chosen
+hooks and ``stop_at_layer = max(layer) + 1``, so nothing after the last needed block is computed.
+BOS and padding positions are dropped."""
 
 import json
 import logging
@@ -45,7 +45,8 @@ def capture_activations(
     """Run ``model`` on ``texts`` and stream the chosen layers' activations to ``out_dir``.
 
     Args:
-        model (HookedTransformer): the model (e.g. from [`lfp_mech.models.load_model`][lfp_mech.models.loading.load_model]).
+        model (HookedTransformer): the model (e.g. from
+            [`lfp_mech.models.load_model`][lfp_mech.models.loading.load_model]).
         texts: the texts; each becomes ``[BOS] + tokens`` truncated to ``context_length``.
         layers: block indices to capture (all in one pass).
         out_dir: the store directory (replaced atomically when the capture completes).
@@ -54,8 +55,9 @@ def capture_activations(
             ``config.n_tokens``); ``0`` or less means no limit.
 
     Returns:
-        The [`ActivationStore`][lfp_mech.activations.store.ActivationStore] of ``out_dir``. Token ``i`` of the store is position
-        ``position[i]`` (>= 1) of text ``text_index[i]``, in the order of ``texts``.
+        The [`ActivationStore`][lfp_mech.activations.store.ActivationStore] of ``out_dir``. Token
+        ``i`` of the store is position ``position[i]`` (>= 1) of text ``text_index[i]``, in the
+        order of ``texts``.
 
     Raises:
         ConfigError: no texts, no layers, or a layer out of range.

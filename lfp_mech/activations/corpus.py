@@ -1,10 +1,10 @@
 """The texts activations are captured from: the policy's text, topped up and split.
 
-[`activation_corpus`][lfp_mech.activations.corpus.activation_corpus] mixes the tuned policy's completions with the prompt corpus;
-[`split_corpus`][lfp_mech.activations.corpus.split_corpus] shuffles the texts, tops them up with completions sampled from the policy
-([`sample_completions`][lfp_mech.activations.corpus.sample_completions]) while they hold fewer tokens than the capture needs, and splits off
-the held-out texts.
-"""
+[`activation_corpus`][lfp_mech.activations.corpus.activation_corpus] mixes the tuned policy's
+completions with the prompt corpus; [`split_corpus`][lfp_mech.activations.corpus.split_corpus]
+shuffles the texts, tops them up with completions sampled from the policy
+([`sample_completions`][lfp_mech.activations.corpus.sample_completions]) while they hold fewer
+tokens than the capture needs, and splits off the held-out texts."""
 
 import logging
 import math

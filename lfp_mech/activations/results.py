@@ -69,7 +69,8 @@ class ActivationsResults(StageResults):
 
     @property
     def hook_names(self) -> list[str]:
-        """The captured hooks, in the order of [`layers`][lfp_mech.activations.results.ActivationsResults.layers]."""
+        """The captured hooks, in the order of
+        [`layers`][lfp_mech.activations.results.ActivationsResults.layers]."""
         return list(self.summary["hook_names"])
 
     @property

@@ -52,10 +52,9 @@ def capture_train_heldout(
 ) -> dict[str, Any]:
     """Capture train and held-out activations of ``layers`` of the model at ``model_path``.
 
-    Texts are shuffled and split ([`split_corpus`][lfp_mech.activations.corpus.split_corpus]; topped up
-    with completions to ``prompts`` sampled from the model if they hold too few tokens). Writes
-    ``out_dir/train/`` and ``out_dir/heldout/`` (activation stores) and returns the summary.
-    """
+    Texts are shuffled and split ([`split_corpus`][lfp_mech.activations.corpus.split_corpus]; topped
+    up with completions to ``prompts`` sampled from the model if they hold too few tokens). Writes
+    ``out_dir/train/`` and ``out_dir/heldout/`` (activation stores) and returns the summary."""
     from lfp_mech.models.loading import hooked_from_hf, load_hf_model
 
     out_dir = Path(out_dir)

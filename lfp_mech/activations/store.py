@@ -7,9 +7,9 @@ Layout of a store directory::
     texts.json                the captured texts (text_index indexes them)
     store.json                what the store holds (written last: a store without it is partial)
 
-Every hook's activations of a token live in the same shard, so one shard bounds the memory of
-both the writer ([`ShardWriter`][lfp_mech.activations.store.ShardWriter]) and the reader ([`ActivationStore`][lfp_mech.activations.store.ActivationStore]).
-"""
+Every hook's activations of a token live in the same shard, so one shard bounds the memory of both
+the writer ([`ShardWriter`][lfp_mech.activations.store.ShardWriter]) and the reader
+([`ActivationStore`][lfp_mech.activations.store.ActivationStore])."""
 
 import json
 import os
@@ -56,7 +56,8 @@ class ActivationStore:
 
     @property
     def hook_names(self) -> list[str]:
-        """The captured hooks, in the order of [`layers`][lfp_mech.activations.store.ActivationStore.layers]."""
+        """The captured hooks, in the order of
+        [`layers`][lfp_mech.activations.store.ActivationStore.layers]."""
         return list(self.meta["hook_names"])
 
     @property
@@ -159,9 +160,9 @@ class ActivationStore:
 class ShardWriter:
     """Buffers captured activations and writes a shard every ``shard_tokens`` tokens.
 
-    Set `directory` before the first [`add`][lfp_mech.activations.store.ShardWriter.add]; call [`close`][lfp_mech.activations.store.ShardWriter.close] to write the rest.
-    `shards`, `widths` and `n_written` describe what was written.
-    """
+    Set `directory` before the first [`add`][lfp_mech.activations.store.ShardWriter.add]; call
+    [`close`][lfp_mech.activations.store.ShardWriter.close] to write the rest. `shards`, `widths`
+    and `n_written` describe what was written."""
 
     def __init__(self, names: list[str], shard_tokens: int, dtype: torch.dtype) -> None:
         self.names = names

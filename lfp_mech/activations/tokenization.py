@@ -1,11 +1,11 @@
 """How texts become model inputs for a capture: ``[BOS] + tokens``, right-padded, with a mask.
 
-TransformerLens prepends BOS to a string; the capture does the same by hand (the tokenizer adds
-no special tokens, BOS is prepended explicitly) so that texts can be batched with an explicit
-attention mask. Every helper here cuts a text the same way: at most ``context_length - 1`` tokens,
-leaving room for BOS. The SAE stage tokenizes its CE-loss texts with [`tokenize_for_model`][lfp_mech.activations.tokenization.tokenize_for_model],
-so the CE loss is measured on exactly what the SAEs were trained on.
-"""
+TransformerLens prepends BOS to a string; the capture does the same by hand (the tokenizer adds no
+special tokens, BOS is prepended explicitly) so that texts can be batched with an explicit attention
+mask. Every helper here cuts a text the same way: at most ``context_length - 1`` tokens, leaving
+room for BOS. The SAE stage tokenizes its CE-loss texts with
+[`tokenize_for_model`][lfp_mech.activations.tokenization.tokenize_for_model], so the CE loss is
+measured on exactly what the SAEs were trained on."""
 
 import itertools
 from collections.abc import Sequence
@@ -43,7 +43,9 @@ def tokenize_texts(tokenizer: Any, texts: Sequence[str], context_length: int) ->
 
 
 def token_counts(tokenizer: Any, texts: Sequence[str], context_length: int) -> list[int]:
-    """Token count of each text as [`tokenize_texts`][lfp_mech.activations.tokenization.tokenize_texts] cuts it, tokenizing chunk by chunk."""
+    """Token count of each text as
+    [`tokenize_texts`][lfp_mech.activations.tokenization.tokenize_texts] cuts it, tokenizing chunk
+    by chunk."""
     return [
         len(ids)
         for start in range(0, len(texts), TOKENIZE_CHUNK)
@@ -52,11 +54,12 @@ def token_counts(tokenizer: Any, texts: Sequence[str], context_length: int) -> l
 
 
 class TokenIds:
-    """The [`tokenize_texts`][lfp_mech.activations.tokenization.tokenize_texts] ids of many texts, held compactly: one flat int32 tensor.
+    """The [`tokenize_texts`][lfp_mech.activations.tokenization.tokenize_texts] ids of many texts,
+    held compactly: one flat int32 tensor.
 
     Lists of Python ints cost ~36 bytes a token (and the tokenizer's temporaries more); this costs
-    4, and the texts are tokenized [`TOKENIZE_CHUNK`][lfp_mech.activations.tokenization.TOKENIZE_CHUNK] at a time.
-    """
+    4, and the texts are tokenized
+    [`TOKENIZE_CHUNK`][lfp_mech.activations.tokenization.TOKENIZE_CHUNK] at a time."""
 
     def __init__(self, tokenizer: Any, texts: Sequence[str], context_length: int) -> None:
         parts, self.lengths = [], []
@@ -96,7 +99,8 @@ def bos_id(tokenizer: Any) -> int:
 
 
 def pad_id(tokenizer: Any) -> int:
-    """The padding id: the tokenizer's pad token, else [`bos_id`][lfp_mech.activations.tokenization.bos_id]."""
+    """The padding id: the tokenizer's pad token, else
+    [`bos_id`][lfp_mech.activations.tokenization.bos_id]."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos_id(tokenizer)
     return int(pad)
 

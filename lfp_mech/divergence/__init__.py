@@ -25,12 +25,18 @@ part of any layer's divergence.
 
 Modules:
 
-* [`config`][lfp_mech.divergence.config] — [`DivergenceConfig`][lfp_mech.divergence.config.DivergenceConfig] (the stage's options);
-* [`measure`][lfp_mech.divergence.measure] — [`layer_divergence`][lfp_mech.divergence.measure.layer_divergence], [`top_divergent_layers`][lfp_mech.divergence.measure.top_divergent_layers];
-* [`stage`][lfp_mech.divergence.stage] — the stage (``run(ctx)``) and [`write_divergence`][lfp_mech.divergence.stage.write_divergence],
-  the same outside a run directory;
-* [`results`][lfp_mech.divergence.results] — [`DivergenceResults`][lfp_mech.divergence.results.DivergenceResults], reading the folder back;
-* [`plots`][lfp_mech.divergence.plots] — [`plot_layer_divergence`][lfp_mech.divergence.plots.plot_layer_divergence].
+* [`config`][lfp_mech.divergence.config] —
+  [`DivergenceConfig`][lfp_mech.divergence.config.DivergenceConfig] (the stage's options);
+* [`measure`][lfp_mech.divergence.measure] —
+  [`layer_divergence`][lfp_mech.divergence.measure.layer_divergence],
+  [`top_divergent_layers`][lfp_mech.divergence.measure.top_divergent_layers];
+* [`stage`][lfp_mech.divergence.stage] — the stage (``run(ctx)``) and
+  [`write_divergence`][lfp_mech.divergence.stage.write_divergence], the same outside a run
+  directory;
+* [`results`][lfp_mech.divergence.results] —
+  [`DivergenceResults`][lfp_mech.divergence.results.DivergenceResults], reading the folder back;
+* [`plots`][lfp_mech.divergence.plots] —
+  [`plot_layer_divergence`][lfp_mech.divergence.plots.plot_layer_divergence].
 
 Typical use::
 

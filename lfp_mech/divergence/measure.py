@@ -30,7 +30,8 @@ def layer_divergence(
 
     Args:
         base: an HF causal LM (or ``(hf_model, tokenizer)``), or a name/path that
-            [`lfp_mech.models.load_hf_model`][lfp_mech.models.loading.load_hf_model] accepts (e.g. ``"smollm2-135m"``).
+            [`lfp_mech.models.load_hf_model`][lfp_mech.models.loading.load_hf_model] accepts (e.g.
+            ``"smollm2-135m"``).
         tuned: the same for the tuned model (e.g. the RLHF stage's checkpoint directory).
         config: block-name pattern and parameter filter.
         seed: seed of a tiny random test model given by name (the one the tuning started from).

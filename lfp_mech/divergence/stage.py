@@ -1,12 +1,11 @@
 """The ``divergence`` stage: which blocks of the run's model did RLHF change most?
 
 Compares the run's base model with the RLHF stage's policy
-([`lfp_mech.rlhf.results.RLHFResults.policy_dir`][lfp_mech.rlhf.results.RLHFResults.policy_dir]) and writes into the stage folder:
-``divergence.safetensors`` (tensor ``divergence``), the ``divergence`` table (layer, divergence,
-rank, selected), ``divergence.png`` and ``summary.json`` (the selected layers, most divergent
-first and in layer order). Read them back with
-[`lfp_mech.divergence.results.DivergenceResults`][lfp_mech.divergence.results.DivergenceResults].
-"""
+([`lfp_mech.rlhf.results.RLHFResults.policy_dir`][lfp_mech.rlhf.results.RLHFResults.policy_dir]) and
+writes into the stage folder: ``divergence.safetensors`` (tensor ``divergence``), the ``divergence``
+table (layer, divergence, rank, selected), ``divergence.png`` and ``summary.json`` (the selected
+layers, most divergent first and in layer order). Read them back with
+[`lfp_mech.divergence.results.DivergenceResults`][lfp_mech.divergence.results.DivergenceResults]."""
 
 import logging
 import os

@@ -1,4 +1,5 @@
-"""Names of what the IRL stage writes, shared by the writers and [`lfp_mech.irl.results`][lfp_mech.irl.results].
+"""Names of what the IRL stage writes, shared by the writers and
+[`lfp_mech.irl.results`][lfp_mech.irl.results].
 
 Layout of the stage folder (``runs/<name>/irl``)::
 

@@ -1,13 +1,14 @@
 """Controls: what an IRL accuracy should be compared with.
 
-* [`supervised_ceiling`][lfp_mech.irl.controls.supervised_ceiling] — a logistic probe *told the true labels*, on the same features:
-  what a linear head on this representation can reach from these training texts.
-* [`log_ratio_reward`][lfp_mech.irl.controls.log_ratio_reward] — the policy's implicit reward ``log π/π_ref``, which reads the two
-  models' probabilities instead of their texts (no training); [`log_ratio_control`][lfp_mech.irl.controls.log_ratio_control]
-  thresholds it like an IRL reward.
-* [`expressed_lexicon_bound`][lfp_mech.irl.controls.expressed_lexicon_bound] — for a lexicon reward: the true lexicon kept on the words
-  whose use the expert moved, the part of the reward its behaviour shows.
-"""
+* [`supervised_ceiling`][lfp_mech.irl.controls.supervised_ceiling] — a logistic probe *told the true
+  labels*, on the same features: what a linear head on this representation can reach from these
+  training texts.
+* [`log_ratio_reward`][lfp_mech.irl.controls.log_ratio_reward] — the policy's implicit reward
+  ``log π/π_ref``, which reads the two models' probabilities instead of their texts (no training);
+  [`log_ratio_control`][lfp_mech.irl.controls.log_ratio_control] thresholds it like an IRL reward.
+* [`expressed_lexicon_bound`][lfp_mech.irl.controls.expressed_lexicon_bound] — for a lexicon reward:
+  the true lexicon kept on the words whose use the expert moved, the part of the reward its
+  behaviour shows."""
 
 import logging
 from collections import Counter
@@ -36,7 +37,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LEXICON_SUBSETS: tuple[str, ...] = ("seen", "expressed")
-"""The word sets [`expressed_lexicon_bound`][lfp_mech.irl.controls.expressed_lexicon_bound] keeps, from most to least generous."""
+"""The word sets [`expressed_lexicon_bound`][lfp_mech.irl.controls.expressed_lexicon_bound] keeps,
+from most to least generous."""
 
 
 def supervised_ceiling(
@@ -79,9 +81,9 @@ def expressed_lexicon_bound(
 ) -> dict[str, Any]:
     """Control for a lexicon reward: how much of it the demonstrations reveal *at all*.
 
-    The true reward (``lexicon``, default VADER's, summed over [`lfp_mech.rewards.words`][lfp_mech.rewards.words])
-    is kept only on some words, and the held-out texts are scored with that partial lexicon
-    (threshold 0, like the true reward):
+    The true reward (``lexicon``, default VADER's, summed over
+    [`lfp_mech.rewards.words`][lfp_mech.rewards.words]) is kept only on some words, and the held-out
+    texts are scored with that partial lexicon (threshold 0, like the true reward):
 
     * ``"seen"``: the words that occur in any training demonstration (expert or non-expert).
     * ``"expressed"``: the words whose count moved the way their valence says: the expert uses
@@ -134,13 +136,12 @@ def log_ratio_reward(
 ) -> Float[Tensor, " text"]:
     """Control: the policy's *implicit* reward, ``mean_t [log π(y_t|y_<t) − log π_ref(y_t|y_<t)]``.
 
-    KL-regularised RLHF has the closed-form optimum ``π ∝ π_ref · exp(r / β)``, so
-    ``β log π/π_ref`` recovers the reward up to a per-prompt constant (the inverse that DPO
-    trains). It needs the two models' probabilities rather than only their texts, and no
-    training: a reference point for what the max-margin reward recovers from behaviour alone.
-    Tokens are BOS-prefixed and truncated like [`RewardModel.tokenize`][lfp_mech.irl.reward_model.RewardModel.tokenize]; the mean over a
-    text's tokens (BOS excluded) keeps short and long texts comparable.
-    """
+    KL-regularised RLHF has the closed-form optimum ``π ∝ π_ref · exp(r / β)``, so ``β log π/π_ref``
+    recovers the reward up to a per-prompt constant (the inverse that DPO trains). It needs the two
+    models' probabilities rather than only their texts, and no training: a reference point for what
+    the max-margin reward recovers from behaviour alone. Tokens are BOS-prefixed and truncated like
+    [`RewardModel.tokenize`][lfp_mech.irl.reward_model.RewardModel.tokenize]; the mean over a text's
+    tokens (BOS excluded) keeps short and long texts comparable."""
     texts = list(texts)
     if not texts:
         raise ValueError("log_ratio_reward needs at least one text")
@@ -175,8 +176,9 @@ def log_ratio_control(
     heldout_true: Float[Tensor, " held"],
     config: IRLConfig,
 ) -> tuple[Float[Tensor, " held"], dict[str, float | int]]:
-    """[`log_ratio_reward`][lfp_mech.irl.controls.log_ratio_reward] on the held-out texts, thresholded like an IRL reward (the cut
-    fitted on the training texts); returns the held-out scores and their metrics."""
+    """[`log_ratio_reward`][lfp_mech.irl.controls.log_ratio_reward] on the held-out texts,
+    thresholded like an IRL reward (the cut fitted on the training texts); returns the held-out
+    scores and their metrics."""
     train_texts = list(train_texts)
     scores = log_ratio_reward(
         expert,

@@ -1,10 +1,9 @@
 """Demonstrations: completions of the same prompts by the expert (RLHF'd) and non-expert models.
 
 The IRL paper's demonstrations are greedy completions of train and test prompts by both models
-([`generate_demonstrations`][lfp_mech.irl.demonstrations.generate_demonstrations]; batched ``generate`` with left padding and the KV cache). They
-are cached as JSONL in the run directory and reused when the models, prompts and generation
-settings match.
-"""
+([`generate_demonstrations`][lfp_mech.irl.demonstrations.generate_demonstrations]; batched
+``generate`` with left padding and the KV cache). They are cached as JSONL in the run directory and
+reused when the models, prompts and generation settings match."""
 
 import logging
 import os
@@ -44,8 +43,8 @@ SPLITS: tuple[Split, Split] = ("train", "test")
 class Demonstrations:
     """Completions of the same prompts by the expert (RLHF'd) and non-expert (base) models.
 
-    ``completions[(split, role)][i]`` continues ``prompts[split][i]``; [`texts`][lfp_mech.irl.demonstrations.Demonstrations.texts] joins them.
-    """
+    ``completions[(split, role)][i]`` continues ``prompts[split][i]``;
+    [`texts`][lfp_mech.irl.demonstrations.Demonstrations.texts] joins them."""
 
     prompts: dict[str, list[str]]
     completions: dict[tuple[str, str], list[str]]
@@ -141,7 +140,8 @@ def _complete(
     prompts: list[str],
     config: IRLConfig,
 ) -> list[str]:
-    """[`generate_completions`][lfp_mech.irl.demonstrations.generate_completions] with the generation settings of ``config``."""
+    """[`generate_completions`][lfp_mech.irl.demonstrations.generate_completions] with the
+    generation settings of ``config``."""
     return generate_completions(
         model,
         tokenizer,

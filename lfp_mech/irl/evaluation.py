@@ -1,13 +1,14 @@
 """How well an IRL reward agrees with the true reward on held-out texts.
 
 The true reward is binarized at 0 ("positive sentiment" / "non-toxic"); the IRL reward at a
-threshold fitted on the *training* texts ([`fit_threshold`][lfp_mech.irl.evaluation.fit_threshold]: the max-margin loss only sees
-differences of rewards, so the offset of ``R`` is not identifiable and a threshold of 0 is
-arbitrary — it is reported too, as ``acc_zero``/``f1_zero``). [`irl_metrics`][lfp_mech.irl.evaluation.irl_metrics] gives accuracy
-and F1 (scikit-learn), Pearson, Spearman and Kendall correlations (SciPy);
-[`summarize_runs`][lfp_mech.irl.evaluation.summarize_runs] aggregates the seeds × epochs table (the median over seeds is the honest
-headline; the paper's best-of-78 is selected on the evaluation texts and therefore optimistic).
-"""
+threshold fitted on the *training* texts ([`fit_threshold`][lfp_mech.irl.evaluation.fit_threshold]:
+the max-margin loss only sees differences of rewards, so the offset of ``R`` is not identifiable and
+a threshold of 0 is arbitrary — it is reported too, as ``acc_zero``/``f1_zero``).
+[`irl_metrics`][lfp_mech.irl.evaluation.irl_metrics] gives accuracy and F1 (scikit-learn), Pearson,
+Spearman and Kendall correlations (SciPy);
+[`summarize_runs`][lfp_mech.irl.evaluation.summarize_runs] aggregates the seeds × epochs table (the
+median over seeds is the honest headline; the paper's best-of-78 is selected on the evaluation texts
+and therefore optimistic)."""
 
 import logging
 import math
@@ -51,9 +52,9 @@ METRICS = (
     "f1_demos",
     "spearman_demos",
 )
-"""Per-run held-out metrics (see [`IRLEval`][lfp_mech.irl.evaluation.IRLEval]). ``pair_acc``: fraction of test prompts whose
-expert completion is scored above the non-expert one; ``*_demos``: the metric on the two models'
-test completions only (without the task's other texts)."""
+"""Per-run held-out metrics (see [`IRLEval`][lfp_mech.irl.evaluation.IRLEval]). ``pair_acc``:
+fraction of test prompts whose expert completion is scored above the non-expert one; ``*_demos``:
+the metric on the two models' test completions only (without the task's other texts)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def irl_metrics(
     true_scores: Float[Tensor, " text"],
     threshold: float,
 ) -> IRLEval:
-    """Accuracy/F1 of the binarized rewards and their correlations (see [`IRLEval`][lfp_mech.irl.evaluation.IRLEval])."""
+    """Accuracy/F1 of the binarized rewards and their correlations (see
+    [`IRLEval`][lfp_mech.irl.evaluation.IRLEval])."""
     from scipy import stats
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -163,7 +165,8 @@ def evaluate_reward_model(
     threshold_method: Literal["accuracy", "median"] = "accuracy",
     batch_size: int = 32,
 ) -> IRLEval:
-    """Score ``texts`` with ``rm`` and the true reward and compare them ([`irl_metrics`][lfp_mech.irl.evaluation.irl_metrics]).
+    """Score ``texts`` with ``rm`` and the true reward and compare them
+    ([`irl_metrics`][lfp_mech.irl.evaluation.irl_metrics]).
 
     The IRL threshold is fitted on ``fit_texts`` (the training texts; pass them!) with
     ``threshold_method``; without them it is fitted on ``texts`` themselves (in-sample, optimistic).

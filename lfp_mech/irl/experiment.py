@@ -1,10 +1,10 @@
 """One IRL experiment on one task: demonstrations → reward models over seeds × epochs → controls.
 
-[`run_task`][lfp_mech.irl.experiment.run_task] is what the stage runs per task (``irl/vader``, ``irl/toxicity``) and what a
-notebook calls to run IRL on any pair of models: it generates (or reuses) the demonstrations,
-trains ``n_seeds`` × ``n_epochs`` reward models ([`run_seeds`][lfp_mech.irl.training.run_seeds]), saves
-the best, runs the controls and writes every artifact (see [`lfp_mech.irl.artifacts`][lfp_mech.irl.artifacts]).
-"""
+[`run_task`][lfp_mech.irl.experiment.run_task] is what the stage runs per task (``irl/vader``,
+``irl/toxicity``) and what a notebook calls to run IRL on any pair of models: it generates (or
+reuses) the demonstrations, trains ``n_seeds`` × ``n_epochs`` reward models
+([`run_seeds`][lfp_mech.irl.training.run_seeds]), saves the best, runs the controls and writes every
+artifact (see [`lfp_mech.irl.artifacts`][lfp_mech.irl.artifacts])."""
 
 import logging
 import os
@@ -63,8 +63,8 @@ def run_task(
     (text, source, true reward, best IRL reward, the controls, the ``probe_fn`` estimate),
     ``summary.json``, the figures ``irl_heatmaps.png``, ``irl_seed_agreement.png``,
     ``irl_vs_true.png`` and ``reward_model/`` (the best run;
-    [`load_reward_model`][lfp_mech.irl.persistence.load_reward_model]). Returns the headline numbers.
-    """
+    [`load_reward_model`][lfp_mech.irl.persistence.load_reward_model]). Returns the headline
+    numbers."""
     from lfp_mech.rewards import get_reward
 
     spec = get_task(task)
@@ -190,8 +190,9 @@ def _details(
     config: IRLConfig,
     out_dir: Path,
 ) -> dict[str, Any]:
-    """What ``summary.json`` records beside [`summarize_runs`][lfp_mech.irl.evaluation.summarize_runs]: the task, the config, the
-    true rewards of the demonstrations, timings and the controls."""
+    """What ``summary.json`` records beside
+    [`summarize_runs`][lfp_mech.irl.evaluation.summarize_runs]: the task, the config, the true
+    rewards of the demonstrations, timings and the controls."""
     n_tr, n_te = len(demos.prompts["train"]), len(demos.prompts["test"])
     bound = controls.lexicon_bound
     return {

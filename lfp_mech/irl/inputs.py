@@ -1,10 +1,10 @@
 """What the trainable part of a reward model reads, and its on-disk cache.
 
-[`RewardInputs`][lfp_mech.irl.inputs.RewardInputs] holds, for a list of texts, the token ids (full mode), the residual stream
-entering the first trainable block (cached mode) or the pooled readouts the head reads
-(head-only). [`encode_cached`][lfp_mech.irl.inputs.encode_cached] runs the frozen part once and caches the result as
-safetensors (``reward_inputs.safetensors`` in a run), reused while texts and base weights match.
-"""
+[`RewardInputs`][lfp_mech.irl.inputs.RewardInputs] holds, for a list of texts, the token ids (full
+mode), the residual stream entering the first trainable block (cached mode) or the pooled readouts
+the head reads (head-only). [`encode_cached`][lfp_mech.irl.inputs.encode_cached] runs the frozen
+part once and caches the result as safetensors (``reward_inputs.safetensors`` in a run), reused
+while texts and base weights match."""
 
 import logging
 import os

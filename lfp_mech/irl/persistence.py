@@ -2,9 +2,9 @@
 
 A saved reward model is a folder: ``reward_model.safetensors`` (the trainable tensors, or every
 tensor in full mode) and ``config.json`` (base model, mode, blocks, readouts, calibration and the
-fingerprint of the frozen weights it was trained on). [`reward_model_fn`][lfp_mech.irl.persistence.reward_model_fn] turns a reward
-model into a ``RewardFn`` (texts → rewards), e.g. for IRL-RLHF.
-"""
+fingerprint of the frozen weights it was trained on).
+[`reward_model_fn`][lfp_mech.irl.persistence.reward_model_fn] turns a reward model into a
+``RewardFn`` (texts → rewards), e.g. for IRL-RLHF."""
 
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -65,7 +65,8 @@ def save_reward_model(
 def load_reward_model(
     path: str | os.PathLike[str], *, device: str = "cpu", base: "ModelLike | None" = None
 ) -> RewardModel:
-    """Rebuild a reward model saved by [`save_reward_model`][lfp_mech.irl.persistence.save_reward_model].
+    """Rebuild a reward model saved by
+    [`save_reward_model`][lfp_mech.irl.persistence.save_reward_model].
 
     The base model is loaded from the recorded name/path (or ``base`` if given); in cached mode
     its frozen weights must hash to the recorded fingerprint, else this raises

@@ -1,11 +1,13 @@
 """Figures of the IRL stage. Every function returns a matplotlib ``Figure`` (no pyplot).
 
-* [`plot_seed_heatmaps`][lfp_mech.irl.plots.plot_seed_heatmaps] — held-out accuracy and correlation per seed × epoch: the IRL
-  paper's non-identifiability figure (many runs, similar accuracy, different rewards).
-* [`plot_seed_agreement`][lfp_mech.irl.plots.plot_seed_agreement] — how much the reward models of different seeds agree with each
-  other (Pearson correlation of their held-out rewards).
-* [`plot_three_way`][lfp_mech.irl.plots.plot_three_way] — the IRL reward, the probe's estimate and the true reward on the same
-  texts, pairwise scatter plots with their correlations (a figure neither paper has).
+* [`plot_seed_heatmaps`][lfp_mech.irl.plots.plot_seed_heatmaps] — held-out accuracy and correlation
+  per seed × epoch: the IRL paper's non-identifiability figure (many runs, similar accuracy,
+  different rewards).
+* [`plot_seed_agreement`][lfp_mech.irl.plots.plot_seed_agreement] — how much the reward models of
+  different seeds agree with each other (Pearson correlation of their held-out rewards).
+* [`plot_three_way`][lfp_mech.irl.plots.plot_three_way] — the IRL reward, the probe's estimate and
+  the true reward on the same texts, pairwise scatter plots with their correlations (a figure
+  neither paper has).
 
 Tables come as rows (dicts) or DataFrames, e.g. ``IRLResults(path).task("vader").runs``.
 """
@@ -48,10 +50,9 @@ def plot_seed_heatmaps(
 ) -> Figure:
     """One heatmap per metric: rows = seeds, columns = epochs, cells annotated.
 
-    ``rows`` are [`lfp_mech.irl.run_seeds`][lfp_mech.irl.training.run_seeds] rows (dicts with ``seed``, ``epoch`` and the
-    metrics) or the runs table. Accuracy-like metrics share a 0.5–1 colour scale; correlations
-    use −1–1.
-    """
+    ``rows`` are [`lfp_mech.irl.run_seeds`][lfp_mech.irl.training.run_seeds] rows (dicts with
+    ``seed``, ``epoch`` and the metrics) or the runs table. Accuracy-like metrics share a 0.5–1
+    colour scale; correlations use −1–1."""
     rows = _records(rows)
     if not rows:
         raise ValueError("plot_seed_heatmaps needs at least one row")

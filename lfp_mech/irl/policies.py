@@ -1,11 +1,11 @@
 """Policies under the true reward, and IRL-RLHF: a new policy trained on the recovered reward.
 
-[`irl_rlhf`][lfp_mech.irl.policies.irl_rlhf] runs ``lfp_mech.rlhf.train_policy`` with the saved reward model as its reward
-([`reward_model_fn`][lfp_mech.irl.persistence.reward_model_fn]), then [`evaluate_policies`][lfp_mech.irl.policies.evaluate_policies] scores the
-base model, the true-reward RLHF policy and the new policy with the RLHF stage's own evaluation.
-[`run_irl_rlhf`][lfp_mech.irl.policies.run_irl_rlhf] is what the stage runs: the RLHF settings of the IRL-RLHF run from the IRL
-options, then [`irl_rlhf`][lfp_mech.irl.policies.irl_rlhf].
-"""
+[`irl_rlhf`][lfp_mech.irl.policies.irl_rlhf] runs ``lfp_mech.rlhf.train_policy`` with the saved
+reward model as its reward ([`reward_model_fn`][lfp_mech.irl.persistence.reward_model_fn]), then
+[`evaluate_policies`][lfp_mech.irl.policies.evaluate_policies] scores the base model, the
+true-reward RLHF policy and the new policy with the RLHF stage's own evaluation.
+[`run_irl_rlhf`][lfp_mech.irl.policies.run_irl_rlhf] is what the stage runs: the RLHF settings of
+the IRL-RLHF run from the IRL options, then [`irl_rlhf`][lfp_mech.irl.policies.irl_rlhf]."""
 
 import os
 from collections.abc import Mapping, Sequence
@@ -44,13 +44,13 @@ def evaluate_policies(
 ) -> list[dict[str, Any]]:
     """Score each policy's completions of ``prompts`` with the task's true reward, in one table.
 
-    Uses the RLHF stage's own evaluation ([`lfp_mech.rlhf.evaluate_policy`][lfp_mech.rlhf.evaluation.evaluate_policy]: one sampled
-    completion per prompt with the generation settings of ``rlhf_config``, mean reward with a
-    95% CI, distinct-2, Welch's t-test against the first policy) so the numbers are comparable
-    with the RLHF stage's table; adds ``irl_reward_mean`` (normalised recovered reward, with
-    ``reward_model``) and ``toxicity_mean`` (probability of toxicity, toxicity task) on the
-    same texts. Writes ``<stem>.csv`` / ``.md`` / ``.json`` into ``out_dir``.
-    """
+    Uses the RLHF stage's own evaluation
+    ([`lfp_mech.rlhf.evaluate_policy`][lfp_mech.rlhf.evaluation.evaluate_policy]: one sampled
+    completion per prompt with the generation settings of ``rlhf_config``, mean reward with a 95%
+    CI, distinct-2, Welch's t-test against the first policy) so the numbers are comparable with the
+    RLHF stage's table; adds ``irl_reward_mean`` (normalised recovered reward, with
+    ``reward_model``) and ``toxicity_mean`` (probability of toxicity, toxicity task) on the same
+    texts. Writes ``<stem>.csv`` / ``.md`` / ``.json`` into ``out_dir``."""
     from lfp_mech import rlhf
     from lfp_mech.rewards import get_reward, toxicity_prob
 
@@ -101,13 +101,12 @@ def irl_rlhf(
 ) -> dict[str, Any]:
     """IRL-RLHF: train a policy on the recovered reward, then compare policies under the true one.
 
-    Calls ``lfp_mech.rlhf.train_policy(base, reward_model_fn(rm), prompts, rlhf_config,
-    out_dir)`` (the policy lands in ``out_dir / "policy"``), then [`evaluate_policies`][lfp_mech.irl.policies.evaluate_policies] for
-    base, ``true_policy`` (the true-reward RLHF model, if given) and the new policy on
-    ``eval_prompts`` (default: ``rlhf_config.n_eval_prompts`` test prompts of ``task``).
-    Writes ``irl_rlhf.csv`` / ``.md`` / ``.json`` next to the policy; returns
-    ``{"policy_dir", "table"}``.
-    """
+    Calls ``lfp_mech.rlhf.train_policy(base, reward_model_fn(rm), prompts, rlhf_config, out_dir)``
+    (the policy lands in ``out_dir / "policy"``), then
+    [`evaluate_policies`][lfp_mech.irl.policies.evaluate_policies] for base, ``true_policy`` (the
+    true-reward RLHF model, if given) and the new policy on ``eval_prompts`` (default:
+    ``rlhf_config.n_eval_prompts`` test prompts of ``task``). Writes ``irl_rlhf.csv`` / ``.md`` /
+    ``.json`` next to the policy; returns ``{"policy_dir", "table"}``."""
     from lfp_mech.rlhf import train_policy
 
     out_dir = Path(out_dir)

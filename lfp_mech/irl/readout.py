@@ -1,17 +1,21 @@
-"""What a reward model reads from its decoder: tokenization, pooling, readout capture, block surgery.
+"""What a reward model reads from its decoder: tokenization, pooling, readout capture, block
+surgery.
 
 Pure functions on a Hugging Face decoder (Llama-style or GPT-NeoX: ``backbone.layers``, a final
-norm, ``backbone.rotary_emb``), used by [`lfp_mech.irl.reward_model.RewardModel`][lfp_mech.irl.reward_model.RewardModel] and the
-log-ratio control:
+norm, ``backbone.rotary_emb``), used by
+[`lfp_mech.irl.reward_model.RewardModel`][lfp_mech.irl.reward_model.RewardModel] and the log-ratio
+control:
 
-* tokenization — [`bos_tokenize`][lfp_mech.irl.readout.bos_tokenize] (BOS-prefixed, right-padded) and
-  [`length_sorted_batches`][lfp_mech.irl.readout.length_sorted_batches];
-* pooling — [`pool`][lfp_mech.irl.readout.pool] ("last" token, "mean" or "sum" of the text's token states, BOS
-  excluded);
-* readouts — [`capture_block_outputs`][lfp_mech.irl.readout.capture_block_outputs] (the residual stream after chosen blocks);
-* block surgery — [`keep_first_blocks`][lfp_mech.irl.readout.keep_first_blocks], [`decoder_parts`][lfp_mech.irl.readout.decoder_parts], [`run_top_blocks`][lfp_mech.irl.readout.run_top_blocks]
-  (the blocks above ``K`` from the residual stream entering block ``K``).
-"""
+* tokenization — [`bos_tokenize`][lfp_mech.irl.readout.bos_tokenize] (BOS-prefixed, right-padded)
+  and [`length_sorted_batches`][lfp_mech.irl.readout.length_sorted_batches];
+* pooling — [`pool`][lfp_mech.irl.readout.pool] ("last" token, "mean" or "sum" of the text's token
+  states, BOS excluded);
+* readouts — [`capture_block_outputs`][lfp_mech.irl.readout.capture_block_outputs] (the residual
+  stream after chosen blocks);
+* block surgery — [`keep_first_blocks`][lfp_mech.irl.readout.keep_first_blocks],
+  [`decoder_parts`][lfp_mech.irl.readout.decoder_parts],
+  [`run_top_blocks`][lfp_mech.irl.readout.run_top_blocks] (the blocks above ``K`` from the residual
+  stream entering block ``K``)."""
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
@@ -120,7 +124,8 @@ def pool(
 
 
 def decoder_layers(backbone: nn.Module, name: str, arg: str) -> nn.ModuleList:
-    """``backbone.layers``, or a [`ConfigError`][lfp_mech.errors.ConfigError] saying ``arg`` needs them."""
+    """``backbone.layers``, or a [`ConfigError`][lfp_mech.errors.ConfigError] saying ``arg`` needs
+    them."""
     layers = getattr(backbone, "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise ConfigError(

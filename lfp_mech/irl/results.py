@@ -31,7 +31,8 @@ TASK_NAMES = ("vader", "toxicity")
 
 
 class IRLTaskResults(StageResults):
-    """One IRL experiment (``irl/vader`` or ``irl/toxicity``): what [`run_task`][lfp_mech.irl.experiment.run_task] wrote.
+    """One IRL experiment (``irl/vader`` or ``irl/toxicity``): what
+    [`run_task`][lfp_mech.irl.experiment.run_task] wrote.
 
     Example::
 
@@ -96,7 +97,8 @@ class IRLTaskResults(StageResults):
     def load_reward_model(
         self, device: str = "cpu", base: "ModelLike | None" = None
     ) -> "RewardModel":
-        """The best run's reward model ([`load_reward_model`][lfp_mech.irl.persistence.load_reward_model])."""
+        """The best run's reward model
+        ([`load_reward_model`][lfp_mech.irl.persistence.load_reward_model])."""
         from lfp_mech.irl.persistence import load_reward_model
 
         return load_reward_model(self.reward_model_dir, device=device, base=base)
@@ -212,7 +214,8 @@ class IRLResults(StageResults):
         return self.task("toxicity")
 
     def three_way(self, task: str = "vader") -> "pd.DataFrame":
-        """The three-way comparison of ``task`` (see [`IRLTaskResults.three_way`][lfp_mech.irl.results.IRLTaskResults.three_way])."""
+        """The three-way comparison of ``task`` (see
+        [`IRLTaskResults.three_way`][lfp_mech.irl.results.IRLTaskResults.three_way])."""
         return self.task(task).three_way()
 
     def irl_rlhf_dir(self, task: str = "vader") -> Path:

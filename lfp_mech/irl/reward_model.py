@@ -7,12 +7,12 @@ default) or mean of the token states — a per-token reward added up, as a lexic
 second, sentence-level readout (``context_layer``). ``n_layers`` keeps only the first blocks, so
 the head reads an earlier residual stream.
 
-Training modes: ``mode="full"`` fine-tunes the whole LM (the paper). ``mode="cached"`` freezes
-the first ``K = n_layers - n_trainable_blocks`` blocks, runs them once per text ([`RewardModel.encode`][lfp_mech.irl.reward_model.RewardModel.encode])
-and trains the top blocks, the final norm and the head on the cache; the rewards of the two paths
-are identical for the same weights (checked on the first batch of every encode).
-``n_trainable_blocks=0`` caches the pooled readouts and trains the linear head alone.
-"""
+Training modes: ``mode="full"`` fine-tunes the whole LM (the paper). ``mode="cached"`` freezes the
+first ``K = n_layers - n_trainable_blocks`` blocks, runs them once per text
+([`RewardModel.encode`][lfp_mech.irl.reward_model.RewardModel.encode]) and trains the top blocks,
+the final norm and the head on the cache; the rewards of the two paths are identical for the same
+weights (checked on the first batch of every encode). ``n_trainable_blocks=0`` caches the pooled
+readouts and trains the linear head alone."""
 
 import hashlib
 import math
@@ -45,21 +45,22 @@ __all__ = ["RewardModel"]
 class RewardModel(nn.Module):
     """A decoder LM with a linear head on its pooled token states: ``R(text) -> scalar``.
 
-    The head reads one or two *readouts*. One: the ``pooling`` ("last" token, "mean" or "sum")
-    of the final-normed last hidden state. Two (``context_layer`` set): the ``pooling`` of the
-    residual stream after block ``readout_layer`` and the mean of the residual stream after
-    block ``context_layer`` (raw, as a probe reads it), each divided by its RMS over the
-    training texts ([`fit_readout_scale`][lfp_mech.irl.reward_model.RewardModel.fit_readout_scale]) so neither dominates the head's updates by its
-    magnitude.
+    The head reads one or two *readouts*. One: the ``pooling`` ("last" token, "mean" or "sum") of
+    the final-normed last hidden state. Two (``context_layer`` set): the ``pooling`` of the residual
+    stream after block ``readout_layer`` and the mean of the residual stream after block
+    ``context_layer`` (raw, as a probe reads it), each divided by its RMS over the training texts
+    ([`fit_readout_scale`][lfp_mech.irl.reward_model.RewardModel.fit_readout_scale]) so neither
+    dominates the head's updates by its magnitude.
 
     ``mode="full"``: every parameter trains. ``mode="cached"``: decoder blocks ``0..K-1``
-    (``K = n_layers - n_trainable_blocks``) are frozen and their output is computed once per
-    text ([`encode`][lfp_mech.irl.reward_model.RewardModel.encode]); blocks ``K..``, the final norm and the head train. Inputs get the
-    tokenizer's BOS (or EOS) prepended, are right-padded and truncated to ``max_length``.
+    (``K = n_layers - n_trainable_blocks``) are frozen and their output is computed once per text
+    ([`encode`][lfp_mech.irl.reward_model.RewardModel.encode]); blocks ``K..``, the final norm and
+    the head train. Inputs get the tokenizer's BOS (or EOS) prepended, are right-padded and
+    truncated to ``max_length``.
 
-    Build it with [`from_base`][lfp_mech.irl.reward_model.RewardModel.from_base]; ``calibration`` (``threshold``, ``scale``) maps raw
-    rewards to ``(R - threshold) / scale`` in [`lfp_mech.irl.persistence.reward_model_fn`][lfp_mech.irl.persistence.reward_model_fn].
-    """
+    Build it with [`from_base`][lfp_mech.irl.reward_model.RewardModel.from_base]; ``calibration``
+    (``threshold``, ``scale``) maps raw rewards to ``(R - threshold) / scale`` in
+    [`lfp_mech.irl.persistence.reward_model_fn`][lfp_mech.irl.persistence.reward_model_fn]."""
 
     def __init__(
         self,
@@ -250,7 +251,8 @@ class RewardModel(nn.Module):
         return bos_tokenize(self.tokenizer, texts, self.max_length)
 
     def forward(self, inputs: RewardInputs) -> Float[Tensor, " text"]:
-        """Rewards from whatever [`encode`][lfp_mech.irl.reward_model.RewardModel.encode] produced (the trainable part only)."""
+        """Rewards from whatever [`encode`][lfp_mech.irl.reward_model.RewardModel.encode] produced
+        (the trainable part only)."""
         inputs = inputs.to(self.device)
         if inputs.kind == "tokens":
             return self.reward_from_tokens(inputs.values, inputs.attention_mask)

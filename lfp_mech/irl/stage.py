@@ -4,7 +4,8 @@
    ([`run_task`][lfp_mech.irl.experiment.run_task]), with the probes stage's reward estimate on the
    same held-out texts (the three-way comparison).
 2. IRL-RLHF (``irl/irl_rlhf``, ``rlhf_steps > 0``): a policy trained on the recovered reward,
-   compared with base and the true-reward policy ([`run_irl_rlhf`][lfp_mech.irl.policies.run_irl_rlhf]).
+   compared with base and the true-reward policy
+   ([`run_irl_rlhf`][lfp_mech.irl.policies.run_irl_rlhf]).
 3. Toxicity task (``irl/toxicity``, ``toxicity_rlhf_steps > 0``): detoxified expert, IRL,
    policy table ([`run_toxicity_task`][lfp_mech.irl.toxicity.run_toxicity_task]).
 

@@ -1,10 +1,11 @@
 """The IRL tasks: which true reward, which prompts, which extra held-out texts.
 
-* ``"vader"`` — true reward [`lfp_mech.rewards.vader_reward`][lfp_mech.rewards.vader_reward], prompts "reviews", extra
-  held-out texts: contrastive review sentences (positive / neutral / negative variants).
-* ``"toxicity"`` — true reward [`lfp_mech.rewards.toxicity_reward`][lfp_mech.rewards.toxicity_reward] (offline ground truth
-  ``alt-profanity-check``), prompts "toxicity", extra held-out texts: unused prompts.
-"""
+* ``"vader"`` — true reward [`lfp_mech.rewards.vader_reward`][lfp_mech.rewards.vader_reward],
+  prompts "reviews", extra held-out texts: contrastive review sentences (positive / neutral /
+  negative variants).
+* ``"toxicity"`` — true reward
+  [`lfp_mech.rewards.toxicity_reward`][lfp_mech.rewards.toxicity_reward] (offline ground truth
+  ``alt-profanity-check``), prompts "toxicity", extra held-out texts: unused prompts."""
 
 import logging
 import math
@@ -23,13 +24,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IRLTask:
-    """A task: the true reward (name for [`lfp_mech.rewards.get_reward`][lfp_mech.rewards.get_reward]) and its prompts."""
+    """A task: the true reward (name for
+    [`lfp_mech.rewards.get_reward`][lfp_mech.rewards.get_reward]) and its prompts."""
 
     name: str
     reward: str
     prompt_set: str
     other_texts: Literal["triples", "prompts"]
-    """Where the extra held-out texts come from (see [`task_texts`][lfp_mech.irl.tasks.task_texts])."""
+    """Where the extra held-out texts come from (see [`task_texts`][lfp_mech.irl.tasks.task_texts]).
+    """
     report_toxicity: bool = False
     """Add the toxicity probability to the policy table (toxicity task)."""
 
@@ -49,7 +52,8 @@ TASKS: dict[str, IRLTask] = {
 
 
 def get_task(task: str | IRLTask) -> IRLTask:
-    """The [`IRLTask`][lfp_mech.irl.tasks.IRLTask] named ``task`` (a task passes through); unknown names raise."""
+    """The [`IRLTask`][lfp_mech.irl.tasks.IRLTask] named ``task`` (a task passes through); unknown
+    names raise."""
     if isinstance(task, IRLTask):
         return task
     if task not in TASKS:
@@ -63,9 +67,9 @@ def task_texts(
     """``n`` extra held-out texts of ``task`` (fewer if the offline set is smaller).
 
     VADER: the positive, neutral and negative variants of held-out contrastive review sentences
-    ([`lfp_mech.data.make_triples`][lfp_mech.data.make_triples], ``split="test"``) — texts whose true reward spans both
-    signs. Toxicity: prompts of the task not in ``exclude`` (test split first).
-    """
+    ([`lfp_mech.data.make_triples`][lfp_mech.data.make_triples], ``split="test"``) — texts whose
+    true reward spans both signs. Toxicity: prompts of the task not in ``exclude`` (test split
+    first)."""
     from lfp_mech import data
 
     spec = get_task(task)
@@ -110,9 +114,8 @@ def sampled_prompts(prompt_set: str, n: int, seed: int) -> list[str]:
     """``min(n, size)`` held-out (test) prompts of ``prompt_set``, drawn with ``seed`` — the
     prompts the IRL-RLHF policies are compared on.
 
-    Unlike [`task_prompts`][lfp_mech.irl.tasks.task_prompts], a set smaller than ``n`` comes back shuffled (a sample of all
-    of it), as the stage has always drawn its evaluation prompts.
-    """
+    Unlike [`task_prompts`][lfp_mech.irl.tasks.task_prompts], a set smaller than ``n`` comes back
+    shuffled (a sample of all of it), as the stage has always drawn its evaluation prompts."""
     from lfp_mech.data import load_prompts
 
     available = len(load_prompts(prompt_set, "test"))  # type: ignore[arg-type]

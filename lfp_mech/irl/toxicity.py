@@ -56,9 +56,8 @@ def run_toxicity_task(base: ModelLike, out_dir: Path, config: IRLConfig) -> dict
     """Detoxified expert → IRL → policy table, into ``out_dir`` (the stage's ``toxicity/``).
 
     ``config.log_ratio_control`` is replaced by ``config.toxicity_log_ratio_control``. Returns
-    [`run_task`][lfp_mech.irl.experiment.run_task]'s headline plus ``policy_toxicity`` ("base 0.1 → RLHF (true reward) 0.05
-    → ...").
-    """
+    [`run_task`][lfp_mech.irl.experiment.run_task]'s headline plus ``policy_toxicity`` ("base 0.1 →
+    RLHF (true reward) 0.05 → ...")."""
     config = dataclasses.replace(config, log_ratio_control=config.toxicity_log_ratio_control)
     expert = train_expert(base, out_dir / files.EXPERT_DIR, config)
     summary = run_task(base, expert, TASK, out_dir, config)

@@ -1,12 +1,11 @@
 """Training reward models: the max-margin objective, a step, an epoch, and seeds × epochs.
 
-The IRL paper's objective ([`max_margin_loss`][lfp_mech.irl.training.max_margin_loss]): ``x = R(expert) - R(non-expert)``,
-``loss = -x if x > 0 else -2x`` (violations cost twice), averaged over the batch; Adam,
-``zero_grad`` before every step (the original code forgot it, so its gradients accumulated),
-gradient-norm clipping. [`run_seeds`][lfp_mech.irl.training.run_seeds] trains many seeds (head initialisation and data order)
-× epochs and evaluates every epoch: different reward models of similar accuracy are the
-non-identifiability the paper studies.
-"""
+The IRL paper's objective ([`max_margin_loss`][lfp_mech.irl.training.max_margin_loss]):
+``x = R(expert) - R(non-expert)``, ``loss = -x if x > 0 else -2x`` (violations cost twice), averaged
+over the batch; Adam, ``zero_grad`` before every step (the original code forgot it, so its gradients
+accumulated), gradient-norm clipping. [`run_seeds`][lfp_mech.irl.training.run_seeds] trains many
+seeds (head initialisation and data order) × epochs and evaluates every epoch: different reward
+models of similar accuracy are the non-identifiability the paper studies."""
 
 import logging
 import os
@@ -110,7 +109,8 @@ class IRLRuns:
     best_calibration: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
     supervised_ceiling: dict[str, float | int] = field(default_factory=dict)
-    """[`supervised_ceiling`][lfp_mech.irl.controls.supervised_ceiling] on the same texts (a control)."""
+    """[`supervised_ceiling`][lfp_mech.irl.controls.supervised_ceiling] on the same texts (a
+    control)."""
     train_true: Tensor = field(default_factory=lambda: torch.zeros(0))
     """True rewards of the training texts: expert completions, then non-expert ones."""
 
@@ -181,12 +181,12 @@ def run_seeds(
 ) -> IRLRuns:
     """Train ``config.n_seeds`` reward models for ``config.n_epochs`` each; evaluate every epoch.
 
-    The frozen part runs once for all texts ([`RewardModel.encode`][lfp_mech.irl.reward_model.RewardModel.encode], cached at
-    ``cache_path`` as safetensors when given and reused while texts and base weights match);
-    every seed restarts from the base weights with a head drawn from ``config.seed + seed``.
-    Held-out texts: expert test completions, non-expert test completions, then ``other_texts``.
-    On return ``rm`` holds the best run's weights and calibration.
-    """
+    The frozen part runs once for all texts
+    ([`RewardModel.encode`][lfp_mech.irl.reward_model.RewardModel.encode], cached at ``cache_path``
+    as safetensors when given and reused while texts and base weights match); every seed restarts
+    from the base weights with a head drawn from ``config.seed + seed``. Held-out texts: expert test
+    completions, non-expert test completions, then ``other_texts``. On return ``rm`` holds the best
+    run's weights and calibration."""
     data = _Texts.of(demos, other_texts)
     t0 = time.perf_counter()
     true_all = true_reward(data.texts).float().cpu()

@@ -13,11 +13,11 @@ Accepted names (``lfp-mech models`` lists them with their offline availability):
   built in memory in milliseconds, with a small byte-level BPE tokenizer shipped in the package.
 
 Modules: [`loading`][lfp_mech.models.loading] (HF and TransformerLens loading, parity),
-[`registry`][lfp_mech.models.registry] (names), [`smollm2`][lfp_mech.models.smollm2] (the offline cache),
-[`tiny`][lfp_mech.models.tiny], [`generation`][lfp_mech.models.generation] (the batched sampling loop),
-[`coerce`][lfp_mech.models.coerce] (one [`ModelLike`][lfp_mech.models.coerce.ModelLike] everywhere), ``stage.py`` (the ``model``
-stage) and ``results.py``.
-"""
+[`registry`][lfp_mech.models.registry] (names), [`smollm2`][lfp_mech.models.smollm2] (the offline
+cache), [`tiny`][lfp_mech.models.tiny], [`generation`][lfp_mech.models.generation] (the batched
+sampling loop), [`coerce`][lfp_mech.models.coerce] (one
+[`ModelLike`][lfp_mech.models.coerce.ModelLike] everywhere), ``stage.py`` (the ``model`` stage) and
+``results.py``."""
 
 from lfp_mech._lazy import lazy_exports
 

@@ -1,9 +1,9 @@
 """One way to accept "a model" everywhere: a name, a checkpoint folder, or a model in memory.
 
-Every public function that takes a model takes a [`ModelLike`][lfp_mech.models.coerce.ModelLike] and turns it into what it
-needs with [`as_hf_model`][lfp_mech.models.coerce.as_hf_model] (a Hugging Face model and its tokenizer) or
-[`as_hooked_model`][lfp_mech.models.coerce.as_hooked_model] (a TransformerLens ``HookedTransformer``).
-"""
+Every public function that takes a model takes a [`ModelLike`][lfp_mech.models.coerce.ModelLike] and
+turns it into what it needs with [`as_hf_model`][lfp_mech.models.coerce.as_hf_model] (a Hugging Face
+model and its tokenizer) or [`as_hooked_model`][lfp_mech.models.coerce.as_hooked_model] (a
+TransformerLens ``HookedTransformer``)."""
 
 import copy
 import os
@@ -34,7 +34,8 @@ def as_hf_model(
     copy_model: bool = False,
     need_tokenizer: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
-    """``(hf_model, tokenizer)`` of a [`ModelLike`][lfp_mech.models.coerce.ModelLike] (loaded with ``load_hf_model`` if named).
+    """``(hf_model, tokenizer)`` of a [`ModelLike`][lfp_mech.models.coerce.ModelLike] (loaded with
+    ``load_hf_model`` if named).
 
     Args:
         device: where the model goes (an in-memory model is moved in place); None: an
@@ -73,7 +74,8 @@ def as_hf_model(
 
 
 def as_hooked_model(model: Any, *, device: str = "cpu", seed: int = 0) -> "HookedTransformer":
-    """A ``HookedTransformer`` of a [`ModelLike`][lfp_mech.models.coerce.ModelLike] (converted from HF if needed)."""
+    """A ``HookedTransformer`` of a [`ModelLike`][lfp_mech.models.coerce.ModelLike] (converted from
+    HF if needed)."""
     if _is_hooked(model):
         return model.to(device)
     from lfp_mech.models.loading import hooked_from_hf, load_model

@@ -70,11 +70,12 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ):
-    """Load a model into TransformerLens's ``HookedTransformer`` (LayerNorm folded, weights centred).
+    """Load a model into TransformerLens's ``HookedTransformer`` (LayerNorm folded, weights
+    centred).
 
-    Works offline for ``smollm2-135m``, local checkpoint directories and the tiny test models.
-    The result's log-probs equal the HF model's (see [`logprob_parity`][lfp_mech.models.loading.logprob_parity]).
-    """
+    Works offline for ``smollm2-135m``, local checkpoint directories and the tiny test models. The
+    result's log-probs equal the HF model's (see
+    [`logprob_parity`][lfp_mech.models.loading.logprob_parity])."""
     hf_model, tokenizer = load_hf_model(name_or_path, device="cpu", dtype=torch.float32, seed=seed)
     return hooked_from_hf(hf_model, tokenizer, device=device, dtype=dtype)
 

@@ -78,7 +78,8 @@ def available_models() -> list[dict[str, str]]:
 
 
 def resolve_model_source(name_or_path: str | os.PathLike[str]) -> ModelSpec | Path:
-    """A registered [`ModelSpec`][lfp_mech.models.registry.ModelSpec], or the path of a local HF checkpoint directory."""
+    """A registered [`ModelSpec`][lfp_mech.models.registry.ModelSpec], or the path of a local HF
+    checkpoint directory."""
     text = str(name_or_path)
     if text in MODEL_REGISTRY:
         return MODEL_REGISTRY[text]

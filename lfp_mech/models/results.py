@@ -1,4 +1,5 @@
-"""What the ``model`` stage wrote, read back ([`lfp_mech.runner.results.Run.model`][lfp_mech.runner.results.Run.model])."""
+"""What the ``model`` stage wrote, read back
+([`lfp_mech.runner.results.Run.model`][lfp_mech.runner.results.Run.model])."""
 
 from typing import Any
 

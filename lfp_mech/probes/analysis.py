@@ -1,10 +1,11 @@
 """The feedback-probe analysis end to end, in memory: features → dataset D → probes → evaluation.
 
-[`analyse_feedback_probes`][lfp_mech.probes.analysis.analyse_feedback_probes] computes, for the tuned model and every baseline of
-``config.baselines``, a probe on its own dataset D and its predictions on the held-out lexicon
-words, then evaluates them all against VADER (Kendall τ, sign accuracies, bootstrap CIs, paired
-differences with the tuned SAE probe) and relates the tuned probe's errors to how often the tuned
-policy generates each word (Figure 4). It writes nothing: ``stage.py`` writes the artifacts.
+[`analyse_feedback_probes`][lfp_mech.probes.analysis.analyse_feedback_probes] computes, for the
+tuned model and every baseline of ``config.baselines``, a probe on its own dataset D and its
+predictions on the held-out lexicon words, then evaluates them all against VADER (Kendall τ, sign
+accuracies, bootstrap CIs, paired differences with the tuned SAE probe) and relates the tuned
+probe's errors to how often the tuned policy generates each word (Figure 4). It writes nothing:
+``stage.py`` writes the artifacts.
 
 Order of work (fixed: the smoke run's numbers are pinned): the tuned model's features, then the
 base model's; probes in the order of the feature sets (``embed``, ``mlp``, ``sae``; tuned then
@@ -66,7 +67,8 @@ _Features = dict[str, dict[str, Tensor]]
 
 @dataclass
 class ProbeAnalysis:
-    """Everything [`analyse_feedback_probes`][lfp_mech.probes.analysis.analyse_feedback_probes] computed (``stage.py`` writes it out)."""
+    """Everything [`analyse_feedback_probes`][lfp_mech.probes.analysis.analyse_feedback_probes]
+    computed (``stage.py`` writes it out)."""
 
     triples: list[Any]
     words: list[str]

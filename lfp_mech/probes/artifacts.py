@@ -16,15 +16,18 @@ __all__ = [
 ]
 
 PRIMARY_PROBE = "tuned_sae"
-"""The probe under test: Ridge on the tuned model's SAE features (every other probe is a baseline)."""
+"""The probe under test: Ridge on the tuned model's SAE features (every other probe is a baseline).
+"""
 
 PROBES_FILE = "probes.safetensors"
-"""Every fitted probe's ``<name>.weight``, ``<name>.bias`` and ``<name>.scale`` (metadata
-``hooks``: the SAE hooks in ``A_concat`` order); read with [`lfp_mech.probes.load_probe`][lfp_mech.probes.reward.load_probe]."""
+"""Every fitted probe's ``<name>.weight``, ``<name>.bias`` and ``<name>.scale`` (metadata ``hooks``:
+the SAE hooks in ``A_concat`` order); read with
+[`lfp_mech.probes.load_probe`][lfp_mech.probes.reward.load_probe]."""
 
 PROBE_INPUTS_FILE = "probe_inputs.safetensors"
 """The tuned SAE probe's inputs per hook and its predictions
-([`lfp_mech.probes.save_probe_inputs`][lfp_mech.probes.inputs.save_probe_inputs]); the inputs of paper Table 7."""
+([`lfp_mech.probes.save_probe_inputs`][lfp_mech.probes.inputs.save_probe_inputs]); the inputs of
+paper Table 7."""
 
 KENDALL_TABLE = "kendall"
 """Kendall τ (p, CI, τ on negative / positive words) per probe, with paired differences."""
@@ -34,6 +37,9 @@ PER_WORD_TABLE = "per_word"
 """One row per held-out word: true valence, every probe's prediction, error and frequency."""
 
 PREFERENCE_TABLE = "preference_probe"
-"""Table of [`lfp_mech.probes.run_preference_probe`][lfp_mech.probes.preference.run_preference_probe] (accuracy per label mode)."""
+"""Table of
+[`lfp_mech.probes.run_preference_probe`][lfp_mech.probes.preference.run_preference_probe] (accuracy
+per label mode)."""
 PREFERENCE_SUMMARY_FILE = "preference_summary.json"
-"""Summary of [`lfp_mech.probes.run_preference_probe`][lfp_mech.probes.preference.run_preference_probe]."""
+"""Summary of
+[`lfp_mech.probes.run_preference_probe`][lfp_mech.probes.preference.run_preference_probe]."""

@@ -1,14 +1,16 @@
 """The probe's data: the paper's dataset D from contrastive triples, and the held-out words.
 
-A contrastive triple ``(x⁺, x⁰, x⁻)`` is one sentence with a positive, a neutral and a negative
-word in the same slot (built by [`lfp_mech.data`][lfp_mech.data]). [`activation_deltas`][lfp_mech.probes.dataset.activation_deltas] forms the
-paper's dataset ``D``: input ``A(x⁺)`` labelled ``+Δ⁺ = +||A(x⁺) − A(x⁰)||₂`` and input
-``A(x⁻)`` labelled ``−Δ⁻ = −||A(x⁻) − A(x⁰)||₂``.
+A contrastive triple ``(x⁺, x⁰, x⁻)`` is one sentence with a positive, a neutral and a negative word
+in the same slot (built by [`lfp_mech.data`][lfp_mech.data]).
+[`activation_deltas`][lfp_mech.probes.dataset.activation_deltas] forms the paper's dataset ``D``:
+input ``A(x⁺)`` labelled ``+Δ⁺ = +||A(x⁺) − A(x⁰)||₂`` and input ``A(x⁻)`` labelled
+``−Δ⁻ = −||A(x⁻) − A(x⁰)||₂``.
 
 The probe is evaluated on lexicon words held out of every training triple
-([`evaluation_words`][lfp_mech.probes.dataset.evaluation_words], [`check_no_leak`][lfp_mech.probes.dataset.check_no_leak]): each word is put into carrier sentences (the
-triple templates, [`carrier_sentences`][lfp_mech.probes.dataset.carrier_sentences]) and its features averaged over them.
-"""
+([`evaluation_words`][lfp_mech.probes.dataset.evaluation_words],
+[`check_no_leak`][lfp_mech.probes.dataset.check_no_leak]): each word is put into carrier sentences
+(the triple templates, [`carrier_sentences`][lfp_mech.probes.dataset.carrier_sentences]) and its
+features averaged over them."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,7 +77,8 @@ def build_probe_dataset(
     a_neg: Float[Tensor, "triple d"],
     triples: Sequence[Any],
 ) -> ProbeDataset:
-    """[`activation_deltas`][lfp_mech.probes.dataset.activation_deltas] plus the word behind each sample (from the triples' ``words``)."""
+    """[`activation_deltas`][lfp_mech.probes.dataset.activation_deltas] plus the word behind each
+    sample (from the triples' ``words``)."""
     if len(triples) != a_pos.shape[0]:
         raise ValueError(f"{len(triples)} triples but {a_pos.shape[0]} feature rows")
     inputs, labels = activation_deltas(a_pos, a_neu, a_neg)
@@ -87,7 +90,8 @@ def build_probe_dataset(
 
 
 def check_no_leak(train_words: Sequence[str], eval_words: Sequence[str]) -> None:
-    """Raise [`LfpMechError`][lfp_mech.errors.LfpMechError] if an evaluation word was used in probe training."""
+    """Raise [`LfpMechError`][lfp_mech.errors.LfpMechError] if an evaluation word was used in probe
+    training."""
     leaked = sorted({w.lower() for w in train_words} & {w.lower() for w in eval_words})
     if leaked:
         raise LfpMechError(

@@ -1,14 +1,17 @@
 """How well a probe's predictions match the VADER lexicon on held-out words, with bootstrap CIs.
 
-[`evaluate_probe`][lfp_mech.probes.evaluation.evaluate_probe] reports Kendall τ (``scipy.stats.kendalltau``, τ-b) against the VADER
-valence with its p-value, τ on negative (and positive) words only, the sign accuracy on positive
-and on negative words, a per-word table (paper Table 2) and bootstrap 95% CIs (resampling words).
-[`paired_bootstrap_diff`][lfp_mech.probes.evaluation.paired_bootstrap_diff] gives the τ difference tuned − baseline with a paired bootstrap CI.
+[`evaluate_probe`][lfp_mech.probes.evaluation.evaluate_probe] reports Kendall τ
+(``scipy.stats.kendalltau``, τ-b) against the VADER valence with its p-value, τ on negative (and
+positive) words only, the sign accuracy on positive and on negative words, a per-word table (paper
+Table 2) and bootstrap 95% CIs (resampling words).
+[`paired_bootstrap_diff`][lfp_mech.probes.evaluation.paired_bootstrap_diff] gives the τ difference
+tuned − baseline with a paired bootstrap CI.
 
-Paper Figure 4: [`word_frequencies`][lfp_mech.probes.evaluation.word_frequencies] counts lexicon words in the tuned policy's completions
-(with [`lfp_mech.rewards.words`][lfp_mech.rewards.words], the reward's own tokenizer) and
-[`frequency_error_correlation`][lfp_mech.probes.evaluation.frequency_error_correlation] relates |probe − VADER| to that frequency (Spearman ρ).
-"""
+Paper Figure 4: [`word_frequencies`][lfp_mech.probes.evaluation.word_frequencies] counts lexicon
+words in the tuned policy's completions (with [`lfp_mech.rewards.words`][lfp_mech.rewards.words],
+the reward's own tokenizer) and
+[`frequency_error_correlation`][lfp_mech.probes.evaluation.frequency_error_correlation] relates
+|probe − VADER| to that frequency (Spearman ρ)."""
 
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -210,9 +213,8 @@ def paired_bootstrap_diff(
 def word_frequencies(completions: Sequence[str], words: Sequence[str]) -> dict[str, int]:
     """How often each of ``words`` occurs in ``completions`` (lower-cased).
 
-    Words are split with [`lfp_mech.rewards.words`][lfp_mech.rewards.words], the VADER reward's own tokenizer, so a
-    word counts exactly when the reward would score it.
-    """
+    Words are split with [`lfp_mech.rewards.words`][lfp_mech.rewards.words], the VADER reward's own
+    tokenizer, so a word counts exactly when the reward would score it."""
     counts = Counter(w for text in completions for w in split_words(text))
     return {w: int(counts[w.lower()]) for w in words}
 
@@ -220,7 +222,8 @@ def word_frequencies(completions: Sequence[str], words: Sequence[str]) -> dict[s
 def frequency_error_correlation(
     frequencies: Float[np.ndarray, " word"], abs_errors: Float[np.ndarray, " word"]
 ) -> tuple[float, float]:
-    """Spearman ρ and p between word frequency and |probe − VADER| (Figure 4; the paper expects ρ < 0)."""
+    """Spearman ρ and p between word frequency and |probe − VADER| (Figure 4; the paper expects ρ <
+    0)."""
     if np.ptp(frequencies) == 0 or np.ptp(abs_errors) == 0:
         return float("nan"), float("nan")
     result = stats.spearmanr(frequencies, abs_errors)

@@ -1,13 +1,15 @@
 """Probe features: SAE features (or raw hook activations) at a word of a text, ``A_concat``.
 
-For a text and the character span of one word in it, [`concat_features`][lfp_mech.probes.features.concat_features] runs the model once
-(TransformerLens ``run_with_cache`` with ``names_filter`` = the SAE hooks and ``stop_at_layer`` =
-last layer + 1), encodes each hook's activations with its SAE and averages the feature
-activations over the word's tokens (a word may split into several BPE tokens); the per-layer
-vectors are concatenated into ``A_concat`` in a fixed order: by layer index, then by hook name
-(``hook_embed`` first). [`ordered_hooks`][lfp_mech.probes.features.ordered_hooks] gives that order. Passing ``None`` instead of an SAE
-for a hook gives that hook's raw activations (the raw-MLP and ``hook_embed`` embedding
-baselines); [`collect_feature_sets`][lfp_mech.probes.features.collect_feature_sets] computes several feature sets in one forward pass.
+For a text and the character span of one word in it,
+[`concat_features`][lfp_mech.probes.features.concat_features] runs the model once (TransformerLens
+``run_with_cache`` with ``names_filter`` = the SAE hooks and ``stop_at_layer`` = last layer + 1),
+encodes each hook's activations with its SAE and averages the feature activations over the word's
+tokens (a word may split into several BPE tokens); the per-layer vectors are concatenated into
+``A_concat`` in a fixed order: by layer index, then by hook name (``hook_embed`` first).
+[`ordered_hooks`][lfp_mech.probes.features.ordered_hooks] gives that order. Passing ``None`` instead
+of an SAE for a hook gives that hook's raw activations (the raw-MLP and ``hook_embed`` embedding
+baselines); [`collect_feature_sets`][lfp_mech.probes.features.collect_feature_sets] computes several
+feature sets in one forward pass.
 
 Char spans become token positions through the fast tokenizer's ``offset_mapping``: a token
 belongs to the word if its character range overlaps the span (tokens carry their leading space,
@@ -206,7 +208,8 @@ def stop_layer(hooks: Sequence[str]) -> int:
 
 
 def check_hooks(model: HookedTransformer, hooks: Sequence[str]) -> None:
-    """[`ConfigError`][lfp_mech.errors.ConfigError] unless every hook exists in ``model`` (layer in range, known name)."""
+    """[`ConfigError`][lfp_mech.errors.ConfigError] unless every hook exists in ``model`` (layer in
+    range, known name)."""
     n_layers = model.cfg.n_layers
     for hook in hooks:
         layer = _layer_or_embed(hook)

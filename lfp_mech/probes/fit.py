@@ -1,17 +1,18 @@
 """The feedback probe: Ridge regression on dataset D, folded into one linear map, and its controls.
 
-[`fit_feedback_probe`][lfp_mech.probes.fit.fit_feedback_probe] fits scikit-learn ``Ridge`` after ``StandardScaler`` (on by default:
-SAE features differ in scale by orders of magnitude, and the penalty should not prefer the loud
-ones). α is picked from a log grid by cross-validation grouped by word (``GroupKFold``: a word is
-never in both the fitting and the scoring part of a fold, matching the held-out-word evaluation;
-``RidgeCV`` leave-one-out when no words are given). The fitted pipeline is folded into one linear
-map ``w·x + b`` on raw features ([`LinearProbe`][lfp_mech.probes.fit.LinearProbe]). Predictions are normalised to the VADER
-range: ``clip(4 · raw / max|raw on the training inputs|, −4, 4)``. The scale uses training
-predictions only (no test labels) and keeps 0 fixed, so signs (sign accuracy) and ranks (Kendall
-τ) are those of the raw probe.
+[`fit_feedback_probe`][lfp_mech.probes.fit.fit_feedback_probe] fits scikit-learn ``Ridge`` after
+``StandardScaler`` (on by default: SAE features differ in scale by orders of magnitude, and the
+penalty should not prefer the loud ones). α is picked from a log grid by cross-validation grouped by
+word (``GroupKFold``: a word is never in both the fitting and the scoring part of a fold, matching
+the held-out-word evaluation; ``RidgeCV`` leave-one-out when no words are given). The fitted
+pipeline is folded into one linear map ``w·x + b`` on raw features
+([`LinearProbe`][lfp_mech.probes.fit.LinearProbe]). Predictions are normalised to the VADER range:
+``clip(4 · raw / max|raw on the training inputs|, −4, 4)``. The scale uses training predictions only
+(no test labels) and keeps 0 fixed, so signs (sign accuracy) and ranks (Kendall τ) are those of the
+raw probe.
 
-Controls: [`xavier_probe`][lfp_mech.probes.fit.xavier_probe] (the paper's untrained baseline) and [`shuffled_labels`][lfp_mech.probes.fit.shuffled_labels].
-"""
+Controls: [`xavier_probe`][lfp_mech.probes.fit.xavier_probe] (the paper's untrained baseline) and
+[`shuffled_labels`][lfp_mech.probes.fit.shuffled_labels]."""
 
 import logging
 from collections.abc import Sequence
@@ -91,10 +92,11 @@ def fit_feedback_probe(
 
     The penalty α is chosen from ``config.alphas`` by mean squared error:
 
-    * with ``groups`` (the word of each sample, as in [`ProbeDataset`][lfp_mech.probes.dataset.ProbeDataset]): ``GroupKFold``
-      with ``config.cv_folds`` folds, so a word is never in both the fitting and the scoring
-      part of a fold — the probe is evaluated on unseen words, and α should be chosen that way
-      too (leave-one-out would reward memorising words seen in other triples);
+    * with ``groups`` (the word of each sample, as in
+      [`ProbeDataset`][lfp_mech.probes.dataset.ProbeDataset]): ``GroupKFold`` with
+      ``config.cv_folds`` folds, so a word is never in both the fitting and the scoring part of a
+      fold — the probe is evaluated on unseen words, and α should be chosen that way too
+      (leave-one-out would reward memorising words seen in other triples);
     * without: scikit-learn ``RidgeCV``'s efficient leave-one-out.
 
     ``alpha`` skips the search. With ``config.standardize`` the features are standardised

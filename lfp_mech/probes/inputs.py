@@ -1,10 +1,10 @@
 """The tuned SAE probe's inputs (dataset D) per hook, with its predictions: paper Table 7's inputs.
 
-The ``probes`` stage saves them with [`save_probe_inputs`][lfp_mech.probes.inputs.save_probe_inputs] (``probe_inputs.safetensors``); the
-``validate`` stage reads them back ([`load_probe_inputs`][lfp_mech.probes.inputs.load_probe_inputs], or
+The ``probes`` stage saves them with [`save_probe_inputs`][lfp_mech.probes.inputs.save_probe_inputs]
+(``probe_inputs.safetensors``); the ``validate`` stage reads them back
+([`load_probe_inputs`][lfp_mech.probes.inputs.load_probe_inputs], or
 ``ProbesResults(run / "probes").probe_inputs()``) and selects the inputs the probe predicts with
-delta > 3.
-"""
+delta > 3."""
 
 import json
 import os
@@ -31,20 +31,20 @@ class ProbeInputs:
     """The tuned SAE probe's inputs (the paper's dataset D), one feature block per hook.
 
     Input ``i`` is ``A(x⁺)`` of triple ``i`` for ``i < n_triples`` and ``A(x⁻)`` of triple
-    ``i − n_triples`` after that (the order of [`activation_deltas`][lfp_mech.probes.dataset.activation_deltas]). The
-    probe was fitted on all of them (its evaluation uses held-out lexicon words, which are not
-    in D).
-    """
+    ``i − n_triples`` after that (the order of
+    [`activation_deltas`][lfp_mech.probes.dataset.activation_deltas]). The probe was fitted on all
+    of them (its evaluation uses held-out lexicon words, which are not in D)."""
 
     features: dict[str, Tensor]
-    """``{hook_name: Float[n_inputs, d_sae]}``: the SAE features at the substituted word (mean
-    over its tokens), in [`ordered_hooks`][lfp_mech.probes.features.ordered_hooks] order; concatenated they are
-    ``A_concat``."""
+    """``{hook_name: Float[n_inputs, d_sae]}``: the SAE features at the substituted word (mean over
+    its tokens), in [`ordered_hooks`][lfp_mech.probes.features.ordered_hooks] order; concatenated
+    they are ``A_concat``."""
     predicted_delta: Float[Tensor, " sample"]
     """The probe's prediction, normalised to [-4, 4] like every probe output
     ([`LinearProbe.predict`][lfp_mech.probes.fit.LinearProbe.predict])."""
     predicted_delta_raw: Float[Tensor, " sample"]
-    """The same before normalisation ([`LinearProbe.raw_predict`][lfp_mech.probes.fit.LinearProbe.raw_predict])."""
+    """The same before normalisation
+    ([`LinearProbe.raw_predict`][lfp_mech.probes.fit.LinearProbe.raw_predict])."""
     label_delta: Float[Tensor, " sample"]
     """The implicit feedback the probe regressed on: ``+Δ⁺`` / ``−Δ⁻`` (feature-space norms)."""
     words: list[str]
@@ -69,9 +69,11 @@ def save_probe_inputs(
 
     Args:
         path: the ``.safetensors`` file to write.
-        dataset: the probe's dataset D ([`build_probe_dataset`][lfp_mech.probes.dataset.build_probe_dataset]).
+        dataset: the probe's dataset D
+            ([`build_probe_dataset`][lfp_mech.probes.dataset.build_probe_dataset]).
         widths: ``{hook_name: d_sae}`` in the concatenation order of ``dataset.inputs``
-            ([`ordered_hooks`][lfp_mech.probes.features.ordered_hooks]); the widths must add up to the input width.
+            ([`ordered_hooks`][lfp_mech.probes.features.ordered_hooks]); the widths must add up to
+            the input width.
         probe: the probe fitted on ``dataset``; its predictions of every input are saved.
         texts: the sentence of each input (optional, for reading).
 
@@ -112,7 +114,8 @@ def save_probe_inputs(
 
 
 def load_probe_inputs(path: str | os.PathLike[str]) -> ProbeInputs:
-    """Read a file written by [`save_probe_inputs`][lfp_mech.probes.inputs.save_probe_inputs] (``probes/probe_inputs.safetensors``)."""
+    """Read a file written by [`save_probe_inputs`][lfp_mech.probes.inputs.save_probe_inputs]
+    (``probes/probe_inputs.safetensors``)."""
     if not os.path.isfile(path):
         raise LfpMechError(f"{path} not found: run (or --force) the probes stage to write it")
     with safe_open(str(path), framework="pt") as f:

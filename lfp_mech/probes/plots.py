@@ -1,11 +1,13 @@
 """Figures of the feedback-probe stage; every function returns a matplotlib ``Figure``.
 
-* [`predicted_vs_true_figure`][lfp_mech.probes.plots.predicted_vs_true_figure] — probe prediction vs VADER valence per held-out word.
-* [`word_frequency_figure`][lfp_mech.probes.plots.word_frequency_figure] — paper Figure 4: |probe − VADER| vs how often the tuned policy
-  generates the word, with Spearman ρ.
-* [`baselines_figure`][lfp_mech.probes.plots.baselines_figure] — Kendall τ with 95% bootstrap CI of the tuned probe and every baseline.
-* [`pca_figure`][lfp_mech.probes.plots.pca_figure] — paper Figure 5: first two principal components of the logistic probe's
-  inputs, coloured by label.
+* [`predicted_vs_true_figure`][lfp_mech.probes.plots.predicted_vs_true_figure] — probe prediction vs
+  VADER valence per held-out word.
+* [`word_frequency_figure`][lfp_mech.probes.plots.word_frequency_figure] — paper Figure 4: |probe −
+  VADER| vs how often the tuned policy generates the word, with Spearman ρ.
+* [`baselines_figure`][lfp_mech.probes.plots.baselines_figure] — Kendall τ with 95% bootstrap CI of
+  the tuned probe and every baseline.
+* [`pca_figure`][lfp_mech.probes.plots.pca_figure] — paper Figure 5: first two principal components
+  of the logistic probe's inputs, coloured by label.
 
 From a run: ``ProbesResults`` tables give the inputs, e.g.
 ``predicted_vs_true_figure(per_word.true_valence, per_word.pred_tuned_sae, per_word.word)``.
@@ -32,7 +34,8 @@ def predicted_vs_true_figure(
     title: str = "feedback probe on held-out lexicon words",
     n_labels: int = 12,
 ) -> Figure:
-    """Scatter of predicted vs true valence, the diagonal, and the ``n_labels`` largest errors named."""
+    """Scatter of predicted vs true valence, the diagonal, and the ``n_labels`` largest errors
+    named."""
     true, pred = np.asarray(true_valence, float), np.asarray(predicted, float)
     words = list(words)
     fig, ax = new_figure(figsize=(5.6, 5.0))

@@ -1,10 +1,11 @@
 """Preference probes (paper Table 3, Figure 5): a logistic probe on chosen vs rejected texts.
 
-[`mean_pooled_features`][lfp_mech.probes.features.mean_pooled_features] averages ``A_concat`` over all tokens of a
-text, [`fit_logistic_probe`][lfp_mech.probes.preference.fit_logistic_probe] fits a logistic probe on chosen vs rejected texts with a held-out
-split by pair, [`pca_explained`][lfp_mech.probes.preference.pca_explained] gives the PCA of its inputs, and [`run_preference_probe`][lfp_mech.probes.preference.run_preference_probe]
-does all three for a (DPO) policy and writes the table and figure.
-"""
+[`mean_pooled_features`][lfp_mech.probes.features.mean_pooled_features] averages ``A_concat`` over
+all tokens of a text, [`fit_logistic_probe`][lfp_mech.probes.preference.fit_logistic_probe] fits a
+logistic probe on chosen vs rejected texts with a held-out split by pair,
+[`pca_explained`][lfp_mech.probes.preference.pca_explained] gives the PCA of its inputs, and
+[`run_preference_probe`][lfp_mech.probes.preference.run_preference_probe] does all three for a (DPO)
+policy and writes the table and figure."""
 
 import os
 from collections.abc import Mapping, Sequence
@@ -164,7 +165,8 @@ def fit_logistic_probe(
 
 
 def pca_explained(inputs: Float[Tensor, "sample d"], n_components: int = 2) -> PCAResult:
-    """PCA (``sklearn.decomposition.PCA``) of probe inputs: projections and explained-variance ratios."""
+    """PCA (``sklearn.decomposition.PCA``) of probe inputs: projections and explained-variance
+    ratios."""
     x = to_numpy(inputs)
     k = min(n_components, x.shape[0], x.shape[1])
     pca = PCA(n_components=k, random_state=0).fit(x)
@@ -181,10 +183,10 @@ def run_preference_probe(
 ) -> dict[str, Any]:
     """Logistic preference probe on the (DPO) policy's mean-pooled SAE features, plus PCA.
 
-    Fits [`fit_logistic_probe`][lfp_mech.probes.preference.fit_logistic_probe] with ``labels="preference"`` and ``labels="delta"`` (the
-    paper's), writes ``preference_probe.csv/.md/.json`` (train/held-out accuracy per label mode),
-    ``preference_pca.png`` (Figure 5) and ``preference_summary.json``; returns the summary.
-    """
+    Fits [`fit_logistic_probe`][lfp_mech.probes.preference.fit_logistic_probe] with
+    ``labels="preference"`` and ``labels="delta"`` (the paper's), writes
+    ``preference_probe.csv/.md/.json`` (train/held-out accuracy per label mode),
+    ``preference_pca.png`` (Figure 5) and ``preference_summary.json``; returns the summary."""
     config = config or PreferenceProbeConfig()
     chosen, rejected = list(chosen), list(rejected)
     if len(chosen) != len(rejected) or not chosen:
@@ -233,7 +235,8 @@ def _logistic_labels(
     train_pairs: np.ndarray,
     train_idx: np.ndarray,
 ) -> np.ndarray:
-    """The targets of [`fit_logistic_probe`][lfp_mech.probes.preference.fit_logistic_probe] (``mode`` = its ``labels``)."""
+    """The targets of [`fit_logistic_probe`][lfp_mech.probes.preference.fit_logistic_probe]
+    (``mode`` = its ``labels``)."""
     if mode == "preference":
         y = pref
     elif mode == "delta":

@@ -68,8 +68,8 @@ class ProbesResults(StageResults):
         return sorted({key.split(".")[0] for key in load_tensors(self.file(PROBES_FILE))})
 
     def probe_weights(self, name: str = PRIMARY_PROBE) -> "Tensor":
-        """``w`` of probe ``name`` on raw features (float32 ``[d_concat]``, ``A_concat`` order:
-        the hooks of [`hooks`][lfp_mech.probes.results.ProbesResults.hooks], each ``d_sae`` wide)."""
+        """``w`` of probe ``name`` on raw features (float32 ``[d_concat]``, ``A_concat`` order: the
+        hooks of [`hooks`][lfp_mech.probes.results.ProbesResults.hooks], each ``d_sae`` wide)."""
         from lfp_mech._io import load_tensors
         from lfp_mech.errors import ConfigError
 
@@ -110,14 +110,15 @@ class ProbesResults(StageResults):
         return pd.concat(frames, ignore_index=True)
 
     def load_probe(self, name: str = PRIMARY_PROBE) -> "LinearProbe":
-        """Probe ``name`` (default: the tuned SAE probe) as a [`LinearProbe`][lfp_mech.probes.fit.LinearProbe]."""
+        """Probe ``name`` (default: the tuned SAE probe) as a
+        [`LinearProbe`][lfp_mech.probes.fit.LinearProbe]."""
         from lfp_mech.probes.reward import load_probe
 
         return load_probe(self.file(PROBES_FILE), name)
 
     def probe_inputs(self) -> "ProbeInputs | None":
-        """The tuned SAE probe's inputs per hook with its predictions (``probe_inputs.safetensors``),
-        or None if the stage predates that file."""
+        """The tuned SAE probe's inputs per hook with its predictions
+        (``probe_inputs.safetensors``), or None if the stage predates that file."""
         from lfp_mech.probes.inputs import load_probe_inputs
 
         path = self.path / PROBE_INPUTS_FILE

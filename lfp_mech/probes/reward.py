@@ -1,8 +1,8 @@
 """The probe as a reward model: the VADER formula with the fitted probe in place of the lexicon.
 
-[`load_probe`][lfp_mech.probes.reward.load_probe] reads a probe the stage saved (``probes.safetensors``); [`probe_reward`][lfp_mech.probes.reward.probe_reward]
-scores whole texts with it (the ``irl`` stage compares the recovered reward with this estimate).
-"""
+[`load_probe`][lfp_mech.probes.reward.load_probe] reads a probe the stage saved
+(``probes.safetensors``); [`probe_reward`][lfp_mech.probes.reward.probe_reward] scores whole texts
+with it (the ``irl`` stage compares the recovered reward with this estimate)."""
 
 import os
 from collections.abc import Mapping, Sequence
@@ -60,10 +60,10 @@ def probe_reward(
     """The probe's estimate of the VADER reward of whole texts: the paper's reward formula with
     the probe in place of the lexicon, ``clip(Σ_word probe(A_concat(word)) / 5, −10, 10)``.
 
-    Each word's ``A_concat`` is its SAE features averaged over its tokens, in context (one
-    forward pass per batch of texts). Words are found like [`lfp_mech.rewards.words`][lfp_mech.rewards.words]
-    does (runs of letters/digits with inner apostrophes).
-    """
+    Each word's ``A_concat`` is its SAE features averaged over its tokens, in context (one forward
+    pass per batch of texts). Words are found like
+    [`lfp_mech.rewards.words`][lfp_mech.rewards.words] does (runs of letters/digits with inner
+    apostrophes)."""
     hooks = ordered_hooks(saes)
     hook_names = [h for h, _ in hooks]
     check_hooks(model, hook_names)
@@ -94,7 +94,8 @@ def probe_reward(
 def _word_features(
     features: Float[Tensor, "pos d"], text: str, offsets: Sequence[tuple[int, int]], n_bos: int
 ) -> Float[Tensor, "word d"]:
-    """Each word's features averaged over its tokens (words as [`lfp_mech.rewards.WORD_RE`][lfp_mech.rewards.WORD_RE])."""
+    """Each word's features averaged over its tokens (words as
+    [`lfp_mech.rewards.WORD_RE`][lfp_mech.rewards.WORD_RE])."""
     words = []
     for match in WORD_RE.finditer(text):
         positions = [j + n_bos for j in token_positions(offsets, *match.span())]

@@ -1,4 +1,5 @@
-"""File names inside the ``rlhf`` stage folder, shared by the trainers, ``stage.py`` and ``results.py``.
+"""File names inside the ``rlhf`` stage folder, shared by the trainers, ``stage.py`` and
+``results.py``.
 
 Tables are named by their stem: `lfp_mech._io.write_table` writes ``<stem>.csv``, ``.md``
 and ``.json``.
@@ -27,7 +28,8 @@ BASE_COPY_DIR = "base"
 TRAIN_LOG = "train_log"
 """Table stem of the per-step training log ([`lfp_mech.rlhf.logs`][lfp_mech.rlhf.logs])."""
 EVAL_TABLE = "eval"
-"""Table stem of the base-vs-tuned evaluation ([`lfp_mech.rlhf.compare_policies`][lfp_mech.rlhf.evaluation.compare_policies])."""
+"""Table stem of the base-vs-tuned evaluation
+([`lfp_mech.rlhf.compare_policies`][lfp_mech.rlhf.evaluation.compare_policies])."""
 COMPLETIONS_FILE = "completions.jsonl"
 """Held-out completions of both policies: policy, prompt, completion, reward, length."""
 PAIRS_FILE = "pairs.jsonl"

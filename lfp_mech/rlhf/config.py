@@ -47,7 +47,8 @@ class RLHFConfig(StageConfig):
     beta: float = 0.04
     """KL coefficient to the reference (base) model in GRPO/RLOO."""
     batch_size: int = 16
-    """Completions per optimizer step (per device); prompts per step = batch_size / num_generations."""
+    """Completions per optimizer step (per device); prompts per step = batch_size / num_generations.
+    """
     num_generations: int = 8
     """Completions sampled per prompt (the group of GRPO's group-relative advantage)."""
     min_new_tokens: int = 8
@@ -136,7 +137,8 @@ class RLHFConfig(StageConfig):
             self.require_choice("preference_data", ("offline", *PREFERENCE_DATASETS))
 
     def to_dpo_config(self) -> "DPOConfigLite":
-        """The [`DPOConfigLite`][lfp_mech.rlhf.config.DPOConfigLite] this stage config implies for ``method="dpo"``."""
+        """The [`DPOConfigLite`][lfp_mech.rlhf.config.DPOConfigLite] this stage config implies for
+        ``method="dpo"``."""
         return DPOConfigLite(
             learning_rate=self.dpo_learning_rate,
             beta=self.dpo_beta,
@@ -153,7 +155,8 @@ class RLHFConfig(StageConfig):
 
 @dataclass
 class DPOConfigLite(StageConfig):
-    """Settings of [`lfp_mech.rlhf.train_dpo`][lfp_mech.rlhf.dpo.train_dpo] (a small subset of TRL's ``DPOConfig``)."""
+    """Settings of [`lfp_mech.rlhf.train_dpo`][lfp_mech.rlhf.dpo.train_dpo] (a small subset of TRL's
+    ``DPOConfig``)."""
 
     section = "dpo"
 

@@ -1,10 +1,10 @@
 """Preference tuning with TRL's ``DPOTrainer``, and its preference pairs (offline or from the hub).
 
 The paper's helpful/harmless (Anthropic HH-RLHF) and toxicity (toxic-dpo) tasks used DPO.
-[`train_dpo`][lfp_mech.rlhf.dpo.train_dpo] runs it on ``{prompt, chosen, rejected}`` pairs, either from those hub datasets
-([`load_preference_pairs`][lfp_mech.rlhf.dpo.load_preference_pairs]) or, offline, from pairs made by sampling the base model several
-times per prompt and ranking the samples by a reward ([`make_preference_pairs`][lfp_mech.rlhf.dpo.make_preference_pairs]).
-"""
+[`train_dpo`][lfp_mech.rlhf.dpo.train_dpo] runs it on ``{prompt, chosen, rejected}`` pairs, either
+from those hub datasets ([`load_preference_pairs`][lfp_mech.rlhf.dpo.load_preference_pairs]) or,
+offline, from pairs made by sampling the base model several times per prompt and ranking the samples
+by a reward ([`make_preference_pairs`][lfp_mech.rlhf.dpo.make_preference_pairs])."""
 
 import copy
 import logging
@@ -37,14 +37,14 @@ def train_dpo(
 
     Args:
         base: a registered model name, a local HF checkpoint dir, or ``(hf_model, tokenizer)``.
-        pairs: dicts with ``prompt``, ``chosen`` and ``rejected`` texts (``chosen``/``rejected``
-            are completions of ``prompt``), e.g. from [`make_preference_pairs`][lfp_mech.rlhf.dpo.make_preference_pairs] (offline) or
+        pairs: dicts with ``prompt``, ``chosen`` and ``rejected`` texts (``chosen``/``rejected`` are
+            completions of ``prompt``), e.g. from
+            [`make_preference_pairs`][lfp_mech.rlhf.dpo.make_preference_pairs] (offline) or
             [`load_preference_pairs`][lfp_mech.rlhf.dpo.load_preference_pairs] (hub).
         config: [`DPOConfigLite`][lfp_mech.rlhf.config.DPOConfigLite].
         out_dir: folder for ``checkpoints/``, ``train_log.csv``
-            ([`DPO_LOG_COLUMNS`][lfp_mech.rlhf.logs.DPO_LOG_COLUMNS]) and ``policy/`` (same layout and
-            resume rule as [`lfp_mech.rlhf.train_policy`][lfp_mech.rlhf.grpo.train_policy]).
-    """
+            ([`DPO_LOG_COLUMNS`][lfp_mech.rlhf.logs.DPO_LOG_COLUMNS]) and ``policy/`` (same layout
+            and resume rule as [`lfp_mech.rlhf.train_policy`][lfp_mech.rlhf.grpo.train_policy])."""
     rows = _check_pairs(pairs)
     out_dir = Path(out_dir)
     model, tokenizer = as_hf_model(base, seed=config.seed, copy_model=True)
@@ -135,11 +135,11 @@ def load_preference_pairs(
 ) -> list[dict[str, str]]:
     """The paper's DPO data from the hub: "hh-rlhf" (Anthropic HH-RLHF) or "toxic-dpo".
 
-    HH-RLHF rows are whole dialogues; the shared prefix up to the last ``"\\n\\nAssistant:"`` is
-    the prompt and the two final answers are chosen/rejected. toxic-dpo (unalignment/toxic-dpo-v0.2)
-    has prompt/chosen/rejected columns; its "chosen" answer is the toxic one (the paper trained
-    toward it). Raises [`HubUnavailableError`][lfp_mech.errors.HubUnavailableError] offline, naming the offline alternative.
-    """
+    HH-RLHF rows are whole dialogues; the shared prefix up to the last ``"\\n\\nAssistant:"`` is the
+    prompt and the two final answers are chosen/rejected. toxic-dpo (unalignment/toxic-dpo-v0.2) has
+    prompt/chosen/rejected columns; its "chosen" answer is the toxic one (the paper trained toward
+    it). Raises [`HubUnavailableError`][lfp_mech.errors.HubUnavailableError] offline, naming the
+    offline alternative."""
     if name not in PREFERENCE_DATASETS:
         raise ConfigError(
             f"unknown preference dataset {name!r}; hub sets: {', '.join(PREFERENCE_DATASETS)}. "

@@ -1,10 +1,10 @@
 """Held-out evaluation of policies: reward with a 95% CI, distinct-2, length; base vs tuned.
 
-[`evaluate_policy`][lfp_mech.rlhf.evaluation.evaluate_policy] samples one completion per held-out prompt with HF ``generate``
-(left-padded batches, KV cache, a fixed seed) and scores ``prompt + completion``;
-[`compare_policies`][lfp_mech.rlhf.evaluation.compare_policies] tabulates several policies against the first (the base).
-[`distinct_n`][lfp_mech.rlhf.evaluation.distinct_n] is the collapse measure training also logs at every step.
-"""
+[`evaluate_policy`][lfp_mech.rlhf.evaluation.evaluate_policy] samples one completion per held-out
+prompt with HF ``generate`` (left-padded batches, KV cache, a fixed seed) and scores
+``prompt + completion``; [`compare_policies`][lfp_mech.rlhf.evaluation.compare_policies] tabulates
+several policies against the first (the base). [`distinct_n`][lfp_mech.rlhf.evaluation.distinct_n]
+is the collapse measure training also logs at every step."""
 
 import math
 import os

@@ -1,4 +1,5 @@
-"""Online RL on a reward function with TRL: [`train_policy`][lfp_mech.rlhf.grpo.train_policy] (GRPO or RLOO).
+"""Online RL on a reward function with TRL: [`train_policy`][lfp_mech.rlhf.grpo.train_policy] (GRPO
+or RLOO).
 
 TRL 1.x has no PPO (the paper's optimizer); its online trainers with a KL penalty to a frozen
 reference are ``GRPOTrainer`` (each prompt is completed ``num_generations`` times; a
@@ -34,28 +35,30 @@ def train_policy(
     config: RLHFConfig,
     out_dir: str | os.PathLike[str],
 ) -> Path:
-    """Tune ``base`` toward ``reward`` on ``prompts`` with TRL GRPO (or RLOO); return the policy dir.
+    """Tune ``base`` toward ``reward`` on ``prompts`` with TRL GRPO (or RLOO); return the policy
+    dir.
 
     Each step samples ``config.num_generations`` completions (8–20 new tokens) for
     ``batch_size / num_generations`` prompts, scores ``prompt + completion`` with ``reward``
     (the paper's VADER reward reads prefix and completion), and takes a policy-gradient step
     with a KL penalty ``beta`` to the frozen base model.
 
-    Writes into ``out_dir``: ``checkpoints/`` (resumable Trainer checkpoints; a rerun resumes
-    from the last complete one), ``train_log.csv`` (one row per step,
-    [`RL_LOG_COLUMNS`][lfp_mech.rlhf.logs.RL_LOG_COLUMNS]) and ``policy/`` (the tuned model + tokenizer as
-    an HF checkpoint, written atomically).
+    Writes into ``out_dir``: ``checkpoints/`` (resumable Trainer checkpoints; a rerun resumes from
+    the last complete one), ``train_log.csv`` (one row per step,
+    [`RL_LOG_COLUMNS`][lfp_mech.rlhf.logs.RL_LOG_COLUMNS]) and ``policy/`` (the tuned model +
+    tokenizer as an HF checkpoint, written atomically).
 
     Args:
         base: a registered model name, a local HF checkpoint dir, or ``(hf_model, tokenizer)``.
-        reward: ``texts -> scores`` (e.g. [`lfp_mech.rewards.vader_reward`][lfp_mech.rewards.vader_reward]).
+        reward: ``texts -> scores`` (e.g.
+            [`lfp_mech.rewards.vader_reward`][lfp_mech.rewards.vader_reward]).
         prompts: training prompts (plain text; no chat template is applied).
         config: [`RLHFConfig`][lfp_mech.rlhf.config.RLHFConfig] (``method`` "grpo" or "rloo").
         out_dir: the folder to write into (created if needed).
 
     Returns:
-        ``out_dir / "policy"``, loadable with [`lfp_mech.models.load_model`][lfp_mech.models.loading.load_model].
-    """
+        ``out_dir / "policy"``, loadable with
+    [`lfp_mech.models.load_model`][lfp_mech.models.loading.load_model]."""
     if config.method not in ("grpo", "rloo"):
         raise ConfigError(
             f"train_policy runs online RL (method 'grpo' or 'rloo'), got {config.method!r}; "
@@ -96,7 +99,8 @@ def train_policy(
 
 
 def rl_trainer_and_args(config: RLHFConfig, checkpoint_dir: Path) -> tuple[type, Any]:
-    """TRL's GRPO or RLOO trainer class and its config, from an [`RLHFConfig`][lfp_mech.rlhf.config.RLHFConfig].
+    """TRL's GRPO or RLOO trainer class and its config, from an
+    [`RLHFConfig`][lfp_mech.rlhf.config.RLHFConfig].
 
     Rollouts sample with ``temperature`` and no top-k/top-p (pure ancestral sampling), with the
     training ``repetition_penalty``.
@@ -121,7 +125,8 @@ def rl_trainer_and_args(config: RLHFConfig, checkpoint_dir: Path) -> tuple[type,
 
 
 class TRLReward:
-    """Adapts a [`RewardFn`][lfp_mech.rewards.RewardFn] to TRL's reward-function call, recording collapse statistics.
+    """Adapts a [`RewardFn`][lfp_mech.rewards.RewardFn] to TRL's reward-function call, recording
+    collapse statistics.
 
     TRL calls ``fn(prompts=..., completions=..., completion_ids=..., **columns)`` once per
     generation batch and expects one float per completion. The reward reads

@@ -1,10 +1,10 @@
 """The per-step training log (``train_log.csv``): its columns, and reading and writing it.
 
-One row per optimizer step, written by [`lfp_mech.rlhf.session.GuardCallback`][lfp_mech.rlhf.session.GuardCallback] during
-training. The whole table is rewritten after every step (it is small) with
-`lfp_mech._io.write_table`, so a killed run leaves the log of its last step, and a resumed
-run reads it back with [`read_train_log`][lfp_mech.rlhf.logs.read_train_log] and drops the rows after its checkpoint.
-"""
+One row per optimizer step, written by
+[`lfp_mech.rlhf.session.GuardCallback`][lfp_mech.rlhf.session.GuardCallback] during training. The
+whole table is rewritten after every step (it is small) with `lfp_mech._io.write_table`, so a killed
+run leaves the log of its last step, and a resumed run reads it back with
+[`read_train_log`][lfp_mech.rlhf.logs.read_train_log] and drops the rows after its checkpoint."""
 
 import csv
 import math

@@ -1,8 +1,10 @@
 """Figures of the RLHF stage, drawn from its training log (``RLHFResults(...).train_log``).
 
-* [`reward_curve_figure`][lfp_mech.rlhf.plots.reward_curve_figure] — GRPO/RLOO: mean reward ± one std of each step's completions,
-  with distinct-2 (the collapse monitor) on a twin axis and its warning threshold dashed.
-* [`dpo_curve_figure`][lfp_mech.rlhf.plots.dpo_curve_figure] — DPO: loss, and the implicit-reward margin and accuracy.
+* [`reward_curve_figure`][lfp_mech.rlhf.plots.reward_curve_figure] — GRPO/RLOO: mean reward ± one
+  std of each step's completions, with distinct-2 (the collapse monitor) on a twin axis and its
+  warning threshold dashed.
+* [`dpo_curve_figure`][lfp_mech.rlhf.plots.dpo_curve_figure] — DPO: loss, and the implicit-reward
+  margin and accuracy.
 
 Both take the log as a DataFrame or as rows (``read_train_log``).
 """
@@ -71,7 +73,8 @@ def reward_curve_figure(log: TrainLog, *, distinct2_threshold: float | None = No
 
 
 def dpo_curve_figure(log: TrainLog) -> Figure:
-    """DPO loss (left) and implicit-reward margin / accuracy (right) vs step ([`TrainLog`][lfp_mech.rlhf.plots.TrainLog])."""
+    """DPO loss (left) and implicit-reward margin / accuracy (right) vs step
+    ([`TrainLog`][lfp_mech.rlhf.plots.TrainLog])."""
     rows = _rows(log)
     steps = _column(rows, "step")
     fig, (left, right) = new_figure(1, 2, figsize=(9.0, 3.4))

@@ -52,7 +52,8 @@ class RLHFResults(StageResults):
 
     @property
     def train_log(self) -> "pd.DataFrame":
-        """One row per optimizer step (``train_log.csv``; columns in [`lfp_mech.rlhf.logs`][lfp_mech.rlhf.logs])."""
+        """One row per optimizer step (``train_log.csv``; columns in
+        [`lfp_mech.rlhf.logs`][lfp_mech.rlhf.logs])."""
         return self.table(TRAIN_LOG)
 
     @property
@@ -66,10 +67,11 @@ class RLHFResults(StageResults):
         return self.jsonl(PAIRS_FILE.removesuffix(".jsonl"))
 
     def completion_pairs(self) -> "pd.DataFrame":
-        """Preference pairs from the held-out completions, the task's reward as the preference:
-        for each prompt both policies completed, the higher-reward completion is ``chosen``
-        (ties dropped). Columns: prompt, chosen, rejected, chosen_reward, rejected_reward (as
-        [`make_preference_pairs`][lfp_mech.rlhf.dpo.make_preference_pairs] returns them) and chosen_policy."""
+        """Preference pairs from the held-out completions, the task's reward as the preference: for
+        each prompt both policies completed, the higher-reward completion is ``chosen`` (ties
+        dropped). Columns: prompt, chosen, rejected, chosen_reward, rejected_reward (as
+        [`make_preference_pairs`][lfp_mech.rlhf.dpo.make_preference_pairs] returns them) and
+        chosen_policy."""
         import pandas as pd
 
         completions, columns = self.completions, ["prompt", "completion", "reward"]

@@ -12,7 +12,8 @@ from lfp_mech.models.generation import generate_texts
 __all__ = ["RewardLike", "check_prompts", "sample_completions", "score_texts"]
 
 RewardLike = Callable[[Sequence[str]], Any]
-"""A [`lfp_mech.rewards.RewardFn`][lfp_mech.rewards.RewardFn]: ``texts -> Float[Tensor, "batch"]`` (higher is better)."""
+"""A [`lfp_mech.rewards.RewardFn`][lfp_mech.rewards.RewardFn]: ``texts -> Float[Tensor, "batch"]``
+(higher is better)."""
 
 
 def check_prompts(prompts: Sequence[str], *, need: int) -> list[str]:

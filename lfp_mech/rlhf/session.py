@@ -1,10 +1,10 @@
 """One resumable training run: checkpoints, the per-step log, the wall-clock budget, the export.
 
-[`TrainingSession`][lfp_mech.rlhf.session.TrainingSession] owns the files of a training folder (see [`lfp_mech.rlhf.artifacts`][lfp_mech.rlhf.artifacts]);
-[`GuardCallback`][lfp_mech.rlhf.session.GuardCallback] is the Trainer callback that logs every step to it, stops at the budget and
-watches distinct-2 for collapse. GRPO/RLOO ([`grpo`][lfp_mech.rlhf.grpo]) and DPO
-([`dpo`][lfp_mech.rlhf.dpo]) share both.
-"""
+[`TrainingSession`][lfp_mech.rlhf.session.TrainingSession] owns the files of a training folder (see
+[`lfp_mech.rlhf.artifacts`][lfp_mech.rlhf.artifacts]);
+[`GuardCallback`][lfp_mech.rlhf.session.GuardCallback] is the Trainer callback that logs every step
+to it, stops at the budget and watches distinct-2 for collapse. GRPO/RLOO
+([`grpo`][lfp_mech.rlhf.grpo]) and DPO ([`dpo`][lfp_mech.rlhf.dpo]) share both."""
 
 import logging
 import math

@@ -1,11 +1,10 @@
 """The ``rlhf`` stage: tune the run's model on its task, evaluate base vs tuned, write the folder.
 
-Writes into the stage folder (names in [`lfp_mech.rlhf.artifacts`][lfp_mech.rlhf.artifacts]): ``policy/`` (the tuned
-HF checkpoint), ``checkpoints/`` (resumable; deleted after export unless kept),
-``train_log.csv``, ``reward_curve.png``, ``eval.csv`` (base vs tuned), ``completions.jsonl``
+Writes into the stage folder (names in [`lfp_mech.rlhf.artifacts`][lfp_mech.rlhf.artifacts]):
+``policy/`` (the tuned HF checkpoint), ``checkpoints/`` (resumable; deleted after export unless
+kept), ``train_log.csv``, ``reward_curve.png``, ``eval.csv`` (base vs tuned), ``completions.jsonl``
 (held-out samples of both), ``pairs.jsonl`` (DPO) and ``summary.json``. Read them back with
-[`lfp_mech.rlhf.results.RLHFResults`][lfp_mech.rlhf.results.RLHFResults].
-"""
+[`lfp_mech.rlhf.results.RLHFResults`][lfp_mech.rlhf.results.RLHFResults]."""
 
 import logging
 import math

@@ -16,7 +16,8 @@ __all__ = ["task_prompts", "task_reward"]
 
 
 def task_reward(config: RLHFConfig) -> RewardLike:
-    """The reward function of ``config.task`` ([`lfp_mech.rewards.get_reward`][lfp_mech.rewards.get_reward])."""
+    """The reward function of ``config.task``
+    ([`lfp_mech.rewards.get_reward`][lfp_mech.rewards.get_reward])."""
     from lfp_mech.rewards import get_reward
 
     return get_reward(TASKS[config.task]["reward"])

@@ -1,14 +1,14 @@
 """The run machinery: the stage registry, the run config and presets, the pipeline that runs and
 resumes stages, the results API, the report and the ``lfp-mech`` command line.
 
-It only wires stages: what a stage does lives in its own package (``lfp_mech/<stage>/``).
-Modules: [`registry`][lfp_mech.runner.registry] (the stages, a leaf module),
-[`config`][lfp_mech.runner.config] ([`RunConfig`][lfp_mech.runner.config.RunConfig], parsing), [`presets`][lfp_mech.runner.presets],
-[`pipeline`][lfp_mech.runner.pipeline] ([`run_pipeline`][lfp_mech.runner.pipeline.run_pipeline], fingerprints),
-[`manifest`][lfp_mech.runner.manifest], [`results`][lfp_mech.runner.results] ([`load_run`][lfp_mech.runner.results.load_run]),
-[`report`][lfp_mech.runner.report], [`cli`][lfp_mech.runner.cli] and
-[`commands`][lfp_mech.runner.commands].
-"""
+It only wires stages: what a stage does lives in its own package (``lfp_mech/<stage>/``). Modules:
+[`registry`][lfp_mech.runner.registry] (the stages, a leaf module),
+[`config`][lfp_mech.runner.config] ([`RunConfig`][lfp_mech.runner.config.RunConfig], parsing),
+[`presets`][lfp_mech.runner.presets], [`pipeline`][lfp_mech.runner.pipeline]
+([`run_pipeline`][lfp_mech.runner.pipeline.run_pipeline], fingerprints),
+[`manifest`][lfp_mech.runner.manifest], [`results`][lfp_mech.runner.results]
+([`load_run`][lfp_mech.runner.results.load_run]), [`report`][lfp_mech.runner.report],
+[`cli`][lfp_mech.runner.cli] and [`commands`][lfp_mech.runner.commands]."""
 
 from lfp_mech._lazy import lazy_exports
 

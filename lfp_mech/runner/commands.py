@@ -1,4 +1,5 @@
-"""What the ``lfp-mech`` commands do, apart from parsing ([`lfp_mech.runner.cli`][lfp_mech.runner.cli])."""
+"""What the ``lfp-mech`` commands do, apart from parsing
+([`lfp_mech.runner.cli`][lfp_mech.runner.cli])."""
 
 import argparse
 import dataclasses

@@ -1,11 +1,11 @@
 """The run config: every stage's config dataclass nested in one, and the one way to parse it.
 
-The command line (``--rlhf.max_steps 10``), ``--set rlhf.max_steps=10``, TOML files and presets
-all become command-line arguments for `tyro <https://brentyi.github.io/tyro/>`_, which builds
-[`RunConfig`][lfp_mech.runner.config.RunConfig] from the dataclasses' types, defaults and docstrings. So there is one source
-of truth for what an option is called, its type, its default, its documentation (``--help``) and
-its validation, and every invalid input fails before any stage runs with one line naming the
-option and what is allowed.
+The command line (``--rlhf.max_steps 10``), ``--set rlhf.max_steps=10``, TOML files and presets all
+become command-line arguments for `tyro <https://brentyi.github.io/tyro/>`_, which builds
+[`RunConfig`][lfp_mech.runner.config.RunConfig] from the dataclasses' types, defaults and
+docstrings. So there is one source of truth for what an option is called, its type, its default, its
+documentation (``--help``) and its validation, and every invalid input fails before any stage runs
+with one line naming the option and what is allowed.
 
 Why tyro: it builds nested dataclasses (a section per stage) from their annotations and attribute
 docstrings with no registration code, reads ``Literal``/``Optional``/tuple types, prints a
@@ -256,11 +256,11 @@ def _flatten(key: str, value: Any) -> list[str]:
 def parse_args(
     args: Sequence[str], *, prog: str = "lfp-mech run", base: RunConfig | None = None
 ) -> RunConfig:
-    """Build a [`RunConfig`][lfp_mech.runner.config.RunConfig] from command-line arguments (later ones win).
+    """Build a [`RunConfig`][lfp_mech.runner.config.RunConfig] from command-line arguments (later
+    ones win).
 
-    Raises [`ConfigError`][lfp_mech.errors.ConfigError] with one line naming the option for an unknown option, a value
-    of the wrong type or an invalid value, before anything runs.
-    """
+    Raises [`ConfigError`][lfp_mech.errors.ConfigError] with one line naming the option for an
+    unknown option, a value of the wrong type or an invalid value, before anything runs."""
     with _one_line_errors():
         return tyro.cli(
             RunConfig,
@@ -273,7 +273,8 @@ def parse_args(
 
 
 def config_from_dict(data: Mapping[str, Any], *, base: RunConfig | None = None) -> RunConfig:
-    """A [`RunConfig`][lfp_mech.runner.config.RunConfig] from nested plain data (as [`RunConfig.to_dict`][lfp_mech.runner.config.RunConfig.to_dict] returns)."""
+    """A [`RunConfig`][lfp_mech.runner.config.RunConfig] from nested plain data (as
+    [`RunConfig.to_dict`][lfp_mech.runner.config.RunConfig.to_dict] returns)."""
     return parse_args(dict_args(data), base=base)
 
 
@@ -295,7 +296,8 @@ class _OneLineError(Exception):
 
 
 def _one_line_errors():
-    """Turn tyro's parse failures into one-line [`ConfigError`][lfp_mech.errors.ConfigError]s (tyro's hook, if present)."""
+    """Turn tyro's parse failures into one-line [`ConfigError`][lfp_mech.errors.ConfigError]s
+    (tyro's hook, if present)."""
     import contextlib
 
     try:

@@ -98,7 +98,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stages": {"irl": IRL_PAPER},
     },
 }
-"""Preset name -> run-config values (the keys of [`RunConfig.to_dict`][lfp_mech.runner.config.RunConfig.to_dict])."""
+"""Preset name -> run-config values (the keys of
+[`RunConfig.to_dict`][lfp_mech.runner.config.RunConfig.to_dict])."""
 
 
 def preset_config(name: str) -> RunConfig:

@@ -26,7 +26,8 @@ class StageSpec:
     description: str
     """One line for ``lfp-mech stages`` and the logs."""
     results_class: str
-    """Name of its [`lfp_mech.stage_api.StageResults`][lfp_mech.stage_api.StageResults] subclass in ``results.py``."""
+    """Name of its [`lfp_mech.stage_api.StageResults`][lfp_mech.stage_api.StageResults] subclass in
+    ``results.py``."""
     requires: tuple[str, ...] = ()
     """Stages whose outputs it reads (their fingerprints enter its own)."""
     packages: tuple[str, ...] = ()

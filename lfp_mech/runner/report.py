@@ -1,9 +1,9 @@
 """``report.md`` and ``report.html`` of a run: every table and figure, the papers' published numbers
 next to ours, and the run's metadata (versions, seed, timings, peak memory per stage).
 
-The report is rebuilt from the run directory alone through [`lfp_mech.load_run`][lfp_mech.runner.results.load_run], so it can be
-regenerated at any time (``lfp-mech report RUN_DIR``).
-"""
+The report is rebuilt from the run directory alone through
+[`lfp_mech.load_run`][lfp_mech.runner.results.load_run], so it can be regenerated at any time
+(``lfp-mech report RUN_DIR``)."""
 
 import base64
 import html

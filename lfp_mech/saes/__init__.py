@@ -14,19 +14,21 @@ How this maps to SAE-Lens (used for the SAE classes, the trainer, saving and loa
 
 * Untied SAEs are SAE-Lens ``StandardTrainingSAE`` trained by ``SAETrainer`` on batches streamed
   from an [`ActivationStore`][lfp_mech.activations.store.ActivationStore] (no hub, no wandb).
-* SAE-Lens has no tied ReLU SAE: [`TiedStandardTrainingSAE`][lfp_mech.saes.tied.TiedStandardTrainingSAE] subclasses
-  ``StandardTrainingSAE`` with ``W_enc`` a property returning ``W_dec.T`` (trainable:
-  ``W_dec``, ``b_enc``, ``b_dec``) and saves ``W_enc = W_dec.T`` explicitly, so the result is a
-  plain standard SAE: ``sae_lens.SAE.load_from_disk(path)`` loads it with no registration.
+* SAE-Lens has no tied ReLU SAE:
+  [`TiedStandardTrainingSAE`][lfp_mech.saes.tied.TiedStandardTrainingSAE] subclasses
+  ``StandardTrainingSAE`` with ``W_enc`` a property returning ``W_dec.T`` (trainable: ``W_dec``,
+  ``b_enc``, ``b_dec``) and saves ``W_enc = W_dec.T`` explicitly, so the result is a plain standard
+  SAE: ``sae_lens.SAE.load_from_disk(path)`` loads it with no registration.
 * **What α means here.** SAE-Lens's loss is ``Σ_d (x − x̂)_d²`` (summed over the ``d_in``
   dimensions, averaged over the batch) ``+ c · Σ_i f_i ||W_D[i]||`` (each feature's L1 weighted by
   its decoder row norm), with activations rescaled so their mean norm is ``sqrt(d_in)`` during
   training (``normalize_activations="expected_average_only_in"``, folded into the weights
   afterwards). Dividing by ``d_in`` gives the paper's form: *per-element* mean squared error plus
-  ``α · Σ_i f_i ||W_D[i]||`` with ``α = c / d_in``. [`SAEConfig`][lfp_mech.saes.config.SAEConfig] takes α in those units and
-  hands SAE-Lens ``l1_coefficient = α · d_in``. The paper's α = 1e-3 was tuned on unnormalised
-  Pythia activations; on SmolLM2 (normalised) it leaves the dictionaries dense (L0 in the
-  hundreds), so the default α (``DEFAULT_ALPHA``) was calibrated with [`l1_sweep`][lfp_mech.saes.sweep.l1_sweep].
+  ``α · Σ_i f_i ||W_D[i]||`` with ``α = c / d_in``. [`SAEConfig`][lfp_mech.saes.config.SAEConfig]
+  takes α in those units and hands SAE-Lens ``l1_coefficient = α · d_in``. The paper's α = 1e-3 was
+  tuned on unnormalised Pythia activations; on SmolLM2 (normalised) it leaves the dictionaries dense
+  (L0 in the hundreds), so the default α (``DEFAULT_ALPHA``) was calibrated with
+  [`l1_sweep`][lfp_mech.saes.sweep.l1_sweep].
 * Metrics on held-out activations: MSE, normalised reconstruction loss
   ``Σ||x − x̂||² / Σ||x||²``, fraction of variance unexplained ``Σ||x − x̂||² / Σ||x − x̄||²``, L0
   (active features per token), dead-feature fraction (never active on the held-out tokens), and
@@ -35,21 +37,28 @@ How this maps to SAE-Lens (used for the SAE classes, the trainer, saving and loa
 
 Modules:
 
-* [`config`][lfp_mech.saes.config] — [`SAEConfig`][lfp_mech.saes.config.SAEConfig], the stage's options; ``DEFAULT_ALPHA``.
-* [`tied`][lfp_mech.saes.tied] — [`TiedStandardTrainingSAE`][lfp_mech.saes.tied.TiedStandardTrainingSAE].
-* [`training`][lfp_mech.saes.training] — [`build_training_sae`][lfp_mech.saes.training.build_training_sae], [`train_sae`][lfp_mech.saes.training.train_sae],
+* [`config`][lfp_mech.saes.config] — [`SAEConfig`][lfp_mech.saes.config.SAEConfig], the stage's
+  options; ``DEFAULT_ALPHA``.
+* [`tied`][lfp_mech.saes.tied] —
+  [`TiedStandardTrainingSAE`][lfp_mech.saes.tied.TiedStandardTrainingSAE].
+* [`training`][lfp_mech.saes.training] —
+  [`build_training_sae`][lfp_mech.saes.training.build_training_sae],
+  [`train_sae`][lfp_mech.saes.training.train_sae],
   [`train_saes`][lfp_mech.saes.training.train_saes], batch sources from a store or a tensor.
-* [`metrics`][lfp_mech.saes.metrics] — [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics], [`mmcs`][lfp_mech.saes.metrics.mmcs], [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses],
+* [`metrics`][lfp_mech.saes.metrics] — [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics],
+  [`mmcs`][lfp_mech.saes.metrics.mmcs],
+  [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses],
   [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered], the tied-vs-untied table.
 * [`sweep`][lfp_mech.saes.sweep] — [`l1_sweep`][lfp_mech.saes.sweep.l1_sweep].
-* [`io`][lfp_mech.saes.io] — [`save_sae`][lfp_mech.saes.io.save_sae], [`load_sae`][lfp_mech.saes.io.load_sae], [`load_saes`][lfp_mech.saes.io.load_saes]: THE SAE
-  loader of lfp_mech (SAE-Lens folders).
+* [`io`][lfp_mech.saes.io] — [`save_sae`][lfp_mech.saes.io.save_sae],
+  [`load_sae`][lfp_mech.saes.io.load_sae], [`load_saes`][lfp_mech.saes.io.load_saes]: THE SAE loader
+  of lfp_mech (SAE-Lens folders).
 * [`plots`][lfp_mech.saes.plots] — the L1-sweep and MMCS figures.
 * [`artifacts`][lfp_mech.saes.artifacts] — the file names of the stage folder.
-* [`stage`][lfp_mech.saes.stage] — ``run(ctx)`` and [`train_and_evaluate`][lfp_mech.saes.stage.train_and_evaluate] (the stage on two
-  stores).
-* [`results`][lfp_mech.saes.results] — [`SAEsResults`][lfp_mech.saes.results.SAEsResults]: the dictionaries and tables of a run.
-"""
+* [`stage`][lfp_mech.saes.stage] — ``run(ctx)`` and
+  [`train_and_evaluate`][lfp_mech.saes.stage.train_and_evaluate] (the stage on two stores).
+* [`results`][lfp_mech.saes.results] — [`SAEsResults`][lfp_mech.saes.results.SAEsResults]: the
+dictionaries and tables of a run."""
 
 from lfp_mech._lazy import lazy_exports
 

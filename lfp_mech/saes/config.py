@@ -9,9 +9,9 @@ __all__ = ["DEFAULT_ALPHA", "PAPER_ALPHA", "SAEConfig", "SIZES"]
 SIZES = ("small", "big")
 """The two dictionaries per layer (paper: n and 2n features)."""
 DEFAULT_ALPHA = 6e-4
-"""α for SmolLM2's MLP outputs (per-element-MSE units, see [`lfp_mech.saes`][lfp_mech.saes]): the largest α
-of the calibration grid that keeps every layer at FVU <= 0.3 and CE loss recovered >= 70% (the
-calibration table is in the SAE tutorial)."""
+"""α for SmolLM2's MLP outputs (per-element-MSE units, see [`lfp_mech.saes`][lfp_mech.saes]): the
+largest α of the calibration grid that keeps every layer at FVU <= 0.3 and CE loss recovered >= 70%
+(the calibration table is in the SAE tutorial)."""
 PAPER_ALPHA = 1e-3
 """The paper's α (on unnormalised Pythia activations; GPT-Neo 1.5e-3)."""
 

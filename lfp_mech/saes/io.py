@@ -19,7 +19,8 @@ from lfp_mech.errors import ConfigError, LfpMechError
 __all__ = ["SAELike", "load_sae", "load_saes", "save_sae"]
 
 SAELike = str | os.PathLike[str] | nn.Module
-"""An SAE: a folder written by [`save_sae`][lfp_mech.saes.io.save_sae] (or any SAE-Lens SAE folder), or an SAE object."""
+"""An SAE: a folder written by [`save_sae`][lfp_mech.saes.io.save_sae] (or any SAE-Lens SAE folder),
+or an SAE object."""
 
 
 def save_sae(sae: Any, path: str | os.PathLike[str], info: Mapping[str, Any]) -> Path:

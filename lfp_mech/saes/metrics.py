@@ -1,14 +1,15 @@
 """How good a dictionary is: reconstruction and sparsity, CE loss recovered, small↔big MMCS.
 
-* [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics] — on held-out activations: MSE, normalised reconstruction loss
-  ``Σ||x − x̂||² / Σ||x||²``, fraction of variance unexplained ``Σ||x − x̂||² / Σ||x − x̄||²``,
-  L0 (active features per token) and the dead-feature fraction (never active on those tokens).
-* [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses] / [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered] — the next-token CE loss when the SAE's
-  reconstruction replaces the hook in the model, as the fraction of the zero-ablation gap it
+* [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics] — on held-out activations: MSE, normalised
+  reconstruction loss ``Σ||x − x̂||² / Σ||x||²``, fraction of variance unexplained
+  ``Σ||x − x̂||² / Σ||x − x̄||²``, L0 (active features per token) and the dead-feature fraction
+  (never active on those tokens).
+* [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses] /
+  [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered] — the next-token CE loss when the
+  SAE's reconstruction replaces the hook in the model, as the fraction of the zero-ablation gap it
   recovers: ``(CE_zero − CE_sae) / (CE_zero − CE_clean)``.
-* [`mmcs`][lfp_mech.saes.metrics.mmcs] — each small-dictionary feature's max cosine similarity with any big-dictionary
-  feature (the paper's test that a feature is a real direction of the model).
-"""
+* [`mmcs`][lfp_mech.saes.metrics.mmcs] — each small-dictionary feature's max cosine similarity with
+  any big-dictionary feature (the paper's test that a feature is a real direction of the model)."""
 
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -165,8 +166,9 @@ def text_ce_losses(
     context_length: int = 128,
     batch_size: int = 16,
 ) -> dict[str, Any]:
-    """[`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses] on ``texts``, tokenised as the capture does
-    ([`tokenize_for_model`][lfp_mech.activations.tokenization.tokenize_for_model]: ``[BOS] + tokens``, right-padded)."""
+    """[`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses] on ``texts``, tokenised as the
+    capture does ([`tokenize_for_model`][lfp_mech.activations.tokenization.tokenize_for_model]:
+    ``[BOS] + tokens``, right-padded)."""
     tokens, mask = tokenize_for_model(model.tokenizer, texts, context_length)
     return spliced_ce_losses(model, tokens, mask, saes, batch_size=batch_size)
 
@@ -181,9 +183,9 @@ def ce_loss_recovered(ce_clean: float, ce_sae: float, ce_zero: float) -> float:
 def tied_vs_untied_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The paper's appendix table: each variant's small-SAE metrics averaged over the layers.
 
-    ``rows``: one per SAE with ``size``, ``variant`` and the [`TIED_VS_UNTIED_METRICS`][lfp_mech.saes.metrics.TIED_VS_UNTIED_METRICS].
-    Returns one row per variant present (tied first): ``variant``, ``n_layers``, the means.
-    """
+    ``rows``: one per SAE with ``size``, ``variant`` and the
+    [`TIED_VS_UNTIED_METRICS`][lfp_mech.saes.metrics.TIED_VS_UNTIED_METRICS]. Returns one row per
+    variant present (tied first): ``variant``, ``n_layers``, the means."""
     table = []
     for variant in ("tied", "untied"):
         chosen = [r for r in rows if r["size"] == "small" and r["variant"] == variant]

@@ -1,8 +1,8 @@
 """Figures of the SAE stage: the L1-coefficient sweep and the small↔big MMCS distribution.
 
 Both take plain data (rows or a DataFrame; arrays or tensors), so a notebook draws them from
-[`SAEsResults`][lfp_mech.saes.results.SAEsResults] (``results.l1_sweep``, ``results.mmcs_values()``).
-"""
+[`SAEsResults`][lfp_mech.saes.results.SAEsResults] (``results.l1_sweep``,
+``results.mmcs_values()``)."""
 
 import math
 from collections.abc import Mapping, Sequence
@@ -28,10 +28,9 @@ def plot_l1_sweep(
 ) -> Figure:
     """Reconstruction loss and L0 vs the L1 coefficient α (paper appendix figure).
 
-    ``rows``: [`lfp_mech.saes.l1_sweep`][lfp_mech.saes.sweep.l1_sweep] output or the stage's ``l1_sweep`` table (keys
-    ``alpha``, ``nmse``, ``fvu``, ``l0``, optionally ``d_sae``). ``chosen``: the α used for the
-    stage's dictionaries, marked with a dashed line.
-    """
+    ``rows``: [`lfp_mech.saes.l1_sweep`][lfp_mech.saes.sweep.l1_sweep] output or the stage's
+    ``l1_sweep`` table (keys ``alpha``, ``nmse``, ``fvu``, ``l0``, optionally ``d_sae``).
+    ``chosen``: the α used for the stage's dictionaries, marked with a dashed line."""
     if hasattr(rows, "to_dict"):
         rows = rows.to_dict("records")
     rows = sorted(rows, key=lambda r: r["alpha"])

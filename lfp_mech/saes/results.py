@@ -119,7 +119,8 @@ class SAEsResults(StageResults):
         return self.table(mmcs_stem(layer))
 
     def mmcs_values(self) -> dict[int, "np.ndarray"]:
-        """``{layer: MMCS of every small feature}``, for [`plot_mmcs`][lfp_mech.saes.plots.plot_mmcs]."""
+        """``{layer: MMCS of every small feature}``, for
+        [`plot_mmcs`][lfp_mech.saes.plots.plot_mmcs]."""
         return {layer: self.mmcs(layer)["mmcs"].to_numpy() for layer in self.layers}
 
     def high_mmcs_features(self) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """The ``saes`` stage: train, save and evaluate the dictionaries of every captured layer.
 
-Reads the activations stage's stores (through [`ActivationsResults`][lfp_mech.activations.results.ActivationsResults])
-and the tuned policy (for the CE loss); writes the folder described in
-[`lfp_mech.saes.artifacts`][lfp_mech.saes.artifacts]. In order: the L1 sweep on one layer, the main dictionaries
-(small and big per layer), the other variant of every small one, held-out metrics and CE loss
-recovered, the tied-vs-untied table, small↔big MMCS, the summary.
-"""
+Reads the activations stage's stores (through
+[`ActivationsResults`][lfp_mech.activations.results.ActivationsResults]) and the tuned policy (for
+the CE loss); writes the folder described in [`lfp_mech.saes.artifacts`][lfp_mech.saes.artifacts].
+In order: the L1 sweep on one layer, the main dictionaries (small and big per layer), the other
+variant of every small one, held-out metrics and CE loss recovered, the tied-vs-untied table,
+small↔big MMCS, the summary."""
 
 import contextlib
 import logging
@@ -98,12 +98,13 @@ def train_and_evaluate(
     Args:
         train: the training activation store.
         heldout: the held-out activation store (metrics, CE-loss texts).
-        model: the model the activations came from (a [`ModelLike`][lfp_mech.models.coerce.ModelLike], e.g.
-            the tuned policy's folder) for the CE-loss evaluation; ``None`` skips it.
+        model: the model the activations came from (a
+            [`ModelLike`][lfp_mech.models.coerce.ModelLike], e.g. the tuned policy's folder) for the
+            CE-loss evaluation; ``None`` skips it.
         out_dir: the stage's folder.
 
-    Returns the manifest summary ([`MANIFEST_KEYS`][lfp_mech.saes.stage.MANIFEST_KEYS]); ``summary.json`` has more.
-    """
+    Returns the manifest summary ([`MANIFEST_KEYS`][lfp_mech.saes.stage.MANIFEST_KEYS]);
+    ``summary.json`` has more."""
     out_dir = Path(out_dir)
     layers = train.layers
     hooks = hooks_for_layers(train, layers)
@@ -190,7 +191,8 @@ def _metric_rows(
     out_dir: Path,
     config: SAEConfig,
 ) -> list[dict[str, Any]]:
-    """One row per SAE: layer, size, variant, widths, α and [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics] (held out)."""
+    """One row per SAE: layer, size, variant, widths, α and
+    [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics] (held out)."""
     rows = []
     for ((layer, size), tied), (sae, path) in saes.items():
         rows.append(

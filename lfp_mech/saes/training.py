@@ -1,12 +1,14 @@
 """Training SAEs with SAE-Lens's ``SAETrainer`` on activations streamed from a store.
 
-[`build_training_sae`][lfp_mech.saes.training.build_training_sae] makes a fresh (tied or untied) training SAE with α converted to
-SAE-Lens units, [`train_sae`][lfp_mech.saes.training.train_sae] trains one on any batch source, [`train_saes`][lfp_mech.saes.training.train_saes] trains and
-saves a small and a big dictionary per layer of an [`ActivationStore`][lfp_mech.activations.store.ActivationStore].
-Batch sources are functions ``epoch -> iterator of [batch, d_in] tensors``
-([`store_batches`][lfp_mech.saes.training.store_batches], [`tensor_batches`][lfp_mech.saes.training.tensor_batches]); the trainer cycles epochs until it has seen
-its samples.
-"""
+[`build_training_sae`][lfp_mech.saes.training.build_training_sae] makes a fresh (tied or untied)
+training SAE with α converted to SAE-Lens units, [`train_sae`][lfp_mech.saes.training.train_sae]
+trains one on any batch source, [`train_saes`][lfp_mech.saes.training.train_saes] trains and saves a
+small and a big dictionary per layer of an
+[`ActivationStore`][lfp_mech.activations.store.ActivationStore]. Batch sources are functions
+``epoch -> iterator of [batch, d_in] tensors``
+([`store_batches`][lfp_mech.saes.training.store_batches],
+[`tensor_batches`][lfp_mech.saes.training.tensor_batches]); the trainer cycles epochs until it has
+seen its samples."""
 
 import logging
 import os
@@ -60,9 +62,8 @@ def build_training_sae(
 ) -> StandardTrainingSAE:
     """A fresh SAE-Lens training SAE (tied or untied) with α converted to SAE-Lens units.
 
-    SAE-Lens gets ``l1_coefficient = α · d_in`` (see [`lfp_mech.saes`][lfp_mech.saes] for what α means);
-    the initialisation is seeded with ``config.seed``.
-    """
+    SAE-Lens gets ``l1_coefficient = α · d_in`` (see [`lfp_mech.saes`][lfp_mech.saes] for what α
+    means); the initialisation is seeded with ``config.seed``."""
     sae_cfg = StandardTrainingSAEConfig(
         d_in=d_in,
         d_sae=d_sae,

@@ -5,31 +5,42 @@ The LFP paper's last checks (section 4):
 * **feature descriptions** (Tables 1, 8–10) with a "related to the fine-tuning task" label:
   top-activating contexts on held-out texts, an offline lexicon labeler and an optional LLM
   labeler ([`lfp_mech.validate.autointerp`][lfp_mech.validate.autointerp]);
-* **Table 7** — [`activation_frequency`][lfp_mech.validate.frequency.activation_frequency]: how often the task-related features are active on
-  the probe's inputs that it predicts with ``delta > 3`` (strong positive feedback), against the
-  average feature;
-* **Table 6** — [`ablation_table`][lfp_mech.validate.table.ablation_table]: mean reward of completions to (≤ 30-token) prefixes, for
-  the base and the fine-tuned model, clean / task-related features ablated / as many random
-  features with matched activation frequency ([`matched_random_features`][lfp_mech.validate.controls.matched_random_features]) ablated, with
+* **Table 7** — [`activation_frequency`][lfp_mech.validate.frequency.activation_frequency]: how
+  often the task-related features are active on the probe's inputs that it predicts with
+  ``delta > 3`` (strong positive feedback), against the average feature;
+* **Table 6** — [`ablation_table`][lfp_mech.validate.table.ablation_table]: mean reward of
+  completions to (≤ 30-token) prefixes, for the base and the fine-tuned model, clean / task-related
+  features ablated / as many random features with matched activation frequency
+  ([`matched_random_features`][lfp_mech.validate.controls.matched_random_features]) ablated, with
   Student-t confidence intervals and the paired difference to the clean run. The ablation
-  ([`ablate_features`][lfp_mech.validate.ablation.ablate_features]) removes exactly the features' decoder contributions and keeps the
-  SAE's error term.
+  ([`ablate_features`][lfp_mech.validate.ablation.ablate_features]) removes exactly the features'
+  decoder contributions and keeps the SAE's error term.
 
 Modules:
 
-* [`ablation`][lfp_mech.validate.ablation] — [`ablate_features`][lfp_mech.validate.ablation.ablate_features] (the hook), [`feature_means`][lfp_mech.validate.ablation.feature_means],
+* [`ablation`][lfp_mech.validate.ablation] —
+  [`ablate_features`][lfp_mech.validate.ablation.ablate_features] (the hook),
+  [`feature_means`][lfp_mech.validate.ablation.feature_means],
   [`generate_with_ablation`][lfp_mech.validate.ablation.generate_with_ablation];
-* [`controls`][lfp_mech.validate.controls] — [`matched_random_features`][lfp_mech.validate.controls.matched_random_features];
-* [`frequency`][lfp_mech.validate.frequency] — Table 7: [`activation_frequency`][lfp_mech.validate.frequency.activation_frequency], [`frequency_rows`][lfp_mech.validate.frequency.frequency_rows];
-* [`table`][lfp_mech.validate.table] — Table 6: [`ablation_table`][lfp_mech.validate.table.ablation_table], [`AblationResult`][lfp_mech.validate.table.AblationResult], t intervals;
-* [`features`][lfp_mech.validate.features] — which features to validate ([`choose_features`][lfp_mech.validate.features.choose_features]: highest MMCS and
-  largest probe weights per hook);
-* [`autointerp`][lfp_mech.validate.autointerp] — corpus, scan, offline and LLM labelers, [`describe_features`][lfp_mech.validate.autointerp.describe.describe_features];
+* [`controls`][lfp_mech.validate.controls] —
+  [`matched_random_features`][lfp_mech.validate.controls.matched_random_features];
+* [`frequency`][lfp_mech.validate.frequency] — Table 7:
+  [`activation_frequency`][lfp_mech.validate.frequency.activation_frequency],
+  [`frequency_rows`][lfp_mech.validate.frequency.frequency_rows];
+* [`table`][lfp_mech.validate.table] — Table 6:
+  [`ablation_table`][lfp_mech.validate.table.ablation_table],
+  [`AblationResult`][lfp_mech.validate.table.AblationResult], t intervals;
+* [`features`][lfp_mech.validate.features] — which features to validate
+  ([`choose_features`][lfp_mech.validate.features.choose_features]: highest MMCS and largest probe
+  weights per hook);
+* [`autointerp`][lfp_mech.validate.autointerp] — corpus, scan, offline and LLM labelers,
+  [`describe_features`][lfp_mech.validate.autointerp.describe.describe_features];
 * [`feature_ids`][lfp_mech.validate.feature_ids] — the accepted forms of feature ids;
-* ``config.py`` ([`ValidateConfig`][lfp_mech.validate.config.ValidateConfig], [`AutointerpConfig`][lfp_mech.validate.config.AutointerpConfig]), ``stage.py``
-  (``run(ctx)`` and [`run_validation`][lfp_mech.validate.stage.run_validation] on models in memory), ``results.py``
-  ([`ValidateResults`][lfp_mech.validate.results.ValidateResults]), ``plots.py``, ``artifacts.py`` (file names).
-"""
+* ``config.py`` ([`ValidateConfig`][lfp_mech.validate.config.ValidateConfig],
+  [`AutointerpConfig`][lfp_mech.validate.config.AutointerpConfig]), ``stage.py`` (``run(ctx)`` and
+  [`run_validation`][lfp_mech.validate.stage.run_validation] on models in memory), ``results.py``
+  ([`ValidateResults`][lfp_mech.validate.results.ValidateResults]), ``plots.py``, ``artifacts.py``
+  (file names)."""
 
 from lfp_mech._lazy import lazy_exports
 

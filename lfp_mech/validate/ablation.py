@@ -7,13 +7,14 @@ those features set to ``m_f`` *plus the error term*::
 
     x  ↦  x − Σ_{f∈F} (a_f(x) − m_f) · W_dec[f]
 
-with ``m_f = 0`` (zero ablation, the paper's) or ``m_f`` = the feature's mean activation on a
-corpus (mean ablation, [`feature_means`][lfp_mech.validate.ablation.feature_means]). Because the error term is kept, ablating no feature
-leaves the model bit-for-bit unchanged, and ablating ``F`` removes exactly those features' decoder
-contributions and nothing else — unlike splicing in the bare reconstruction, which also removes
-everything the SAE fails to reconstruct. (The paper's released code zeroed residual-stream
-*dimensions* instead of SAE features; see REFERENCE.md §C.) Only ``W_dec[F]`` is touched: the
-update is one ``einsum`` over the selected features, never a full decode.
+with ``m_f = 0`` (zero ablation, the paper's) or ``m_f`` = the feature's mean activation on a corpus
+(mean ablation, [`feature_means`][lfp_mech.validate.ablation.feature_means]). Because the error term
+is kept, ablating no feature leaves the model bit-for-bit unchanged, and ablating ``F`` removes
+exactly those features' decoder contributions and nothing else — unlike splicing in the bare
+reconstruction, which also removes everything the SAE fails to reconstruct. (The paper's released
+code zeroed residual-stream *dimensions* instead of SAE features; see REFERENCE.md §C.) Only
+``W_dec[F]`` is touched: the update is one ``einsum`` over the selected features, never a full
+decode.
 
 **How.** [`ablate_features`][lfp_mech.validate.ablation.ablate_features] is a context manager that installs one TransformerLens forward
 hook per hook point through ``model.hooks(...)``, so hooks are removed on exit, also when the
@@ -33,9 +34,8 @@ included (padding is masked by attention anyway)::
                          means={"blocks.25.hook_mlp_out": m25, "blocks.27.hook_mlp_out": m27}):
         logits = model(tokens)
 
-[`generate_with_ablation`][lfp_mech.validate.ablation.generate_with_ablation] samples completions with an ablation active (seeded per batch, so
-clean and ablated runs share random numbers).
-"""
+[`generate_with_ablation`][lfp_mech.validate.ablation.generate_with_ablation] samples completions
+with an ablation active (seeded per batch, so clean and ablated runs share random numbers)."""
 
 import difflib
 import math
@@ -261,9 +261,8 @@ def _input_scale(sae: nn.Module) -> Callable[[Tensor], Tensor] | None:
     """Factor mapping a decoder contribution back to input space for SAEs that normalise inputs.
 
     SAE-Lens's ``constant_norm_rescale`` decodes ``… / (sqrt(d_in)/||x||)`` and ``layer_norm``
-    decodes ``… * std(x)``; with the default ``"none"`` (and the folded ``expected_average_only_in``)
-    the decoder rows are already in input space.
-    """
+    decodes ``… * std(x)``; with the default ``"none"`` (and the folded
+    ``expected_average_only_in``) the decoder rows are already in input space."""
     norm = getattr(sae.cfg, "normalize_activations", "none")
     d_in = int(sae.cfg.d_in)
     if norm == "constant_norm_rescale":

@@ -40,7 +40,8 @@ class AutointerpConfig(StageConfig):
     task_description: str = DEFAULT_TASK
     """The fine-tuning task, as the LLM labeler is told."""
     use_llm: Literal["auto", "never", "always"] = "auto"
-    """"auto": use the LLM labeler when the LFP_MECH_LLM_* variables are set; "always": require it."""
+    """"auto": use the LLM labeler when the LFP_MECH_LLM_* variables are set; "always": require it.
+    """
     label_source: Literal["offline", "llm"] = "offline"
     """Which labeler's "task-related" label selects the features to ablate."""
     seed: RunSeed = 0
@@ -82,7 +83,8 @@ class ValidateConfig(StageConfig):
     gen_batch_size: int = 16
     """Prompts generated together."""
     reward: str = "vader"
-    """Reward that scores the completions (a name for [`lfp_mech.rewards.get_reward`][lfp_mech.rewards.get_reward])."""
+    """Reward that scores the completions (a name for
+    [`lfp_mech.rewards.get_reward`][lfp_mech.rewards.get_reward])."""
     mode: AblationMode = "zero"
     """"zero" (the paper) or "mean" ablation (features set to their corpus mean)."""
     ablate: Literal["task_related", "chosen"] = "task_related"

@@ -23,7 +23,8 @@ def choose_features(
     the largest absolute probe weight.
 
     Args:
-        high_mmcs: ``{hook: feature ids, highest MMCS first}`` ([`high_mmcs_by_hook`][lfp_mech.validate.features.high_mmcs_by_hook]).
+        high_mmcs: ``{hook: feature ids, highest MMCS first}``
+            ([`high_mmcs_by_hook`][lfp_mech.validate.features.high_mmcs_by_hook]).
         probe_weight: the probe's weights over the concatenated SAE features (``A_concat``: the
             hooks in model order, [`lfp_mech.hooks.sort_hooks`][lfp_mech.hooks.sort_hooks]).
         widths: ``{hook: d_sae}`` of every SAE the probe reads.

@@ -2,9 +2,9 @@
 frequencies (paper Table 7) as bar charts with their uncertainty, and the probe inputs Table 7
 selects (the probe's predicted delta on its inputs, with the threshold).
 
-Each function takes the table's rows (a DataFrame from [`ValidateResults`][lfp_mech.validate.results.ValidateResults] or the list of
-dicts the stage computed) and returns a matplotlib ``Figure``.
-"""
+Each function takes the table's rows (a DataFrame from
+[`ValidateResults`][lfp_mech.validate.results.ValidateResults] or the list of dicts the stage
+computed) and returns a matplotlib ``Figure``."""
 
 import math
 from collections.abc import Mapping, Sequence
@@ -32,9 +32,9 @@ def ablation_figure(
 ) -> Figure:
     """Grouped bars: mean reward per model (groups) and condition (bars), CI error bars.
 
-    ``rows``: the ablation table ([`ValidateResults.ablation`][lfp_mech.validate.results.ValidateResults.ablation], or
-    [`rows`][lfp_mech.validate.table.AblationResult.rows]).
-    """
+    ``rows``: the ablation table
+    ([`ValidateResults.ablation`][lfp_mech.validate.results.ValidateResults.ablation], or
+    [`rows`][lfp_mech.validate.table.AblationResult.rows])."""
     rows = _records(rows)
     models = list(dict.fromkeys(r["model"] for r in rows))
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
@@ -82,7 +82,8 @@ def _means_and_errors(
 def activation_frequency_figure(rows: "pd.DataFrame | Sequence[Mapping[str, Any]]") -> Figure:
     """Bars per hook: share of selected inputs on which each feature group is active.
 
-    ``rows``: the activation-frequency table ([`ValidateResults.activation_frequency`][lfp_mech.validate.results.ValidateResults.activation_frequency]).
+    ``rows``: the activation-frequency table
+    ([`ValidateResults.activation_frequency`][lfp_mech.validate.results.ValidateResults.activation_frequency]).
     """
     rows = _records(rows)
     hooks = list(dict.fromkeys(r["hook"] for r in rows))

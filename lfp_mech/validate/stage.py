@@ -5,8 +5,8 @@ often they fire on strong-feedback inputs (Table 7), and ablate them while the m
 Inputs, each read through the earlier stage's results class: the small SAEs and their high-MMCS
 features (``saes``), the probe's weights and inputs (``probes``), the held-out texts
 (``activations``) and the tuned policy (``rlhf``); the prefixes are the test split of the review
-prompts. [`run_validation`][lfp_mech.validate.stage.run_validation] is the same work on models and SAEs in memory.
-"""
+prompts. [`run_validation`][lfp_mech.validate.stage.run_validation] is the same work on models and
+SAEs in memory."""
 
 import dataclasses
 import logging
@@ -49,7 +49,8 @@ PROMPT_SET = "reviews"
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    """Choose the features, then [`run_validation`][lfp_mech.validate.stage.run_validation] on the base model and the tuned policy."""
+    """Choose the features, then [`run_validation`][lfp_mech.validate.stage.run_validation] on the
+    base model and the tuned policy."""
     from lfp_mech.activations.results import ActivationsResults
     from lfp_mech.data import load_prompts
     from lfp_mech.probes.results import ProbesResults

@@ -77,15 +77,17 @@ def ablation_table(
             the completion text only, so the prompt (identical in every cell) adds nothing.
         prompts: prefixes, cycled (after a seeded shuffle) to make ``n_completions``.
         freqs: ``{hook_name: activation frequency of every feature}`` to draw the matched random
-            control with [`matched_random_features`][lfp_mech.validate.controls.matched_random_features]; or give ``random_features`` directly.
+            control with
+            [`matched_random_features`][lfp_mech.validate.controls.matched_random_features]; or give
+            ``random_features`` directly.
         exclude: ``{hook_name: feature ids}`` never drawn as random controls (the task
             features themselves never are).
         mode: as in [`ablate_features`][lfp_mech.validate.ablation.ablate_features].
         means: as in [`ablate_features`][lfp_mech.validate.ablation.ablate_features].
 
     Returns:
-        [`AblationResult`][lfp_mech.validate.table.AblationResult]; conditions are ``"clean"``, ``"task"`` and ``"random"``.
-    """
+        [`AblationResult`][lfp_mech.validate.table.AblationResult]; conditions are ``"clean"``,
+    ``"task"`` and ``"random"``."""
     _check_table_inputs(models, saes, task_features, prompts)
     reward_fn = _reward_fn(reward)
     if random_features is None:

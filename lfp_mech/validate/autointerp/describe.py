@@ -1,9 +1,8 @@
 """Describe and label the chosen features of every SAE: the paper's Tables 1 and 8–10.
 
-One corpus pass ([`scan_features`][lfp_mech.validate.autointerp.scan.scan_features]) scans the chosen
-features plus ``n_null`` random features per SAE (the null of the offline test); each chosen
-feature gets the offline label and, with an LLM endpoint, the LLM's explanation and label.
-"""
+One corpus pass ([`scan_features`][lfp_mech.validate.autointerp.scan.scan_features]) scans the
+chosen features plus ``n_null`` random features per SAE (the null of the offline test); each chosen
+feature gets the offline label and, with an LLM endpoint, the LLM's explanation and label."""
 
 import dataclasses
 import logging

@@ -66,12 +66,12 @@ def label_feature(
 ) -> OfflineLabel:
     """Describe a feature from the words of its top-activating tokens, and test it.
 
-    ``null_statistics`` are [`valence_statistics`][lfp_mech.validate.autointerp.label.valence_statistics]'s first value for random features of the
-    same SAE. ``p = (1 + #{null ≥ stat}) / (1 + len(null))``; ``task_related = p < alpha`` (and
-    the feature fires on at least one sentiment word). With no null, ``p = 1``. The description
-    names the polarity and the most frequent top words, e.g. ``"fires on positive-sentiment
-    words: great, love"`` or ``"no clear sentiment: the, of"``.
-    """
+    ``null_statistics`` are
+    [`valence_statistics`][lfp_mech.validate.autointerp.label.valence_statistics]'s first value for
+    random features of the same SAE. ``p = (1 + #{null ≥ stat}) / (1 + len(null))``;
+    ``task_related = p < alpha`` (and the feature fires on at least one sentiment word). With no
+    null, ``p = 1``. The description names the polarity and the most frequent top words, e.g.
+    ``"fires on positive-sentiment words: great, love"`` or ``"no clear sentiment: the, of"``."""
     stat, mean_val, share = valence_statistics(words, lexicon)
     p, z = _null_test(stat, null_statistics)
     related = p < alpha and share > 0
