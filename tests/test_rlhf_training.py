@@ -105,3 +105,25 @@ def test_stage_run_rloo_writes_every_artifact(tmp_path):
     assert summary["final_train_reward"] == pytest.approx(results.train_log["reward_mean"][0])
     assert_loads_with_parity(results.policy_dir)
     assert results.load_policy(hooked=True).cfg.n_layers == 2
+
+
+def test_mini_batches_update_several_times_per_rollout_batch(tiny_hf, tmp_path):
+    """PPO-style mini-batches: 8 rollouts per generation feed 8 / 4 = 2 optimizer updates, so two
+    steps sample once (one reward call of 8 completions) where plain GRPO would sample twice."""
+    calls: list[int] = []
+
+    def counting_reward(texts):
+        calls.append(len(texts))
+        return e_reward(texts)
+
+    config = tiny_rl_config(batch_size=8, mini_batch_size=4, max_steps=2)
+    train_policy(tiny_hf, counting_reward, PROMPTS, config, tmp_path / "mini")
+    assert calls == [8]
+    calls.clear()
+    train_policy(tiny_hf, counting_reward, PROMPTS, tiny_rl_config(batch_size=8), tmp_path / "full")
+    assert calls == [8, 8]
+
+
+def test_mini_batch_must_divide_the_batch():
+    with pytest.raises(ValueError, match="mini_batch_size"):
+        tiny_rl_config(batch_size=8, mini_batch_size=3)

@@ -30,6 +30,7 @@ DPO_PROMPT_TOKENS = 44
 Task = Literal["vader", "toxicity", "hh"]
 Method = Literal["grpo", "rloo", "dpo"]
 PreferenceData = Literal["offline", "hh-rlhf", "toxic-dpo"]
+PromptSet = Literal["reviews", "toxicity", "imdb", "jigsaw"]
 
 
 @dataclass
@@ -42,6 +43,10 @@ class RLHFConfig(StageConfig):
     """"vader" (paper's sentiment task), "toxicity" (be less toxic) or "hh" (DPO, hub only)."""
     method: Method = "grpo"
     """"grpo" (TRL GRPOTrainer), "rloo" (TRL RLOOTrainer) or "dpo" (TRL DPOTrainer)."""
+    prompts: PromptSet | None = None
+    """Prompt set of training and evaluation (a name for
+    [`lfp_mech.data.load_prompts`][lfp_mech.data.load_prompts]): "reviews" / "toxicity" (shipped,
+    offline), "imdb" / "jigsaw" (the papers' sets, hub only). None: the task's offline set."""
     learning_rate: float = 5e-5
     """GRPO/RLOO learning rate (constant)."""
     beta: float = 0.04
@@ -51,6 +56,10 @@ class RLHFConfig(StageConfig):
     """
     num_generations: int = 8
     """Completions sampled per prompt (the group of GRPO's group-relative advantage)."""
+    mini_batch_size: int | None = None
+    """Completions per optimizer update: each batch of ``batch_size`` rollouts is split into
+    ``batch_size / mini_batch_size`` updates, like PPO's mini-batches (paper: 64 rollouts,
+    mini-batch 16). None: one update per batch. ``max_steps`` counts updates."""
     min_new_tokens: int = 8
     """Minimum completion length in tokens (paper: 8–20)."""
     max_new_tokens: int = 20
@@ -124,6 +133,12 @@ class RLHFConfig(StageConfig):
                 "batch_size",
                 f"must be a multiple of num_generations ({self.num_generations})",
             )
+        if self.mini_batch_size is not None:
+            self.require(
+                self.mini_batch_size >= 1 and self.batch_size % self.mini_batch_size == 0,
+                "mini_batch_size",
+                f"must divide batch_size ({self.batch_size}), or be None",
+            )
         self.require_between("min_new_tokens", 0, self.max_new_tokens)
         self.require(
             self.budget_minutes is None or self.budget_minutes > 0,
@@ -133,6 +148,9 @@ class RLHFConfig(StageConfig):
         self.require_between("distinct2_threshold", 0, 1)
         self.require_optional_at_least(1, "n_train_prompts")
         self.require_at_least(2, "n_eval_prompts", "pair_samples")
+        if self.prompts is not None:
+            self.require_choice("prompts", ("reviews", "toxicity", "imdb", "jigsaw"))
+            self.require(self.task != "hh", "prompts", "task 'hh' takes its prompts from HH-RLHF")
         if self.preference_data is not None:
             self.require_choice("preference_data", ("offline", *PREFERENCE_DATASETS))
 

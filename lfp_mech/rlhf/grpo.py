@@ -111,6 +111,10 @@ def rl_trainer_and_args(config: RLHFConfig, checkpoint_dir: Path) -> tuple[type,
     else:
         from trl import RLOOConfig as ArgsCls
         from trl import RLOOTrainer as TrainerCls
+    kwargs = trainer_kwargs(config, checkpoint_dir)
+    if config.mini_batch_size is not None:  # PPO-style: several updates per rollout batch
+        kwargs["per_device_train_batch_size"] = config.mini_batch_size
+        kwargs["steps_per_generation"] = config.batch_size // config.mini_batch_size
     args = ArgsCls(
         num_generations=config.num_generations,
         max_completion_length=config.max_new_tokens,
@@ -119,7 +123,7 @@ def rl_trainer_and_args(config: RLHFConfig, checkpoint_dir: Path) -> tuple[type,
         top_k=0,
         top_p=1.0,
         repetition_penalty=config.repetition_penalty,
-        **trainer_kwargs(config, checkpoint_dir),
+        **kwargs,
     )
     return TrainerCls, args
 

@@ -26,7 +26,7 @@ def task_reward(config: RLHFConfig) -> RewardLike:
 def task_prompts(config: RLHFConfig, split: str) -> list[str]:
     """The task's prompts: ``split`` "train" (``n_train_prompts`` of them, drawn with the seed,
     or all) or "test" (the first ``n_eval_prompts``, capped at the split's size)."""
-    prompt_set = TASKS[config.task]["prompts"]
+    prompt_set = config.prompts or TASKS[config.task]["prompts"]
     if prompt_set == "hh-rlhf":
         pairs = load_preference_pairs(
             "hh-rlhf",

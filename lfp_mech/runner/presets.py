@@ -1,7 +1,9 @@
 """Named runs: each preset is a set of run-config values over the stages' defaults.
 
 The stage defaults are sized for the offline SmolLM2 study on a 2-core CPU; a preset changes only
-what differs. ``lfp-mech config --preset NAME`` prints a preset fully resolved.
+what differs. The paper presets (``pythia-70m``, ``pythia-160m``, ``pythia-410m``, ``gpt-neo-125m``,
+``gemma-2b-it``) carry the papers' settings for every stage; docs/paper-presets.md tabulates each
+setting, its paper value and where a preset departs from it. ``lfp-mech config --preset NAME`` prints a preset fully resolved.
 """
 
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 from lfp_mech.errors import ConfigError
 from lfp_mech.runner.config import RunConfig, config_from_dict
 
-__all__ = ["PRESETS", "preset_config"]
+__all__ = ["IRL_PAPER", "PRESETS", "SMOKE", "preset_config"]
 
 IRL_PAPER: dict[str, Any] = {
     "n_train_prompts": 500,
@@ -31,6 +33,74 @@ IRL_PAPER: dict[str, Any] = {
 """The IRL paper's sizes (Joselowitz et al. 2024): 500/500 prompts, 100-token greedy
 completions, the whole LM fine-tuned with a last-token head, batch 2, lr 1e-5, 13 seeds × 6
 epochs (78 runs)."""
+
+LFP_PAPER_RLHF: dict[str, Any] = {
+    "method": "grpo",
+    "prompts": "imdb",
+    "learning_rate": 1e-6,
+    "beta": 0.5,
+    "batch_size": 64,
+    "mini_batch_size": 16,
+    "num_generations": 8,
+    "min_new_tokens": 8,
+    "max_new_tokens": 20,
+    "repetition_penalty": 1.0,
+    "max_steps": 1_560,
+    "budget_minutes": None,
+    "save_steps": 100,
+}
+"""The LFP paper's PPO settings (TRL 0.7: batch 64, mini-batch 16, KL 0.5, lr 1e-6, max grad
+norm 1 = TRL's default; IMDB review prefixes) on TRL 1.x's GRPO, the online RL with a KL penalty that replaced PPO.
+Steps: the paper does not state them; 1,560 updates = ~390 batches of 64 (one pass over IMDB's
+~25k training reviews at 64 per batch, as TRL 0.7's sentiment example) × 4 mini-batches."""
+
+
+def lfp_paper_saes(l1_coefficient: float) -> dict[str, Any]:
+    """The LFP paper's dictionaries: n and 2n features, tied, α on unnormalised activations,
+    Adam lr 1e-3, batch 32, one pass over 75,000 activations per layer."""
+    return {
+        "expansion_factors": [1, 2],
+        "tied": True,
+        "l1_coefficient": l1_coefficient,
+        "normalize_activations": False,
+        "l1_warm_up_fraction": 0.0,
+        "lr": 1e-3,
+        "batch_size": 32,
+        "training_tokens": 75_000,
+    }
+
+
+LFP_PAPER_VALIDATE: dict[str, Any] = {"n_completions": 1_000, "prefix_tokens": 30}
+"""Table 6: the mean reward of 1000 completions to 30-token prefixes per cell."""
+
+
+def lfp_paper_stages(l1_coefficient: float = 1e-3) -> dict[str, Any]:
+    """Every stage with the LFP paper's settings (VADER task) and the IRL paper's sizes."""
+    return {
+        "rlhf": LFP_PAPER_RLHF,
+        "divergence": {"top_k": 5},
+        "activations": {"n_tokens": 75_000},
+        "saes": lfp_paper_saes(l1_coefficient),
+        "validate": LFP_PAPER_VALIDATE,
+        "irl": IRL_PAPER,
+    }
+
+
+GEMMA_PAPER_STAGES: dict[str, Any] = lfp_paper_stages() | {
+    "rlhf": {
+        "task": "hh",
+        "method": "dpo",
+        "dpo_learning_rate": 5e-5,
+        "dpo_batch_size": 8,
+        "max_steps": 5_000,
+        "budget_minutes": None,
+        "save_steps": 500,
+    },
+    "validate": LFP_PAPER_VALIDATE | {"reward": "toxicity"},
+}
+"""Gemma-2b-it in the LFP paper: the DPO tasks only (HH-RLHF via the hub; TRL DPOTrainer, 5000
+steps, batch 8, lr 5e-5, AdamW eps 1e-8). The ablation table scores harmlessness with the
+toxicity reward, the proxy the HH task's evaluation uses."""
 
 SMOKE: dict[str, Any] = {
     "rlhf": {
@@ -90,13 +160,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "smoke": {"name": "smoke", "model": "tiny-llama", "stages": SMOKE},
-    "pythia-70m": {"name": "pythia-70m", "model": "pythia-70m", "stages": {"irl": IRL_PAPER}},
-    "pythia-160m": {"name": "pythia-160m", "model": "pythia-160m", "stages": {"irl": IRL_PAPER}},
+    "pythia-70m": {"name": "pythia-70m", "model": "pythia-70m", "stages": lfp_paper_stages()},
+    "pythia-160m": {"name": "pythia-160m", "model": "pythia-160m", "stages": lfp_paper_stages()},
+    "pythia-410m": {"name": "pythia-410m", "model": "pythia-410m", "stages": lfp_paper_stages()},
     "gpt-neo-125m": {
         "name": "gpt-neo-125m",
         "model": "gpt-neo-125M",
-        "stages": {"irl": IRL_PAPER},
+        "stages": lfp_paper_stages(l1_coefficient=1.5e-3),
     },
+    "gemma-2b-it": {"name": "gemma-2b-it", "model": "gemma-2b-it", "stages": GEMMA_PAPER_STAGES},
 }
 """Preset name -> run-config values (the keys of
 [`RunConfig.to_dict`][lfp_mech.runner.config.RunConfig.to_dict])."""
