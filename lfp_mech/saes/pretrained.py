@@ -255,7 +255,7 @@ def _release_saes(release: str, hooks: Sequence[str], ids: Sequence[str]) -> lis
             )
         try:
             cfg = get_sae_lens_config_from_hf(entry.repo_id, entry.saes_map[sae_id])
-        except OSError as err:  # offline, or the file is gone
+        except Exception as err:  # offline, the file is gone: huggingface_hub raises many kinds
             raise LfpMechError(f"cannot read {release}/{sae_id} from the hub: {err}") from err
         hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name") or sae_id
         found.append(PretrainedSAE(sae_id, hook, int(cfg["d_in"]), int(cfg["d_sae"])))
