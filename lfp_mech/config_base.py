@@ -43,6 +43,11 @@ class StageConfig:
 
     section: ClassVar[str] = ""
 
+    def check_environment(self, run: Any) -> None:
+        """Checks that need the machine (files, the hub), run before any stage runs for every
+        stage that will run (``run`` is the run config); ``__post_init__`` checks values only,
+        so a finished run's config still loads elsewhere. Default: nothing to check."""
+
     def invalid(self, option: str, requirement: str) -> ConfigError:
         """A one-line [`ConfigError`][lfp_mech.errors.ConfigError]:
         ``section.option = value: requirement``."""

@@ -81,3 +81,13 @@ def smoke_run(tmp_path_factory) -> SmokeRun:
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return SmokeRun(run_dir, killed, resumed)
+
+
+@pytest.fixture(scope="session")
+def tracked_smoke_run(tmp_path_factory):
+    """The smoke preset with ``--set tracking=tensorboard`` (tracking, push and SAE-reuse tests)."""
+    run_dir = tmp_path_factory.mktemp("tracked") / "smoke"
+    command = [*smoke_command(run_dir), "--set", "tracking=tensorboard"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

@@ -27,6 +27,7 @@ from lfp_mech.irl.reward_model import RewardModel
 from lfp_mech.irl.tasks import IRLTask, get_task, task_prompts, task_texts
 from lfp_mech.irl.training import IRLRuns, run_seeds
 from lfp_mech.models.coerce import ModelLike
+from lfp_mech.tracking import tracker_name
 
 __all__ = ["ProbeFn", "run_task"]
 
@@ -83,7 +84,10 @@ def run_task(
         device=config.device,
     )
     cache = out_dir / files.REWARD_INPUTS_FILE
-    runs = run_seeds(rm, demos, true_reward, config, other_texts=other, cache_path=cache)
+    runs = run_seeds(
+        rm, demos, true_reward, config, other_texts=other, cache_path=cache,
+        track=tracker_name(out_dir),
+    )  # fmt: skip
     summary = summarize_runs(runs.rows)
     extra = {"task": spec.name, "selected_run": runs.best, "true_reward": spec.reward}
     save_reward_model(rm, out_dir / files.REWARD_MODEL_DIR, extra=extra)

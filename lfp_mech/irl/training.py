@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from lfp_mech.irl.demonstrations import Demonstrations
 from lfp_mech.irl.evaluation import demo_metrics, fit_threshold, irl_metrics, run_key
 from lfp_mech.irl.inputs import RewardInputs, concat_inputs, encode_cached
 from lfp_mech.irl.reward_model import RewardModel
+from lfp_mech.tracking import Tracker, open_tracker
 
 __all__ = ["IRLRuns", "max_margin_loss", "run_seeds", "train_epoch", "train_step"]
 
@@ -178,6 +179,7 @@ def run_seeds(
     *,
     other_texts: Sequence[str] = (),
     cache_path: str | os.PathLike[str] | None = None,
+    track: str | None = None,
 ) -> IRLRuns:
     """Train ``config.n_seeds`` reward models for ``config.n_epochs`` each; evaluate every epoch.
 
@@ -186,7 +188,8 @@ def run_seeds(
     as safetensors when given and reused while texts and base weights match); every seed restarts
     from the base weights with a head drawn from ``config.seed + seed``. Held-out texts: expert test
     completions, non-expert test completions, then ``other_texts``. On return ``rm`` holds the best
-    run's weights and calibration."""
+    run's weights and calibration. With tracking active ([`lfp_mech.tracking`][lfp_mech.tracking])
+    each seed logs its epochs to the tracker ``<track>/seed_<seed>``."""
     data = _Texts.of(demos, other_texts)
     t0 = time.perf_counter()
     true_all = true_reward(data.texts).float().cpu()
@@ -205,9 +208,11 @@ def run_seeds(
     best = _Best()
     t1 = time.perf_counter()
     for seed in tqdm(range(config.n_seeds), desc="IRL seeds", disable=None):
-        seed_rows, final_scores[seed] = _train_seed(
-            rm, inputs, data, true_all, config, config.seed + seed, best
-        )
+        name = f"{track}/seed_{config.seed + seed}" if track else None
+        with open_tracker(name, asdict(config)) if name else Tracker() as tracker:
+            seed_rows, final_scores[seed] = _train_seed(
+                rm, inputs, data, true_all, config, config.seed + seed, best, tracker
+            )
         rows += seed_rows
     timings["train_eval_s"] = time.perf_counter() - t1
     timings["per_epoch_s"] = timings["train_eval_s"] / (config.n_seeds * config.n_epochs)
@@ -237,6 +242,7 @@ def _train_seed(
     config: IRLConfig,
     run_seed: int,
     best: _Best,
+    tracker: Tracker,
 ) -> tuple[list[dict[str, Any]], Tensor]:
     """One seed: reset the head, train ``n_epochs`` and evaluate each; its rows and the
     held-out scores after its last epoch."""
@@ -252,6 +258,7 @@ def _train_seed(
         row = {"seed": run_seed, "epoch": epoch, **row}
         row |= {"train_loss": loss, "train_pair_acc": pair_acc}
         rows.append(row)
+        tracker.log_scalars(epoch, _epoch_scalars(row))
         logger.info(
             "seed %d epoch %d: acc %.3f f1 %.3f spearman %.3f",
             run_seed, epoch, row["acc"], row["f1"], row["spearman"],
@@ -259,6 +266,12 @@ def _train_seed(
         held = scores[data.held_idx]
         best.offer(row, rm, held, scores[data.fit_idx])
     return rows, held
+
+
+def _epoch_scalars(row: dict[str, Any]) -> dict[str, Any]:
+    """What a tracker records per epoch: training loss and pair accuracy, held-out metrics."""
+    heldout = {f"heldout/{key}": row[key] for key in ("acc", "f1", "spearman", "pair_acc")}
+    return {"train/loss": row["train_loss"], "train/pair_acc": row["train_pair_acc"], **heldout}
 
 
 def _epoch_row(

@@ -29,10 +29,17 @@ from transformers import (
 from lfp_mech._io import atomic_dir, write_json
 from lfp_mech.rlhf.artifacts import CHECKPOINT_DIR, POLICY_DIR, POLICY_METADATA, TRAIN_LOG
 from lfp_mech.rlhf.logs import as_float, read_train_log, write_train_log
+from lfp_mech.tracking import Tracker, open_tracker, tracker_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GuardCallback", "TrainingSession", "policy_metadata", "trainer_kwargs"]
+__all__ = [
+    "GuardCallback",
+    "TrackingCallback",
+    "TrainingSession",
+    "policy_metadata",
+    "trainer_kwargs",
+]
 
 
 def trainer_kwargs(config: Any, checkpoint_dir: Path) -> dict[str, Any]:
@@ -58,7 +65,7 @@ def trainer_kwargs(config: Any, checkpoint_dir: Path) -> dict[str, Any]:
         "bf16": False,
         "fp16": False,
         "activation_checkpointing": False,  # small models: faster without; memory is not the limit
-        "report_to": "none",
+        "report_to": "none",  # tracking goes through lfp_mech.tracking (TrackingCallback)
         "disable_dropout": True,  # policy and reference log-probs must agree at step 0
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
@@ -147,8 +154,17 @@ class TrainingSession:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # our callback logs each step instead of print()
+        tracker = (
+            open_tracker(tracker_name(self.out_dir)) if trainer.is_world_process_zero() else None
+        )
+        if tracker is not None and tracker.enabled:
+            trainer.add_callback(TrackingCallback(tracker))
         self._t0 = time.monotonic()
-        trainer.train(resume_from_checkpoint=self.last_checkpoint)
+        try:
+            trainer.train(resume_from_checkpoint=self.last_checkpoint)
+        finally:
+            if tracker is not None:
+                tracker.close()
         if not self.stop_reason:
             self.stop_reason = "max_steps"
         steps = trainer.state.global_step
@@ -271,6 +287,24 @@ class GuardCallback(TrainerCallback):
             self.session.stop_reason = "collapse"
             control.should_training_stop = True
             control.should_save = True
+
+
+class TrackingCallback(TrainerCallback):
+    """Sends every Trainer log row to a [`Tracker`][lfp_mech.tracking.Tracker] (the run's
+    ``tracking`` backend), tags named as transformers' own TensorBoard/W&B callbacks name them
+    (``train/reward``, ``train/kl``, ...; ``eval_x`` as ``eval/x``), step = optimizer step."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
+        if state.is_world_process_zero and logs:
+            tags = {
+                f"eval/{k[5:]}" if k.startswith("eval_") else f"train/{k}": v
+                for k, v in logs.items()
+            }
+            self.tracker.log_scalars(state.global_step, tags)
+        return control
 
 
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:

@@ -13,6 +13,8 @@ Examples::
     lfp-mech models                               # what can be loaded, what is available offline
     lfp-mech stages                               # the stages of a run, in order
     lfp-mech report runs/default                  # rewrite a run's report.md / report.html
+    lfp-mech push runs/default --repo-id me/lfp   # upload the tuned policy and SAEs to the hub
+    lfp-mech push runs/default --repo-id me/lfp --local-dir out/  # the same folder, no upload
 """
 
 import argparse
@@ -64,7 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the presets")
     report = sub.add_parser("report", help="rewrite report.md / report.html of a run directory")
     report.add_argument("run_dir")
+    _push_parser(sub)
     return parser
+
+
+def _push_parser(sub: argparse._SubParsersAction) -> None:
+    push = sub.add_parser(
+        "push",
+        help="upload a run's tuned policy and SAEs to the Hugging Face hub",
+        description="Upload RUN_DIR's tuned policy (HF format, with a model card) and its SAEs "
+        "(SAE-Lens's hub layout: one folder per SAE, loadable with "
+        "sae_lens.SAE.from_pretrained(REPO, SAE_ID)) to one hub repo, in one commit. Needs a "
+        "hub login (`hf auth login` or HF_TOKEN); --local-dir writes the folder instead.",
+    )
+    push.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    push.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the hub repo")
+    push.add_argument(
+        "--what", default="policy,saes", help="comma-separated: policy, saes (default: both)"
+    )
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument(
+        "--local-dir",
+        metavar="DIR",
+        help="write the folder that would be uploaded to DIR and upload nothing (no hub needed)",
+    )
+    push.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the files that would be uploaded and upload nothing (no hub needed)",
+    )
 
 
 def _config_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("WANDB_MODE", "disabled")
     if extra and args.command not in ("run", "config"):
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
@@ -114,6 +143,8 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             commands.print_help(args, build_parser())
             return 0
         config = commands.resolve(args.preset, args.config, args.set, extra)
+        if config.tracking != "wandb":  # libraries that log to W&B by themselves stay quiet
+            os.environ.setdefault("WANDB_MODE", "disabled")
         if args.command == "config":
             sys.stdout.write(config.to_toml())
             return 0
@@ -130,6 +161,8 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
 
         markdown, page = write_report(args.run_dir)
         sys.stdout.write(f"{markdown}\n{page}\n")
+    elif args.command == "push":
+        sys.stdout.write(commands.push(args))
     else:  # pragma: no cover - argparse rejects other commands
         raise ConfigError(f"unknown command {args.command!r}")
     return 0

@@ -22,7 +22,7 @@ from lfp_mech.runner.config import (
 from lfp_mech.runner.presets import PRESETS
 from lfp_mech.runner.registry import STAGES
 
-__all__ = ["load_config", "print_help", "resolve", "run"]
+__all__ = ["load_config", "print_help", "push", "resolve", "run"]
 
 DEFAULT_PRESET = "default"
 
@@ -138,6 +138,34 @@ def presets_table() -> str:
         changed = ", ".join(sorted(data.get("stages", {}))) or "nothing"
         lines.append(f"{name}: model {data['model']}; stage sections changed: {changed}\n")
     return "".join(lines)
+
+
+def push(args: argparse.Namespace) -> str:
+    """``lfp-mech push``: upload (or with ``--local-dir`` / ``--dry-run`` only write or list)
+    the folder of a run's policy and SAEs; what to print."""
+    import tempfile
+
+    from lfp_mech.runner.push import push_run
+
+    what = _split(args.what)
+    if args.dry_run and not args.local_dir:
+        with tempfile.TemporaryDirectory(prefix="lfp_mech_push_") as tmp:
+            folder = Path(
+                push_run(args.run_dir, args.repo_id, what=what, local_dir=Path(tmp) / "repo")
+            )
+            return _listing(folder, f"would upload to {args.repo_id}:")
+    if args.local_dir:
+        folder = Path(push_run(args.run_dir, args.repo_id, what=what, local_dir=args.local_dir))
+        return _listing(folder, f"wrote the folder for {args.repo_id} (not uploaded): {folder}")
+    url = push_run(args.run_dir, args.repo_id, what=what, private=args.private)
+    return f"pushed to {url}\n"
+
+
+def _listing(folder: Path, header: str) -> str:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in files)
+    lines = [f"  {p.relative_to(folder)}  ({p.stat().st_size:,} bytes)" for p in files]
+    return "\n".join([header, *lines, f"{len(files)} files, {total / 1e6:.1f} MB"]) + "\n"
 
 
 def _split(text: str | None) -> list[str]:

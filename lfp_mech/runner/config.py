@@ -34,6 +34,7 @@ from lfp_mech.models.config import ModelConfig
 from lfp_mech.probes.config import ProbesConfig
 from lfp_mech.rlhf.config import RLHFConfig
 from lfp_mech.saes.config import SAEConfig
+from lfp_mech.tracking import BACKENDS, Backend
 from lfp_mech.validate.config import ValidateConfig
 
 __all__ = [
@@ -74,6 +75,11 @@ class RunConfig:
     """Seed of every stage (each stage's ``seed``)."""
     device: str = "cpu"
     """Torch device of every stage: "cpu", "cuda", "cuda:1", ..."""
+    tracking: Backend = "none"
+    """Log the training loops (RLHF steps, SAE steps, IRL epochs) to "tensorboard" or "wandb"
+    under ``<run_dir>/tracking/<stage>/`` ("none": no logging). Needs ``pip install
+    tensorboard`` / ``wandb``. Observes only: it does not change results, and changing it reruns
+    no stage (``--force STAGE`` to log a completed one)."""
     stages: Annotated[StagesConfig, tyro.conf.arg(name="")] = field(default_factory=StagesConfig)
     """The stages' options."""
 
@@ -84,6 +90,8 @@ class RunConfig:
                 "with lfp_mech.runner.config.config_from_dict"
             )
         _set_run_level(self.stages, {name: getattr(self, name) for name in RUN_LEVEL_FIELDS})
+        if self.tracking not in BACKENDS:
+            raise ConfigError(f"tracking = {self.tracking!r}: must be one of {', '.join(BACKENDS)}")
 
     def stage(self, name: str) -> Any:
         """The config section of stage ``name``."""
@@ -198,8 +206,8 @@ def _unknown(key: str, valid: Sequence[str], what: str) -> str:
 def set_args(assignments: Sequence[str]) -> list[str]:
     """``--set`` items (``rlhf.max_steps=10``, ``saes.sweep_alphas=[1e-3,1e-2]``) as arguments.
 
-    A value that parses as a JSON list gives one argument per element; anything else is passed
-    as written and parsed by the option's type.
+    A value in brackets (a JSON list, or unquoted strings ``[a,b]``) gives one argument per
+    element; anything else is passed as written and parsed by the option's type.
     """
     args: list[str] = []
     for assignment in assignments:
@@ -218,8 +226,12 @@ def _values(raw: str) -> list[str]:
     if raw.startswith("["):
         try:
             items = json.loads(raw)
-        except json.JSONDecodeError:
-            items = None
+        except json.JSONDecodeError:  # unquoted strings: [a/b,c]
+            items = (
+                [v.strip() for v in raw[1:-1].split(",") if v.strip()]
+                if raw.endswith("]")
+                else None
+            )
         if isinstance(items, list):
             return [_scalar(v) for v in items]
     return [raw]

@@ -14,6 +14,10 @@ run's model, the versions of lfp_mech and of the packages that change its output
 fingerprints of the stages it requires. So a changed option, a default changed in code or a new
 library version reruns that stage and every stage after it. A killed run loses only the stage in
 progress (its folder is kept, so a stage with its own checkpoints, such as RLHF, continues).
+
+The run option ``tracking`` is not in any fingerprint (it only observes, see
+[`lfp_mech.tracking`][lfp_mech.tracking]): each stage runs inside its tracking context, logging
+to ``<run_dir>/tracking/<stage>/``, outside the stage folders whose files are hashed.
 """
 
 import dataclasses
@@ -30,6 +34,7 @@ from lfp_mech.errors import ConfigError
 from lfp_mech.runner.manifest import now, open_manifest, package_versions, peak_rss, save_manifest
 from lfp_mech.runner.registry import STAGES, StageSpec, stage_names
 from lfp_mech.stage_api import StageContext
+from lfp_mech.tracking import TRACKING_DIR, check_backend, tracking
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +65,12 @@ def run_pipeline(
     for name in [*(stages or ()), *force]:
         if name not in names:
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(names)}")
+    check_backend(getattr(config, "tracking", "none"))
     run_dir = Path(run_dir or Path("runs") / config.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = open_manifest(run_dir, config.to_dict())
     selected = set(names if stages is None else stages)
+    _preflight(registry, config, manifest, selected, set(force))
     fingerprints: dict[str, str] = {}
     forced = set(force)
     for index, spec in enumerate(registry, start=1):
@@ -101,6 +108,34 @@ def fingerprint(spec: StageSpec, config: Any, upstream: Mapping[str, str]) -> st
     )
 
 
+def _preflight(
+    registry: tuple[StageSpec, ...],
+    config: Any,
+    manifest: dict[str, Any],
+    selected: set[str],
+    force: set[str],
+) -> None:
+    """Before any stage runs: the environment checks (``check_environment(config)``, files and
+    hub access) of every stage that will run, i.e. selected and not complete with its
+    fingerprint (artifact hashes are checked later), forced, or after one that will run."""
+    fingerprints: dict[str, str] = {}
+    pending: set[str] = set()
+    for spec in registry:
+        fingerprints[spec.name] = fingerprint(spec, config, fingerprints)
+        entry = manifest["stages"].get(spec.name) or {}
+        stale = (entry.get("status"), entry.get("fingerprint")) != (
+            "complete",
+            fingerprints[spec.name],
+        )
+        if spec.name in selected and (
+            stale or spec.name in force or any(r in pending for r in spec.requires)
+        ):
+            pending.add(spec.name)
+            check = getattr(getattr(config.stages, spec.name), "check_environment", None)
+            if callable(check):
+                check(config)
+
+
 def _check_requirements(
     run_dir: Path, spec: StageSpec, manifest: dict[str, Any], fingerprints: Mapping[str, str]
 ) -> None:
@@ -117,10 +152,12 @@ def _run_stage(
 ) -> None:
     stage_dir = run_dir / spec.name
     previous = manifest["stages"].get(spec.name, {})
-    if previous.get("fingerprint") != fingerprint and stage_dir.exists():
-        shutil.rmtree(
-            stage_dir
-        )  # config or code changed: old partial or complete results are stale
+    tracking_dir = run_dir / TRACKING_DIR / spec.name
+    if previous.get("fingerprint") != fingerprint:
+        # config or code changed: old partial or complete results (and their logs) are stale
+        for stale in (stage_dir, tracking_dir):
+            if stale.exists():
+                shutil.rmtree(stale)
     stage_dir.mkdir(parents=True, exist_ok=True)
     options = json_safe(dataclasses.asdict(getattr(config.stages, spec.name)))
     manifest["stages"][spec.name] = {
@@ -132,7 +169,11 @@ def _run_stage(
     save_manifest(run_dir, manifest)
     context = StageContext(run_dir, spec.name, config, manifest)
     start = time.perf_counter()
-    with peak_rss() as peak:
+    backend = getattr(config, "tracking", "none")
+    with (
+        peak_rss() as peak,
+        tracking(backend, tracking_dir, base=stage_dir, group=config.name, prefix=spec.name),
+    ):
         summary = spec.runner()(context) or {}
     seconds = time.perf_counter() - start
     manifest["stages"][spec.name].update(

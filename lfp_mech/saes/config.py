@@ -1,6 +1,7 @@
 """Options of the ``saes`` stage: SAE-Lens dictionaries on the most divergent layers."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
 
@@ -66,6 +67,16 @@ class SAEConfig(StageConfig):
     """A small-dictionary feature is "high-MMCS" when its MMCS with the big one is >= this."""
     mmcs_top_k: int = 20
     """How many highest-MMCS features per layer to list in the summary."""
+    pretrained: str | None = None
+    """Reuse SAEs instead of training: a SAE-Lens release (``pythia-70m-deduped-mlp-sm``; needs
+    the hub and the release's model), a hub repo in SAE-Lens's layout (``lfp-mech push``
+    makes one), or a local folder of SAE-Lens SAE folders (``cfg.json`` +
+    ``sae_weights.safetensors``, e.g. another run's ``saes/``), matched to the captured hooks by
+    ``cfg.metadata.hook_name``. Per hook the narrowest is the small dictionary, a wider one the
+    big one. No sweep, no tied/untied comparison. None: train."""
+    pretrained_ids: tuple[str, ...] = ()
+    """With ``pretrained``: load only these SAE ids (release ids, or folder paths inside the
+    source); empty: the SAEs on the captured hooks."""
     device: RunDevice = "cpu"
     """Where SAEs train and the model runs."""
     seed: RunSeed = 0
@@ -94,3 +105,20 @@ class SAEConfig(StageConfig):
         self.require_between("mmcs_threshold", 0, 1, low_open=True)
         self.require_at_least(0, "ce_texts", "mmcs_top_k")
         self.require_at_least(1, "ce_batch_size")
+        if self.pretrained in ("", "None"):
+            self.pretrained = None
+        self.pretrained_ids = tuple(str(i) for i in self.pretrained_ids)
+        self.require(
+            self.pretrained is not None or not self.pretrained_ids,
+            "pretrained_ids",
+            "needs saes.pretrained (the source the ids are in)",
+        )
+
+    def check_environment(self, run: Any) -> None:
+        """Before any stage runs: a reused SAE source exists, fits the run's model and hook site,
+        and the hub is reachable if it needs it
+        ([`check_pretrained`][lfp_mech.saes.pretrained.check_pretrained])."""
+        if self.pretrained is not None:
+            from lfp_mech.saes.pretrained import check_pretrained
+
+            check_pretrained(self.pretrained, run.model, run.stages.activations.hook)

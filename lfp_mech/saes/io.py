@@ -24,9 +24,11 @@ or an SAE object."""
 
 
 def save_sae(sae: Any, path: str | os.PathLike[str], info: Mapping[str, Any]) -> Path:
-    """Save ``sae`` for inference in SAE-Lens format (atomically) plus ``training.json``."""
+    """Save ``sae`` for inference in SAE-Lens format (atomically) plus ``training.json``
+    (a training SAE through ``save_inference_model``, an inference SAE through ``save_model``)."""
     with atomic_dir(path) as tmp:
-        sae.save_inference_model(tmp)
+        save = getattr(sae, "save_inference_model", None) or sae.save_model
+        save(tmp)
         write_json(tmp / "training.json", dict(info))
     return Path(path)
 

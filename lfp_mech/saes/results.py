@@ -50,6 +50,17 @@ class SAEsResults(StageResults):
         return list(self._hooks().values())
 
     @property
+    def sizes(self) -> list[str]:
+        """The dictionary sizes the stage has (``["small", "big"]``; reused SAEs with no wider
+        twin: ``["small"]``)."""
+        return list(self.summary.get("sizes", SIZES))
+
+    @property
+    def pretrained(self) -> str | None:
+        """The source the SAEs were reused from (``saes.pretrained``), None when trained."""
+        return self.summary.get("pretrained")
+
+    @property
     def variant(self) -> str:
         """``"tied"`` or ``"untied"``: the variant of the main dictionaries."""
         return str(self.summary["variant"])
@@ -62,6 +73,11 @@ class SAEsResults(StageResults):
         """
         if size not in SIZES:
             raise ConfigError(f"size must be one of {SIZES}, got {size!r}")
+        if size not in self.sizes:
+            raise ConfigError(
+                f"the saes stage has no {size!r} dictionaries (it reused {self.pretrained}, "
+                f"which has sizes: {', '.join(self.sizes)})"
+            )
         if variant not in (None, "tied", "untied"):
             raise ConfigError(f"variant must be 'tied' or 'untied', got {variant!r}")
         prefix = "" if variant is None or variant == self.variant else f"{variant}/"
@@ -121,7 +137,11 @@ class SAEsResults(StageResults):
     def mmcs_values(self) -> dict[int, "np.ndarray"]:
         """``{layer: MMCS of every small feature}``, for
         [`plot_mmcs`][lfp_mech.saes.plots.plot_mmcs]."""
-        return {layer: self.mmcs(layer)["mmcs"].to_numpy() for layer in self.layers}
+        return {
+            layer: self.mmcs(layer)["mmcs"].to_numpy()
+            for layer in self.layers
+            if (self.path / f"{mmcs_stem(layer)}.csv").is_file()
+        }
 
     def high_mmcs_features(self) -> dict[str, Any]:
         """``high_mmcs_features.json``: per layer (key ``str(layer)``) the hook, mean MMCS, the
@@ -135,8 +155,9 @@ class SAEsResults(StageResults):
 
     @property
     def alpha(self) -> float:
-        """The L1 coefficient α of the dictionaries (per-element-MSE units)."""
-        return float(self.summary["alpha"])
+        """The L1 coefficient α of the dictionaries (per-element-MSE units; NaN when reused)."""
+        alpha = self.summary["alpha"]
+        return float("nan") if alpha is None else float(alpha)
 
     @property
     def alpha_meaning(self) -> str:

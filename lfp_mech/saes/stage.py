@@ -39,7 +39,7 @@ from lfp_mech.saes.artifacts import (
     sae_folder,
     variant_name,
 )
-from lfp_mech.saes.config import SAEConfig
+from lfp_mech.saes.config import SIZES, SAEConfig
 from lfp_mech.saes.io import load_sae
 from lfp_mech.saes.metrics import (
     TIED_VS_UNTIED_METRICS,
@@ -50,6 +50,7 @@ from lfp_mech.saes.metrics import (
     tied_vs_untied_table,
 )
 from lfp_mech.saes.plots import plot_l1_sweep, plot_mmcs
+from lfp_mech.saes.pretrained import reuse_pretrained
 from lfp_mech.saes.sweep import SWEEP_COLUMNS, l1_sweep
 from lfp_mech.saes.training import hooks_for_layers, train_saes
 from lfp_mech.stage_api import SUMMARY_FILE, StageContext
@@ -79,7 +80,8 @@ SAEKey = tuple[tuple[int, str], bool]
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    """Train and evaluate SAEs on the activations stage's stores of the tuned policy."""
+    """Train (or reuse) and evaluate SAEs on the activations stage's stores of the tuned
+    policy."""
     activations = ActivationsResults(ctx.stage_dir("activations"))
     train, heldout = activations.train_store, activations.heldout_store
     policy = RLHFResults(ctx.stage_dir("rlhf")).policy_dir
@@ -93,7 +95,8 @@ def train_and_evaluate(
     out_dir: str | os.PathLike[str],
     config: SAEConfig,
 ) -> dict[str, Any]:
-    """Train, save and evaluate the SAEs of every layer in ``train``; write the stage's folder.
+    """Train (or, with ``config.pretrained``, reuse: [`lfp_mech.saes.pretrained`][lfp_mech.saes.pretrained]),
+    save and evaluate the SAEs of every layer in ``train``; write the stage's folder.
 
     Args:
         train: the training activation store.
@@ -106,28 +109,16 @@ def train_and_evaluate(
     Returns the manifest summary ([`MANIFEST_KEYS`][lfp_mech.saes.stage.MANIFEST_KEYS]);
     ``summary.json`` has more."""
     out_dir = Path(out_dir)
-    layers = train.layers
-    hooks = hooks_for_layers(train, layers)
+    hooks = hooks_for_layers(train, train.layers)
     heldout_acts = {hook: heldout.load_all(hook, config.eval_tokens) for hook in hooks.values()}
-    model_name = str(train.meta.get("model", ""))
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {}
-    if config.sweep_alphas:
-        summary["l1_sweep"] = _sweep(train, hooks, heldout_acts, out_dir, config, timings)
-    with _timed(timings, "train_main"):
-        paths = train_saes(train, layers, out_dir, config, model_name=model_name)
-    other: dict[tuple[int, str], Path] = {}
-    if config.compare_untied:
-        other_cfg = replace(config, tied=not config.tied)
-        with _timed(timings, "train_comparison"):
-            other = train_saes(
-                train,
-                layers,
-                out_dir / variant_name(other_cfg.tied),
-                other_cfg,
-                sizes=("small",),
-                model_name=model_name,
-            )
+    if config.pretrained:
+        with _timed(timings, "load_pretrained"):
+            paths, tied = reuse_pretrained(train, hooks, out_dir, config)
+        config, other = replace(config, tied=tied), {}
+    else:
+        paths, other = _train_all(train, hooks, heldout_acts, out_dir, config, timings, summary)
     with _timed(timings, "evaluation"):
         loaded = _load(paths, other, config)
         rows = _metric_rows(loaded, hooks, heldout_acts, out_dir, config)
@@ -147,6 +138,37 @@ def train_and_evaluate(
             logger.warning("SAE check failed: %s", name)
     write_json(out_dir / SUMMARY_FILE, json_safe(summary))
     return json_safe({k: summary[k] for k in MANIFEST_KEYS})
+
+
+def _train_all(
+    train: ActivationStore,
+    hooks: Mapping[int, str],
+    heldout_acts: Mapping[str, Float[Tensor, "n d_in"]],
+    out_dir: Path,
+    config: SAEConfig,
+    timings: dict[str, float],
+    summary: dict[str, Any],
+) -> tuple[dict[tuple[int, str], Path], dict[tuple[int, str], Path]]:
+    """The L1 sweep (into ``summary``), the main dictionaries and the other variant's small
+    ones: ``(main, other)``, each ``{(layer, size): folder}``."""
+    model_name = str(train.meta.get("model", ""))
+    if config.sweep_alphas:
+        summary["l1_sweep"] = _sweep(train, hooks, heldout_acts, out_dir, config, timings)
+    with _timed(timings, "train_main"):
+        paths = train_saes(train, list(hooks), out_dir, config, model_name=model_name)
+    other: dict[tuple[int, str], Path] = {}
+    if config.compare_untied:
+        other_cfg = replace(config, tied=not config.tied)
+        with _timed(timings, "train_comparison"):
+            other = train_saes(
+                train,
+                list(hooks),
+                out_dir / variant_name(other_cfg.tied),
+                other_cfg,
+                sizes=("small",),
+                model_name=model_name,
+            )
+    return paths, other
 
 
 def _sweep(
@@ -273,6 +295,8 @@ def _mmcs_tables(
     high: dict[str, Any] = {}
     values_by_layer = {}
     for layer, hook in hooks.items():
+        if ((layer, "big"), config.tied) not in saes:  # reused SAEs with no wider twin
+            continue
         small, big = saes[((layer, "small"), config.tied)], saes[((layer, "big"), config.tied)]
         values, index = mmcs_with_index(small, big)
         values_by_layer[layer] = values
@@ -292,8 +316,9 @@ def _mmcs_tables(
             "top_mmcs": [round(float(values[i]), 4) for i in top],
         }
     write_json(out_dir / HIGH_MMCS_FILE, high)
-    figure = plot_mmcs(values_by_layer, threshold=config.mmcs_threshold)
-    save_figure(figure, out_dir / MMCS_FIGURE)
+    if values_by_layer:
+        figure = plot_mmcs(values_by_layer, threshold=config.mmcs_threshold)
+        save_figure(figure, out_dir / MMCS_FIGURE)
     return high
 
 
@@ -331,15 +356,20 @@ def _summary(
         "hook_names": list(hooks.values()),
         "n_saes": len(paths),
         "saes": {sae_folder(*key): str(p.relative_to(out_dir)) for key, p in paths.items()},
+        "sizes": [size for size in SIZES if any(key[1] == size for key in paths)],
         "variant": variant_name(config.tied),
-        "alpha": config.l1_coefficient,
+        "pretrained": config.pretrained,
+        "alpha": None if config.pretrained else config.l1_coefficient,
         "sae_lens_l1_coefficient": {
-            hook: config.l1_coefficient * train.d_in_of(hook) for hook in hooks.values()
+            hook: config.l1_coefficient * train.d_in_of(hook)
+            for hook in hooks.values()
+            if not config.pretrained
         },
         "alpha_meaning": ALPHA_MEANING,
         "train_tokens_in_store": train.n_tokens,
-        "training_tokens_per_sae": (config.training_tokens // config.batch_size)
-        * config.batch_size,
+        "training_tokens_per_sae": 0
+        if config.pretrained
+        else (config.training_tokens // config.batch_size) * config.batch_size,
         "heldout_tokens": {hook: int(a.shape[0]) for hook, a in heldout_acts.items()},
         **_quality(rows, config),
         "mmcs": {

@@ -68,6 +68,7 @@ def l1_sweep(
             tied=tied,
             alpha=alpha,
             n_samples=config.sweep_tokens,
+            track=f"l1_sweep/alpha_{alpha:g}",
         )
         rows.append({**stats, "d_sae": d_in * factor, **sae_metrics(sae, heldout_acts)})
     return rows

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from sae_lens.config import LoggingConfig, SAETrainerConfig
-from sae_lens.saes.sae import SAEMetadata
+from sae_lens.saes.sae import SAEMetadata, TrainStepOutput
 from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
 from torch import Tensor
@@ -31,20 +31,21 @@ from lfp_mech.saes.artifacts import sae_folder, variant_name
 from lfp_mech.saes.config import SIZES, SAEConfig
 from lfp_mech.saes.io import save_sae
 from lfp_mech.saes.tied import TiedStandardTrainingSAE
+from lfp_mech.tracking import Tracker, open_tracker, tracker_name
 
 __all__ = [
     "Batches",
+    "TrackedSAETrainer",
     "build_training_sae",
     "hooks_for_layers",
     "store_batches",
     "tensor_batches",
     "train_sae",
+    "step_scalars",
     "train_saes",
 ]
 
 logger = logging.getLogger(__name__)
-
-os.environ.setdefault("WANDB_MODE", "disabled")
 
 Batches = Callable[[int], Iterator[Float[Tensor, "batch d_in"]]]
 """A batch source: ``batches(epoch)`` yields one epoch of ``[batch, d_in]`` activations."""
@@ -93,13 +94,15 @@ def train_sae(
     alpha: float | None = None,
     n_samples: int | None = None,
     metadata: Mapping[str, Any] | None = None,
+    track: str | None = None,
 ) -> tuple[StandardTrainingSAE, dict[str, Any]]:
     """Train one SAE with SAE-Lens's ``SAETrainer`` on ``batches(epoch)`` (one epoch each).
 
     ``alpha`` defaults to ``config.l1_coefficient``, ``n_samples`` (activations seen, rounded
-    down to whole batches) to ``config.training_tokens``. Returns the trained SAE (activation
-    normalisation folded in: it takes raw activations) and training statistics (steps, seconds,
-    samples/s, α and its SAE-Lens value).
+    down to whole batches) to ``config.training_tokens``. ``track`` names its tracker when
+    tracking is active ([`lfp_mech.tracking`][lfp_mech.tracking]: loss, L0, FVU per step).
+    Returns the trained SAE (activation normalisation folded in: it takes raw activations) and
+    training statistics (steps, seconds, samples/s, α and its SAE-Lens value).
     """
     alpha = config.l1_coefficient if alpha is None else alpha
     n_samples = n_samples or config.training_tokens
@@ -122,9 +125,11 @@ def train_sae(
     )
     provider = _endless(batches, config.batch_size)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    info = {"alpha": alpha, "d_in": d_in, "d_sae": d_sae, "tied": tied}
+    tracker = open_tracker(track, info) if track else Tracker()
+    with tracker, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        trained = SAETrainer(trainer_cfg, sae, provider).fit()
+        trained = TrackedSAETrainer(trainer_cfg, sae, provider, tracker=tracker).fit()
     seconds = time.perf_counter() - start
     stats = {
         "steps": n_steps,
@@ -136,6 +141,38 @@ def train_sae(
         "tied": tied,
     }
     return trained, stats
+
+
+class TrackedSAETrainer(SAETrainer):
+    """SAE-Lens's ``SAETrainer`` that also sends each step's loss, L0 and FVU to a
+    [`Tracker`][lfp_mech.tracking.Tracker] (nothing is computed for the no-op tracker; training
+    is the same either way)."""
+
+    def __init__(self, *args: Any, tracker: Tracker | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tracker = tracker or Tracker()
+
+    def step(self, batch: Tensor) -> TrainStepOutput:
+        output = super().step(batch)
+        if self.tracker.enabled:
+            self.tracker.log_scalars(self.n_training_steps + 1, step_scalars(output))
+        return output
+
+
+@torch.no_grad()
+def step_scalars(output: TrainStepOutput) -> dict[str, float]:
+    """``train/loss``, each SAE-Lens loss term (``train/mse_loss``, ``train/l1_loss``),
+    ``train/l0`` (active features per input) and ``train/fvu`` (unexplained variance) of one
+    training step (on the trainer's normalised inputs; FVU and L0 do not depend on the scale)."""
+    sae_in, sae_out = output.sae_in.float(), output.sae_out.float()
+    residual = (sae_out - sae_in).pow(2).sum()
+    variance = (sae_in - sae_in.mean(0)).pow(2).sum().clamp_min(1e-12)
+    return {
+        "train/loss": float(output.loss),
+        **{f"train/{name}": float(value) for name, value in output.losses.items()},
+        "train/l0": float((output.feature_acts > 0).float().sum(-1).mean()),
+        "train/fvu": float(residual / variance),
+    }
 
 
 def train_saes(
@@ -169,6 +206,7 @@ def train_saes(
             metadata = _metadata(hook, layer, size, config.tied, store, model_name)
             variant = variant_name(config.tied)
             logger.info("training %s SAE %s -> %d (%s)", size, hook, d_sae, variant)
+            path = out_dir / sae_folder(layer, size)
             sae, stats = train_sae(
                 store_batches(store, hook, config),
                 d_in,
@@ -176,8 +214,8 @@ def train_saes(
                 config,
                 tied=config.tied,
                 metadata=metadata,
+                track=tracker_name(path),
             )
-            path = out_dir / sae_folder(layer, size)
             save_sae(sae, path, {**stats, "layer": layer, "size": size, "hook_name": hook})
             paths[(layer, size)] = path
     return paths
