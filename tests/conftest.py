@@ -15,6 +15,29 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="torch device of the device-aware tests (those taking the `device` fixture): "
+        "cpu (default), cuda, cuda:1, ...",
+    )
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The ``--device`` option, checked against this machine (a clear error, not a crash)."""
+    from lfp_mech.devices import resolve_precision
+    from lfp_mech.errors import ConfigError
+
+    name = request.config.getoption("--device")
+    try:
+        resolve_precision(name, "float32")
+    except ConfigError as error:
+        raise pytest.UsageError(f"--device {name}: {error}") from error
+    return name
+
+
 @pytest.fixture(scope="session")
 def _tiny_llama_session():
     from lfp_mech import build_tiny_model, hooked_from_hf
