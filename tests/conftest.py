@@ -24,18 +24,22 @@ def pytest_addoption(parser):
     )
 
 
-@pytest.fixture(scope="session")
-def device(request) -> str:
-    """The ``--device`` option, checked against this machine (a clear error, not a crash)."""
+def pytest_configure(config):
+    """A ``--device`` this machine lacks stops the session with one line, before any test."""
     from lfp_mech.devices import resolve_precision
     from lfp_mech.errors import ConfigError
 
-    name = request.config.getoption("--device")
+    name = config.getoption("--device")
     try:
         resolve_precision(name, "float32")
     except ConfigError as error:
         raise pytest.UsageError(f"--device {name}: {error}") from error
-    return name
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The torch device of the device-aware tests: pytest's ``--device`` option."""
+    return request.config.getoption("--device")
 
 
 @pytest.fixture(scope="session")
