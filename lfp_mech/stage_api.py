@@ -43,8 +43,9 @@ class StageContext:
     name: str
     """This stage's name (its folder is ``run_dir / name``)."""
     config: "RunConfig"
-    """The resolved run config: ``config.model``, ``config.seed``, ``config.device``, and every
-    stage's section (``config.stages.<stage>``)."""
+    """The resolved run config: ``config.model``, ``config.seed``, ``config.device``,
+    ``config.dtype`` (resolved: never "auto"), and every stage's section
+    (``config.stages.<stage>``)."""
     manifest: dict[str, Any]
     """The run's manifest (earlier stages' summaries, timings, artifacts)."""
 
@@ -55,8 +56,20 @@ class StageContext:
 
     @property
     def options(self) -> Any:
-        """This stage's config section (its config dataclass, seed and device set from the run)."""
+        """This stage's config section (its config dataclass, seed, device and dtype set from the
+        run)."""
         return getattr(self.config.stages, self.name)
+
+    @property
+    def device(self) -> str:
+        """The run's torch device ("cpu", "cuda", ...)."""
+        return self.config.device
+
+    @property
+    def dtype(self) -> str:
+        """The run's model precision ("float32", "bfloat16" or "float16"); turn it into a torch
+        dtype with [`lfp_mech.devices.torch_dtype`][lfp_mech.devices.torch_dtype]."""
+        return self.config.dtype
 
     def stage_dir(self, name: str) -> Path:
         """The folder of stage ``name``."""

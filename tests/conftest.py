@@ -15,6 +15,33 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="torch device of the device-aware tests (those taking the `device` fixture): "
+        "cpu (default), cuda, cuda:1, ...",
+    )
+
+
+def pytest_configure(config):
+    """A ``--device`` this machine lacks stops the session with one line, before any test."""
+    from lfp_mech.devices import resolve_precision
+    from lfp_mech.errors import ConfigError
+
+    name = config.getoption("--device")
+    try:
+        resolve_precision(name, "float32")
+    except ConfigError as error:
+        raise pytest.UsageError(f"--device {name}: {error}") from error
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The torch device of the device-aware tests: pytest's ``--device`` option."""
+    return request.config.getoption("--device")
+
+
 @pytest.fixture(scope="session")
 def _tiny_llama_session():
     from lfp_mech import build_tiny_model, hooked_from_hf

@@ -25,3 +25,15 @@ def read_manifest_stages(run_dir: Path) -> dict:
         return json.loads((run_dir / "manifest.json").read_text())["stages"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return {}
+
+
+def stage_files(run_dir: Path) -> dict[str, list[str]]:
+    """``{stage folder: sorted file paths inside it}`` of a run directory ("." for its top-level
+    files: manifest and report)."""
+    run_dir = Path(run_dir)
+    files: dict[str, list[str]] = {".": sorted(p.name for p in run_dir.iterdir() if p.is_file())}
+    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        files[folder.name] = sorted(
+            str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+        )
+    return files

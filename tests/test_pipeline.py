@@ -35,16 +35,20 @@ class ToyStages:
 
 @dataclass
 class ToyRun:
-    """Duck-types the run config: name, model, seed, device, stages, to_dict()."""
+    """Duck-types the run config: name, model, seed, device, dtype, stages, to_dict()."""
 
     stages: ToyStages = field(default_factory=ToyStages)
     name: str = "toy"
     model: str = "tiny-llama"
     seed: int = 0
     device: str = "cpu"
+    dtype: str = "float32"
 
     def to_dict(self):
-        return {"name": self.name, "model": self.model, "seed": self.seed, "device": self.device}
+        return {
+            "name": self.name, "model": self.model, "seed": self.seed, "device": self.device,
+            "dtype": self.dtype,
+        }  # fmt: skip
 
 
 @pytest.fixture

@@ -14,12 +14,18 @@ from lfp_mech.runner.presets import PRESETS, preset_config
 
 
 def test_run_level_seed_and_device_reach_every_stage_and_nested_config():
-    config = parse_args(set_args(["seed=3", "device=meta"]))
+    config = parse_args(set_args(["seed=3", "device=meta", "dtype=bfloat16"]))
+    expected = {"seed": 3, "device": "meta", "dtype": "bfloat16"}
     for section in dataclasses.fields(config.stages):
         options = getattr(config.stages, section.name)
-        for name in ("seed", "device"):
+        for name in ("seed", "device", "dtype"):
             if hasattr(options, name):
-                assert getattr(options, name) == {"seed": 3, "device": "meta"}[name]
+                assert getattr(options, name) == expected[name]
+    # every stage that builds models has the run's dtype (the divergence stage compares weights
+    # in float64 and has none)
+    with_dtype = {f.name for f in dataclasses.fields(config.stages)
+                  if hasattr(getattr(config.stages, f.name), "dtype")}  # fmt: skip
+    assert with_dtype == {"rlhf", "activations", "saes", "probes", "validate", "irl"}
     assert config.stages.validate.autointerp.seed == 3
 
 

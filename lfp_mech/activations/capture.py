@@ -50,7 +50,7 @@ def capture_activations(
         texts: the texts; each becomes ``[BOS] + tokens`` truncated to ``context_length``.
         layers: block indices to capture (all in one pass).
         out_dir: the store directory (replaced atomically when the capture completes).
-        config: hook kind, batch size, shard size, dtype.
+        config: hook kind, batch size, shard size, storage dtype.
         max_tokens: stop after the text that reaches this many tokens (default
             ``config.n_tokens``); ``0`` or less means no limit.
 
@@ -73,7 +73,7 @@ def capture_activations(
     # one int32 tensor, not lists of Python ints (~9x smaller).
     token_ids = TokenIds(model.tokenizer, texts, config.context_length)
     selected = take_until(token_ids.lengths, limit)
-    writer = ShardWriter(names, config.shard_tokens, getattr(torch, config.dtype))
+    writer = ShardWriter(names, config.shard_tokens, getattr(torch, config.store_dtype))
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         writer.directory = tmp
@@ -139,7 +139,8 @@ def _store_meta(
         "n_tokens": writer.n_written,
         "n_texts": n_texts,
         "shards": writer.shards,
-        "dtype": config.dtype,
+        "dtype": config.store_dtype,
+        "model_dtype": str(model.cfg.dtype).removeprefix("torch."),
         "context_length": config.context_length,
         "model": str(getattr(model.cfg, "model_name", "")),
         "bos_excluded": True,

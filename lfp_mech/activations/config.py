@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
+from lfp_mech.config_base import RunDevice, RunDtype, RunSeed, StageConfig
 
 __all__ = ["ActivationConfig", "PAPER_EXAMPLES_PER_LAYER"]
 
@@ -30,8 +30,8 @@ class ActivationConfig(StageConfig):
     """Texts are truncated to this many tokens including BOS."""
     shard_tokens: int = 8_192
     """Tokens per shard file (memory while capturing or reading is about one shard)."""
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    """Storage dtype of the activations."""
+    store_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Storage dtype of the activations on disk (readers get float32)."""
     top_up: bool = True
     """Stage only: if the texts hold too few tokens, sample completions from the tuned policy."""
     max_new_tokens: int = 48
@@ -40,12 +40,14 @@ class ActivationConfig(StageConfig):
     """Stage only: prompts per ``generate`` call when topping up."""
     device: RunDevice = "cpu"
     """Where the model runs."""
+    dtype: RunDtype = "float32"
+    """The run's dtype: the model runs in it (capture and top-up sampling)."""
     seed: RunSeed = 0
     """Seed of the train/held-out split and of the top-up sampling."""
 
     def __post_init__(self) -> None:
         self.require_choice("hook", ("mlp_out", "mlp_post"))
-        self.require_choice("dtype", ("float32", "float16", "bfloat16"))
+        self.require_choice("store_dtype", ("float32", "float16", "bfloat16"))
         self.require_at_least(
             1, "n_tokens", "batch_size", "shard_tokens", "max_new_tokens", "generation_batch_size"
         )

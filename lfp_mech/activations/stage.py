@@ -55,12 +55,14 @@ def capture_train_heldout(
     Texts are shuffled and split ([`split_corpus`][lfp_mech.activations.corpus.split_corpus]; topped
     up with completions to ``prompts`` sampled from the model if they hold too few tokens). Writes
     ``out_dir/train/`` and ``out_dir/heldout/`` (activation stores) and returns the summary."""
+    from lfp_mech.devices import torch_dtype
     from lfp_mech.models.loading import hooked_from_hf, load_hf_model
 
     out_dir = Path(out_dir)
-    hf_model, tokenizer = load_hf_model(model_path, seed=config.seed)
+    dtype = torch_dtype(config.dtype)
+    hf_model, tokenizer = load_hf_model(model_path, seed=config.seed, dtype=dtype)
     corpus = split_corpus(texts, hf_model, tokenizer, config, prompts=prompts)
-    model = hooked_from_hf(hf_model, tokenizer, device=config.device)
+    model = hooked_from_hf(hf_model, tokenizer, device=config.device, dtype=dtype)
     train = capture_activations(model, corpus.train, layers, out_dir / TRAIN_DIR, config)
     summary: dict[str, Any] = {
         "hook_names": train.hook_names,
@@ -69,6 +71,8 @@ def capture_train_heldout(
         "n_train_texts": train.meta["n_texts"],
         "n_sampled_completions": corpus.n_sampled,
         "target_train_tokens": config.n_tokens,
+        "model_dtype": train.meta["model_dtype"],
+        "store_dtype": train.meta["dtype"],
         "paper_examples_per_layer": PAPER_EXAMPLES_PER_LAYER,
         "config": asdict(config),
     }

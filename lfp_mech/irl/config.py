@@ -12,7 +12,7 @@ lr 1e-5, 13 seeds × 6 epochs) are the ``irl`` section of the paper-model preset
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
+from lfp_mech.config_base import RunDevice, RunDtype, RunSeed, StageConfig
 
 __all__ = ["IRLConfig", "Mode", "POOLINGS", "Pooling"]
 
@@ -104,6 +104,10 @@ class IRLConfig(StageConfig):
     """Seed of prompt sampling and of generation sampling; run ``i`` uses seed ``seed + i``."""
     device: RunDevice = "cpu"
     """Torch device for generation and training."""
+    dtype: RunDtype = "float32"
+    """The run's dtype: demonstrations are generated, policies evaluated and the probe estimate
+    computed with the models in it, and the re-trained policies use it as TRL mixed precision.
+    The reward model and the log-ratio control stay float32 (see ``irl.experiment``)."""
 
     def __post_init__(self) -> None:
         self.require_at_least(
@@ -131,5 +135,5 @@ class IRLConfig(StageConfig):
 
     def generation_key(self) -> dict[str, Any]:
         """The settings that change the demonstrations (part of their cache key)."""
-        keys = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed")
+        keys = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "dtype")
         return {k: getattr(self, k) for k in keys}

@@ -145,6 +145,8 @@ def log_ratio_reward(
     texts = list(texts)
     if not texts:
         raise ValueError("log_ratio_reward needs at least one text")
+    # float32 whatever the run's dtype: the control is a small difference of two models'
+    # log-probs, which bf16 rounding (~1e-2) would swamp
     policy_model, tokenizer = as_hf_model(policy, device=device)
     reference_model, _ = as_hf_model(reference, device=device)
     input_ids, mask = bos_tokenize(tokenizer, texts, max_length)

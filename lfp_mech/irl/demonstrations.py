@@ -121,7 +121,7 @@ def generate_demonstrations(
     everything = prompts["train"] + prompts["test"]
     completions: dict[tuple[str, str], list[str]] = {}
     for role, model_like in zip(ROLES, (expert, non_expert), strict=True):
-        model, tokenizer = as_hf_model(model_like, device=config.device)
+        model, tokenizer = as_hf_model(model_like, device=config.device, dtype=config.dtype)
         logger.info("generating %d %s completions", len(everything), role)
         out = _complete(model, tokenizer, everything, config)
         completions[("train", role)] = out[: len(prompts["train"])]

@@ -73,6 +73,8 @@ def run_task(
     out_dir.mkdir(parents=True, exist_ok=True)
     demos, other = _demonstrations(base, expert, spec, out_dir, config)
     true_reward = get_reward(spec.reward)
+    # The reward model stays float32 whatever the run's dtype: it is trained with plain Adam (no
+    # fp32 master weights) on max-margin differences of rewards, which bf16 would round away.
     rm = RewardModel.from_base(
         base,
         mode=config.mode,

@@ -70,6 +70,7 @@ def evaluate_policies(
             batch_size=cfg.eval_batch_size,
             seed=cfg.seed,
             device=cfg.device,
+            dtype=cfg.dtype,
         )
         for name, policy in policies.items()
     ]
@@ -129,7 +130,7 @@ def irl_rlhf(
 
 def irl_rlhf_config(task: str, steps: int, config: IRLConfig, *, lr: float | None = None) -> Any:
     """The ``RLHFConfig`` of an IRL-RLHF run: the RLHF defaults with ``steps`` GRPO steps,
-    ``config.rlhf_eval_prompts`` evaluation prompts, the IRL run's seed and device (and ``lr``
+    ``config.rlhf_eval_prompts`` evaluation prompts, the IRL run's seed, device and dtype (and ``lr``
     if given)."""
     from lfp_mech.rlhf import RLHFConfig
 
@@ -139,6 +140,7 @@ def irl_rlhf_config(task: str, steps: int, config: IRLConfig, *, lr: float | Non
         n_eval_prompts=config.rlhf_eval_prompts,
         seed=config.seed,
         device=config.device,
+        dtype=config.dtype,
         **({} if lr is None else {"learning_rate": lr}),
     )
 

@@ -66,7 +66,7 @@ class ProbeEstimate:
         self.rlhf = RLHFResults(ctx.stage_dir("rlhf"))
         self.saes = SAEsResults(ctx.stage_dir("saes"))
         self.probes = ProbesResults(ctx.stage_dir("probes"))
-        self.device = ctx.config.device
+        self.device, self.dtype = ctx.device, ctx.dtype
         self._loaded: dict[str, Any] = {}
 
     def __call__(self, texts: Sequence[str]) -> Float[Tensor, " text"]:
@@ -74,7 +74,7 @@ class ProbeEstimate:
 
         if not self._loaded:
             self._loaded = {
-                "model": self.rlhf.load_policy(hooked=True, device=self.device),
+                "model": self.rlhf.load_policy(hooked=True, device=self.device, dtype=self.dtype),
                 "saes": self.saes.load_saes("small", device=self.device),
                 "probe": self.probes.load_probe(),
             }

@@ -27,7 +27,7 @@ TASK = "toxicity"
 def expert_rlhf_config(config: IRLConfig) -> Any:
     """The ``RLHFConfig`` of the detoxified expert: the RLHF defaults with
     ``toxicity_rlhf_steps`` steps at ``toxicity_lr``, no time budget, and the IRL run's
-    evaluation prompts, seed and device."""
+    evaluation prompts, seed, device and dtype."""
     from lfp_mech.rlhf import RLHFConfig
 
     return RLHFConfig(
@@ -38,6 +38,7 @@ def expert_rlhf_config(config: IRLConfig) -> Any:
         n_eval_prompts=config.rlhf_eval_prompts,
         seed=config.seed,
         device=config.device,
+        dtype=config.dtype,
     )
 
 

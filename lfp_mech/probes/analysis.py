@@ -216,7 +216,7 @@ def _model_features(
     if not wanted:
         return {}, {}
     tic = time.perf_counter()
-    model = as_hooked_model(model_src, device=config.device, seed=config.seed)
+    model = as_hooked_model(model_src, device=config.device, seed=config.seed, dtype=config.dtype)
     saes = load_saes(dirs, device=config.device)
     widths = {h: int(sae.cfg.d_sae) for h, sae in ordered_hooks(saes)}
     logger.info("probes: %s model + SAEs loaded in %.1f s", prefix, time.perf_counter() - tic)

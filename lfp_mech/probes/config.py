@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
+from lfp_mech.config_base import RunDevice, RunDtype, RunSeed, StageConfig
 
 __all__ = ["BASELINES", "ProbesConfig", "VADER_RANGE"]
 
@@ -67,6 +67,9 @@ class ProbesConfig(StageConfig):
     """Seeds triples, template choice, Xavier init, label shuffling and bootstraps."""
     device: RunDevice = "cpu"
     """Torch device for the models and SAEs."""
+    dtype: RunDtype = "float32"
+    """The run's dtype: the policy's forward passes run in it. SAE features and raw activations
+    are cast to float32 and the probes are fitted in float64 whatever it is."""
 
     def __post_init__(self) -> None:
         self.alphas = tuple(float(a) for a in self.alphas)

@@ -62,6 +62,9 @@ class PreferenceProbeConfig(StageConfig):
     """Seeds the train/test split."""
     device: str = "cpu"
     """Torch device."""
+    dtype: str = "float32"
+    """Precision of the policy's forward passes ("float32", "bfloat16", "float16"); the
+    features are float32 and the logistic probe is fitted in float64 whatever it is."""
 
     def __post_init__(self) -> None:
         self.require_between("test_fraction", 0, 1, low_open=True, high_open=True)
@@ -194,7 +197,7 @@ def run_preference_probe(
             f"need equally many chosen and rejected texts (got {len(chosen)} and {len(rejected)})"
         )
     out_dir = Path(out_dir)
-    model = as_hooked_model(policy_model_path, device=config.device)
+    model = as_hooked_model(policy_model_path, device=config.device, dtype=config.dtype)
     saes = load_saes(sae_dirs, device=config.device)
     feats = mean_pooled_features(
         model, saes, chosen + rejected, batch_size=config.batch_size, device=config.device

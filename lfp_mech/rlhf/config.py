@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
+from lfp_mech.config_base import RunDevice, RunDtype, RunSeed, StageConfig
 
 __all__ = ["DPOConfigLite", "PREFERENCE_DATASETS", "RLHFConfig", "TASKS"]
 
@@ -110,6 +110,10 @@ class RLHFConfig(StageConfig):
     device: RunDevice = "cpu"
     """"cpu", "cuda", ... (the run's device; under ``accelerate launch`` the launcher places
     the model)."""
+    dtype: RunDtype = "float32"
+    """The run's dtype: TRL trains with that mixed precision ("bfloat16": ``bf16=True``,
+    "float16": ``fp16=True``; fp32 master weights, the exported policy is float32); evaluation
+    and pair sampling generate with the model in that dtype."""
 
     def __post_init__(self) -> None:
         self.require_choice("task", TASKS)
@@ -168,6 +172,7 @@ class RLHFConfig(StageConfig):
             keep_checkpoints=self.keep_checkpoints,
             seed=self.seed,
             device=self.device,
+            dtype=self.dtype,
         )
 
 
@@ -198,6 +203,8 @@ class DPOConfigLite(StageConfig):
     """Training seed."""
     device: RunDevice = "cpu"
     """"cpu", "cuda", ..."""
+    dtype: RunDtype = "float32"
+    """Mixed precision of training: "float32" (none), "bfloat16" or "float16"."""
 
     def __post_init__(self) -> None:
         self.require_positive(

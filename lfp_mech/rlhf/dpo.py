@@ -82,17 +82,19 @@ def make_preference_pairs(
     batch_size: int = 32,
     seed: int = 0,
     device: str = "cpu",
+    dtype: str | None = None,
 ) -> list[dict[str, Any]]:
     """Offline DPO data: sample ``n_samples`` completions per prompt, pair the best with the worst.
 
     Completions are ranked by ``reward(prompt + completion)``; prompts whose samples all score
     the same carry no preference and are dropped. Each pair is
-    ``{"prompt", "chosen", "rejected", "chosen_reward", "rejected_reward"}``.
+    ``{"prompt", "chosen", "rejected", "chosen_reward", "rejected_reward"}``. ``dtype``: sample
+    with the model in that precision (None: float32 or as given).
     """
     if n_samples < 2:
         raise ConfigError(f"n_samples must be >= 2 (best vs worst), got {n_samples}")
     prompts = check_prompts(prompts, need=1)
-    model, tokenizer = as_hf_model(model_or_path, device=device, seed=seed)
+    model, tokenizer = as_hf_model(model_or_path, device=device, seed=seed, dtype=dtype)
     repeated = [p for p in prompts for _ in range(n_samples)]
     completions, _ = sample_completions(
         model, tokenizer, repeated,

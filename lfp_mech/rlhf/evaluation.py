@@ -77,16 +77,18 @@ def evaluate_policy(
     batch_size: int = 32,
     seed: int = 0,
     device: str = "cpu",
+    dtype: str | None = None,
 ) -> PolicyEval:
     """Sample one completion per held-out prompt and summarise the reward.
 
     Completions are sampled (temperature ``temperature``, no top-k/top-p) with HF ``generate``
     in left-padded batches with the KV cache, under a fixed seed: the same inputs give the
     same result. The reward scores ``prompt + completion``. The 95% CI is the t-interval
-    ``mean ± t_{0.975, n-1} · sd / sqrt(n)`` (``scipy.stats.t``).
+    ``mean ± t_{0.975, n-1} · sd / sqrt(n)`` (``scipy.stats.t``). ``dtype``: generate with the
+    model in that precision ("bfloat16", ...; None: float32 or as given).
     """
     prompts = check_prompts(prompts, need=2)
-    model, tokenizer = as_hf_model(model_or_path, device=device, seed=seed)
+    model, tokenizer = as_hf_model(model_or_path, device=device, seed=seed, dtype=dtype)
     completions, lengths = sample_completions(
         model, tokenizer, prompts,
         n_new_tokens=n_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,

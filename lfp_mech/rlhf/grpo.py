@@ -16,6 +16,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lfp_mech._io import atomic_dir
+from lfp_mech.distributed import is_main_process, wait_for_everyone
 from lfp_mech.errors import ConfigError
 from lfp_mech.models.coerce import ModelLike, as_hf_model
 from lfp_mech.rlhf.artifacts import BASE_COPY_DIR
@@ -187,9 +188,11 @@ def ensure_reloadable(
         return
     if "/" in source and not local.exists() and _looks_like_hub_id(source):
         return
-    with atomic_dir(directory) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    if is_main_process():  # under accelerate launch one process writes, the others wait
+        with atomic_dir(directory) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    wait_for_everyone()
     model.config._name_or_path = str(directory.resolve())
     model.name_or_path = str(directory.resolve())
 

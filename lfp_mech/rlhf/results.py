@@ -110,13 +110,15 @@ class RLHFResults(StageResults):
             )
         return texts
 
-    def load_policy(self, hooked: bool = True, device: str = "cpu") -> Any:
-        """The tuned policy: a ``HookedTransformer`` (``hooked``) or an ``(hf_model, tokenizer)``."""
+    def load_policy(self, hooked: bool = True, device: str = "cpu", dtype: str = "float32") -> Any:
+        """The tuned policy: a ``HookedTransformer`` (``hooked``) or an ``(hf_model, tokenizer)``,
+        on ``device`` in ``dtype`` ("float32", "bfloat16", "float16")."""
+        from lfp_mech.devices import torch_dtype
         from lfp_mech.models.loading import load_hf_model, load_model
 
         if hooked:
-            return load_model(self.policy_dir, device=device)
-        return load_hf_model(self.policy_dir, device=device)
+            return load_model(self.policy_dir, device=device, dtype=torch_dtype(dtype))
+        return load_hf_model(self.policy_dir, device=device, dtype=torch_dtype(dtype))
 
     def reward_curve_figure(self) -> "Figure":
         """The training curve (reward and distinct-2 per step, or DPO's loss and margins)."""

@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from lfp_mech._io import atomic_dir, write_json
+from lfp_mech.distributed import is_main_process, wait_for_everyone
 from lfp_mech.rlhf.artifacts import CHECKPOINT_DIR, POLICY_DIR, POLICY_METADATA, TRAIN_LOG
 from lfp_mech.rlhf.logs import as_float, read_train_log, write_train_log
 from lfp_mech.tracking import Tracker, open_tracker, tracker_name
@@ -44,7 +45,8 @@ __all__ = [
 
 def trainer_kwargs(config: Any, checkpoint_dir: Path) -> dict[str, Any]:
     """TRL config arguments shared by GRPO/RLOO/DPO: constant lr, a log row and a checkpoint
-    schedule per step, fp32, no trackers, CPU when asked.
+    schedule per step, the run's precision as mixed precision (``bf16``/``fp16``; the weights and
+    optimizer stay fp32), no trackers, CPU when the device is a CPU.
 
     ``config`` is an [`RLHFConfig`][lfp_mech.rlhf.config.RLHFConfig] or a
     [`DPOConfigLite`][lfp_mech.rlhf.config.DPOConfigLite] (both have these fields).
@@ -62,8 +64,8 @@ def trainer_kwargs(config: Any, checkpoint_dir: Path) -> dict[str, Any]:
         "save_total_limit": 2,
         "seed": config.seed,
         "use_cpu": torch.device(config.device).type == "cpu",
-        "bf16": False,
-        "fp16": False,
+        "bf16": config.dtype == "bfloat16",
+        "fp16": config.dtype == "float16",
         "activation_checkpointing": False,  # small models: faster without; memory is not the limit
         "report_to": "none",  # tracking goes through lfp_mech.tracking (TrackingCallback)
         "disable_dropout": True,  # policy and reference log-probs must agree at step 0
@@ -168,7 +170,9 @@ class TrainingSession:
         if not self.stop_reason:
             self.stop_reason = "max_steps"
         steps = trainer.state.global_step
+        # processes > 1 under accelerate launch: each step saw processes × batch_size samples
         metadata = metadata | self._run_metadata(steps)
+        metadata["processes"] = trainer.accelerator.num_processes
         # Every rank joins the state-dict gather (sharded setups); rank 0 writes.
         state_dict = trainer.accelerator.get_state_dict(trainer.model)
         if trainer.is_world_process_zero():
@@ -183,9 +187,12 @@ class TrainingSession:
     def export_checkpoint(
         self, tokenizer: PreTrainedTokenizerBase, metadata: dict[str, Any]
     ) -> Path:
-        """Export the last checkpoint's weights as the policy without training."""
-        model = AutoModelForCausalLM.from_pretrained(self.last_checkpoint, dtype=torch.float32)
-        self._export(model, tokenizer, metadata | self._run_metadata(self.start_step))
+        """Export the last checkpoint's weights as the policy without training (the main
+        process writes it; the others of a launched run wait for it)."""
+        if is_main_process():
+            model = AutoModelForCausalLM.from_pretrained(self.last_checkpoint, dtype=torch.float32)
+            self._export(model, tokenizer, metadata | self._run_metadata(self.start_step))
+        wait_for_everyone()
         return self.policy_dir
 
     def _run_metadata(self, steps: int) -> dict[str, Any]:

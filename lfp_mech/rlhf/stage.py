@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lfp_mech._io import read_json, read_jsonl, write_json, write_jsonl
+from lfp_mech.distributed import is_main_process, wait_for_everyone
 from lfp_mech.models.coerce import ModelLike
 from lfp_mech.plotting import save_figure
 from lfp_mech.rlhf.artifacts import (
@@ -71,6 +72,8 @@ def train_and_evaluate(
 
     t0 = time.monotonic()
     policy, pairs = _train(base, reward_fn, train, config, out_dir)
+    if not is_main_process():  # accelerate launch: the other processes only help to train
+        return {}
     log = read_train_log(out_dir / f"{TRAIN_LOG}.csv")
     figure = (
         dpo_curve_figure(log)
@@ -84,6 +87,7 @@ def train_and_evaluate(
         n_new_tokens=config.max_new_tokens, min_new_tokens=config.min_new_tokens,
         temperature=config.temperature, repetition_penalty=config.eval_repetition_penalty,
         batch_size=config.eval_batch_size, seed=config.seed, device=config.device,
+        dtype=config.dtype,
     )  # fmt: skip
     evals = [
         evaluate_policy(base, held_out, reward_fn, name="base", **eval_kwargs),
@@ -128,22 +132,27 @@ def _preference_pairs(
     config: RLHFConfig,
     out_dir: Path,
 ) -> list[dict[str, Any]]:
-    """DPO pairs for the stage: hub data if asked for, else sampled offline (cached in pairs.jsonl)."""
-    source = config.preference_data or TASKS[config.task]["preference_data"]
+    """DPO pairs for the stage: hub data if asked for, else sampled offline (cached in pairs.jsonl;
+    under ``accelerate launch`` the main process makes them and the others read them)."""
     path = out_dir / PAIRS_FILE
-    if path.exists():  # a resumed run trains on the same pairs
-        return read_jsonl(path)
+    if not path.exists() and is_main_process():  # a resumed run trains on the same pairs
+        write_jsonl(path, _new_pairs(base, train, reward, config))
+    wait_for_everyone()
+    return read_jsonl(path)
+
+
+def _new_pairs(
+    base: ModelLike, train: Sequence[str], reward: RewardLike, config: RLHFConfig
+) -> list[dict[str, Any]]:
+    source = config.preference_data or TASKS[config.task]["preference_data"]
     if source == "offline":
-        pairs = make_preference_pairs(
+        return make_preference_pairs(
             base, train[: config.n_pair_prompts], reward, config.pair_samples,
             n_new_tokens=config.max_new_tokens, min_new_tokens=config.min_new_tokens,
             temperature=config.temperature, batch_size=config.eval_batch_size,
-            seed=config.seed, device=config.device,
+            seed=config.seed, device=config.device, dtype=config.dtype,
         )  # fmt: skip
-    else:
-        pairs = load_preference_pairs(source, "train", n=config.n_pair_prompts, seed=config.seed)
-    write_jsonl(path, pairs)
-    return pairs
+    return load_preference_pairs(source, "train", n=config.n_pair_prompts, seed=config.seed)
 
 
 def _training_summary(
@@ -161,6 +170,7 @@ def _training_summary(
         "steps": training["steps"],
         "stop_reason": training["stop_reason"],
         "train_seconds": training["train_seconds"],
+        "processes": training.get("processes", 1),
         "n_pairs": None if pairs is None else len(pairs),
         "train_steps_below_distinct2_threshold": len(low_steps),
         "final_train_reward": log[-1].get("reward_mean") if log and pairs is None else None,

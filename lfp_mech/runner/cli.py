@@ -8,6 +8,11 @@ Examples::
     lfp-mech run --rlhf.max_steps 10              # the same option as a flag
     lfp-mech run --config my_run.toml             # a config file (see `lfp-mech config`)
     lfp-mech run --stages model,rlhf              # only these stages (resume-aware)
+    lfp-mech run --set device=cuda --set dtype=auto   # on a GPU, bf16 where it supports it
+    accelerate launch --multi_gpu --num_processes 2 -m lfp_mech run --set device=cuda
+                                                  # RLHF data-parallel on 2 GPUs, the rest on
+                                                  # the main process (ACCELERATE_USE_CPU=1 and
+                                                  # device=cpu: 2 CPU processes over gloo)
     lfp-mech run --help-stage irl                 # the options of one stage
     lfp-mech config --preset smoke > smoke.toml   # the fully resolved config, as TOML
     lfp-mech models                               # what can be loaded, what is available offline
@@ -46,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run (or resume) the study in a run directory",
         description="Run every stage, skipping those already complete with the same config. "
         "Writes runs/<name>/ with one folder per stage and manifest.json. Config options come "
-        "from the preset, then --config, then --set, then option flags (later wins).",
+        "from the preset, then --config, then --set, then option flags (later wins). "
+        "GPU: --set device=cuda (--set dtype=auto: bf16 where supported). Several processes: "
+        "accelerate launch --multi_gpu --num_processes N -m lfp_mech run ... trains the RLHF "
+        "stage data-parallel and runs every other stage on the main process, in one run "
+        "directory.",
     )
     _config_source_arguments(run)
     run.add_argument("--run-dir", help="run directory (default: runs/<name>)")
@@ -149,7 +158,10 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             sys.stdout.write(config.to_toml())
             return 0
         run_dir = commands.run(config, args.run_dir, args.stages, args.force)
-        sys.stdout.write(f"run complete: {run_dir}\n")
+        from lfp_mech.distributed import is_main_process
+
+        if is_main_process():  # the other processes of `accelerate launch` leave quietly
+            sys.stdout.write(f"run complete: {run_dir}\n")
     elif args.command == "models":
         sys.stdout.write(commands.models_table())
     elif args.command == "stages":

@@ -21,12 +21,13 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import tyro
 
 from lfp_mech.activations.config import ActivationConfig
 from lfp_mech.config_base import RUN_LEVEL_FIELDS
+from lfp_mech.devices import check_names
 from lfp_mech.divergence.config import DivergenceConfig
 from lfp_mech.errors import ConfigError
 from lfp_mech.irl.config import IRLConfig
@@ -65,7 +66,8 @@ class StagesConfig:
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run: the model, seed and device, and every stage's options."""
+    """Everything that defines a run: the model, seed, device and precision, and every stage's
+    options."""
 
     name: str = "default"
     """Run name; the run directory defaults to ``runs/<name>``."""
@@ -74,7 +76,13 @@ class RunConfig:
     seed: int = 0
     """Seed of every stage (each stage's ``seed``)."""
     device: str = "cpu"
-    """Torch device of every stage: "cpu", "cuda", "cuda:1", ..."""
+    """Torch device of every stage: "cpu", "cuda", "cuda:1", "mps". Under ``accelerate launch``
+    each process of the data-parallel RLHF stage uses its own GPU of this type."""
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    """Precision of the models: "float32", "bfloat16", "float16" (GPU only) or "auto"
+    (bfloat16 on a CUDA GPU that supports it, else float32). TRL training uses it as mixed
+    precision (fp32 master weights); SAE training, probe fitting and the IRL reward model stay
+    in float32. Checked against the machine before any stage runs."""
     tracking: Backend = "none"
     """Log the training loops (RLHF steps, SAE steps, IRL epochs) to "tensorboard" or "wandb"
     under ``<run_dir>/tracking/<stage>/`` ("none": no logging). Needs ``pip install
@@ -89,6 +97,7 @@ class RunConfig:
                 "RunConfig(stages=...) takes a StagesConfig; build a run config from a dict "
                 "with lfp_mech.runner.config.config_from_dict"
             )
+        check_names(self.device, self.dtype)
         _set_run_level(self.stages, {name: getattr(self, name) for name in RUN_LEVEL_FIELDS})
         if self.tracking not in BACKENDS:
             raise ConfigError(f"tracking = {self.tracking!r}: must be one of {', '.join(BACKENDS)}")
@@ -118,7 +127,7 @@ class RunConfig:
 
 
 def _set_run_level(section: Any, values: Mapping[str, Any]) -> None:
-    """Copy the run's seed/device into every (nested) stage config that declares them."""
+    """Copy the run's seed/device/dtype into every (nested) stage config that declares them."""
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         if f.name in values:

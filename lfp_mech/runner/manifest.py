@@ -54,8 +54,12 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return read_json(path)
 
 
-def open_manifest(run_dir: Path, run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's manifest (kept stage entries) with its ``run`` block refreshed, saved."""
+def open_manifest(
+    run_dir: Path, run_config: Mapping[str, Any], *, processes: int = 1
+) -> dict[str, Any]:
+    """The run's manifest (kept stage entries) with its ``run`` block refreshed, saved.
+
+    ``processes``: how many processes run it (``accelerate launch``)."""
     path = run_dir / MANIFEST
     manifest = read_json(path) if path.exists() else {"stages": {}}
     manifest.setdefault("stages", {})
@@ -64,6 +68,8 @@ def open_manifest(run_dir: Path, run_config: Mapping[str, Any]) -> dict[str, Any
         "config": dict(run_config),
         "seed": run_config["seed"],
         "device": run_config["device"],
+        "dtype": run_config.get("dtype", "float32"),
+        "processes": processes,
         "versions": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -9,17 +9,26 @@ A run lives in one folder::
 
 Resume rule: a stage is skipped when the manifest says it completed with the same fingerprint
 and every recorded artifact still has its recorded sha256. A stage's fingerprint hashes its
-resolved config section (every option, defaults included, with the run's seed and device), the
+resolved config section (every option, defaults included, with the run's seed, device and dtype), the
 run's model, the versions of lfp_mech and of the packages that change its output, and the
 fingerprints of the stages it requires. So a changed option, a default changed in code or a new
 library version reruns that stage and every stage after it. A killed run loses only the stage in
 progress (its folder is kept, so a stage with its own checkpoints, such as RLHF, continues).
 
+Several processes (``accelerate launch --num_processes N -m lfp_mech run ...``): the data-parallel
+stages ([`StageSpec.parallel`][lfp_mech.runner.registry.StageSpec.parallel], RLHF) run on every
+process; every other stage runs on the main process while the others wait at a barrier; only the
+main process writes the manifest, the artifacts and the report. After the last data-parallel stage
+the other processes leave and the main process goes on alone
+([`lfp_mech.distributed`][lfp_mech.distributed]).
+
 The run option ``tracking`` is not in any fingerprint (it only observes, see
-[`lfp_mech.tracking`][lfp_mech.tracking]): each stage runs inside its tracking context, logging
-to ``<run_dir>/tracking/<stage>/``, outside the stage folders whose files are hashed.
+[`lfp_mech.tracking`][lfp_mech.tracking]): each stage runs inside its tracking context (on the main
+process), logging to ``<run_dir>/tracking/<stage>/``, outside the stage folders whose files are
+hashed.
 """
 
+import copy
 import dataclasses
 import logging
 import os
@@ -30,15 +39,24 @@ from pathlib import Path
 from typing import Any
 
 from lfp_mech._io import json_safe, sha256_file, sha256_json
+from lfp_mech.devices import resolve_precision
+from lfp_mech.distributed import Processes
 from lfp_mech.errors import ConfigError
-from lfp_mech.runner.manifest import now, open_manifest, package_versions, peak_rss, save_manifest
+from lfp_mech.runner.manifest import (
+    now,
+    open_manifest,
+    package_versions,
+    peak_rss,
+    read_manifest,
+    save_manifest,
+)
 from lfp_mech.runner.registry import STAGES, StageSpec, stage_names
 from lfp_mech.stage_api import StageContext
 from lfp_mech.tracking import TRACKING_DIR, check_backend, tracking
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fingerprint", "run_pipeline"]
+__all__ = ["fingerprint", "for_this_machine", "run_pipeline"]
 
 
 def run_pipeline(
@@ -53,6 +71,10 @@ def run_pipeline(
     """Run (or resume) every stage of ``config`` (a [`RunConfig`][lfp_mech.runner.config.RunConfig])
     in ``run_dir`` (default ``runs/<config.name>``).
 
+    The run's device and dtype are checked against this machine first (``dtype="auto"``
+    resolved). Under ``accelerate launch`` the data-parallel stages run on every process and the
+    others on the main process only (see [`lfp_mech.distributed`][lfp_mech.distributed]).
+
     Args:
         stages: run only these stages (what they require must be complete).
         force: rerun these stages even if complete (and so every stage after them).
@@ -66,26 +88,34 @@ def run_pipeline(
         if name not in names:
             raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(names)}")
     check_backend(getattr(config, "tracking", "none"))
+    config = for_this_machine(config)
     run_dir = Path(run_dir or Path("runs") / config.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = open_manifest(run_dir, config.to_dict())
+    processes = Processes(config.device)
+    manifest = _open_manifest(run_dir, config, processes)
     selected = set(names if stages is None else stages)
     _preflight(registry, config, manifest, selected, set(force))
+    last_parallel = max(
+        (i for i, s in enumerate(registry) if s.parallel and s.name in selected), default=-1
+    )
     fingerprints: dict[str, str] = {}
     forced = set(force)
-    for index, spec in enumerate(registry, start=1):
+    for index, spec in enumerate(registry):
+        if index > last_parallel and processes.count > 1 and not processes.detach():
+            return run_dir  # not the main process: the rest runs on the main process
         fingerprints[spec.name] = fingerprint(spec, config, fingerprints)
         if spec.name not in selected:
             continue
         _check_requirements(run_dir, spec, manifest, fingerprints)
-        position = f"[{index}/{len(registry)}] {spec.name}"
+        position = f"[{index + 1}/{len(registry)}] {spec.name}"
         done = _is_complete(run_dir, manifest["stages"].get(spec.name), fingerprints[spec.name])
         if done and spec.name not in forced:
             logger.info("%s: complete, skipped", position)
             continue
         forced.update(s.name for s in registry if spec.name in s.requires)
         logger.info("%s: %s", position, spec.description)
-        _run_stage(run_dir, spec, config, manifest, fingerprints[spec.name])
+        manifest = _run_on(processes, run_dir, spec, config, manifest, fingerprints[spec.name])
+    if processes.count > 1 and not processes.detach():
+        return run_dir
     if report:
         from lfp_mech.runner.report import write_report
 
@@ -94,18 +124,63 @@ def run_pipeline(
     return run_dir
 
 
+def for_this_machine(config: Any) -> Any:
+    """``config`` with its dtype resolved for this machine (``"auto"`` → bfloat16/float32),
+    after checking that its device exists and supports that dtype: a one-line
+    [`ConfigError`][lfp_mech.errors.ConfigError] before any stage runs otherwise."""
+    dtype = resolve_precision(config.device, config.dtype)
+    if dtype == config.dtype:
+        return config
+    logger.info("dtype auto on %s: %s", config.device, dtype)
+    return dataclasses.replace(copy.deepcopy(config), dtype=dtype)
+
+
 def fingerprint(spec: StageSpec, config: Any, upstream: Mapping[str, str]) -> str:
     """The hash that decides whether a completed stage is still valid (see the module doc)."""
     section = getattr(config.stages, spec.name)
+    run = {"model": config.model, "seed": config.seed, "device": config.device}
     return sha256_json(
         {
             "stage": spec.name,
             "options": json_safe(dataclasses.asdict(section)),
-            "run": {"model": config.model, "seed": config.seed, "device": config.device},
+            "run": {**run, "dtype": config.dtype},
             "versions": package_versions(("lfp_mech", *spec.packages)),
             "requires": {name: upstream[name] for name in spec.requires},
         }
     )
+
+
+def _open_manifest(run_dir: Path, config: Any, processes: Processes) -> dict[str, Any]:
+    """The run's manifest: opened (and refreshed) by the main process, read by the others."""
+    if processes.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        manifest = open_manifest(run_dir, config.to_dict(), processes=processes.count)
+    processes.wait()
+    return manifest if processes.is_main else read_manifest(run_dir)
+
+
+def _run_on(
+    processes: Processes,
+    run_dir: Path,
+    spec: StageSpec,
+    config: Any,
+    manifest: dict[str, Any],
+    fingerprint: str,
+) -> dict[str, Any]:
+    """Run one stage: on every process if it is data-parallel, else on the main process while
+    the others wait; only the main process writes the manifest. Returns the manifest."""
+    if processes.count == 1 or (processes.is_main and not spec.parallel):
+        _run_stage(run_dir, spec, config, manifest, fingerprint)
+    elif spec.parallel:
+        if processes.is_main:
+            _start_stage(run_dir, spec, config, manifest, fingerprint)
+        processes.wait()  # the stage folder exists and is empty for every process
+        _run_stage(
+            run_dir, spec, config, manifest, fingerprint, processes.count,
+            start=False, record=processes.is_main,
+        )  # fmt: skip
+    processes.wait()  # the others wait for the main process's stage
+    return manifest if processes.is_main else read_manifest(run_dir)
 
 
 def _preflight(
@@ -147,15 +222,14 @@ def _check_requirements(
             )
 
 
-def _run_stage(
+def _start_stage(
     run_dir: Path, spec: StageSpec, config: Any, manifest: dict[str, Any], fingerprint: str
 ) -> None:
     stage_dir = run_dir / spec.name
     previous = manifest["stages"].get(spec.name, {})
-    tracking_dir = run_dir / TRACKING_DIR / spec.name
     if previous.get("fingerprint") != fingerprint:
         # config or code changed: old partial or complete results (and their logs) are stale
-        for stale in (stage_dir, tracking_dir):
+        for stale in (stage_dir, run_dir / TRACKING_DIR / spec.name):
             if stale.exists():
                 shutil.rmtree(stale)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -167,21 +241,48 @@ def _run_stage(
         "started": now(),
     }
     save_manifest(run_dir, manifest)
+
+
+def _run_stage(
+    run_dir: Path,
+    spec: StageSpec,
+    config: Any,
+    manifest: dict[str, Any],
+    fingerprint: str,
+    n_processes: int = 1,
+    *,
+    start: bool = True,
+    record: bool = True,
+) -> None:
+    """Run one stage in this process (``start``: prepare its folder and manifest entry first;
+    ``record``: record it as complete; the other processes of a data-parallel stage only take
+    part in its work)."""
+    if start:
+        _start_stage(run_dir, spec, config, manifest, fingerprint)
     context = StageContext(run_dir, spec.name, config, manifest)
-    start = time.perf_counter()
-    backend = getattr(config, "tracking", "none")
+    begin = time.perf_counter()
+    backend = getattr(config, "tracking", "none") if record else "none"  # main process logs
     with (
         peak_rss() as peak,
-        tracking(backend, tracking_dir, base=stage_dir, group=config.name, prefix=spec.name),
+        tracking(
+            backend,
+            run_dir / TRACKING_DIR / spec.name,
+            base=run_dir / spec.name,
+            group=config.name,
+            prefix=spec.name,
+        ),
     ):
         summary = spec.runner()(context) or {}
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - begin
+    if not record:
+        return
     manifest["stages"][spec.name].update(
         status="complete",
         finished=now(),
         seconds=round(seconds, 2),
         peak_rss_mb=round(peak["mb"], 1),
-        artifacts=_artifact_hashes(run_dir, stage_dir),
+        processes=n_processes,
+        artifacts=_artifact_hashes(run_dir, run_dir / spec.name),
         summary=json_safe(dict(summary)),
     )
     save_manifest(run_dir, manifest)

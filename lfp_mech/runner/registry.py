@@ -34,6 +34,9 @@ class StageSpec:
     """Distributions whose versions change its output (they enter its fingerprint)."""
     run_fn: Callable[[Any], Any] | None = field(default=None, compare=False)
     """The runner, when it is not ``lfp_mech.<package>.stage.run`` (tests)."""
+    parallel: bool = False
+    """Data-parallel under ``accelerate launch``: runs on every process (the others run on the
+    main process only)."""
 
     def runner(self) -> Callable[[Any], Any]:
         """``run(ctx) -> summary``, imported on first use (stage modules import heavy libraries)."""
@@ -55,6 +58,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "rlhf", "rlhf", "RLHF-tune the base model on the reward", "RLHFResults", ("model",),
         (*_TORCH, "trl", "accelerate", "datasets", "vaderSentiment", "alt-profanity-check"),
+        parallel=True,
     ),
     StageSpec(
         "divergence", "divergence", "per-layer parameter divergence base ↔ tuned",

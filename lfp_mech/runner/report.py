@@ -160,7 +160,8 @@ def _metadata_lines(run: Run) -> list[str]:
     total = sum(e.get("seconds", 0) for e in stages)
     peak = max((e.get("peak_rss_mb", 0) for e in stages), default=0)
     return [
-        f"- model: {info['config']['model']}; seed {info['seed']}; device {info['device']}",
+        f"- model: {info['config']['model']}; seed {info['seed']}; device {info['device']}; "
+        f"dtype {info.get('dtype', 'float32')}; processes {info.get('processes', 1)}",
         f"- total stage time: {total / 60:.1f} min; peak RSS: {peak / 1024:.2f} GB",
         f"- python {info['python']} on {info['platform']}",
         f"- versions: {versions}",

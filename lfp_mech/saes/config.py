@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
+from lfp_mech.config_base import RunDevice, RunDtype, RunSeed, StageConfig
 
 __all__ = ["DEFAULT_ALPHA", "PAPER_ALPHA", "SAEConfig", "SIZES"]
 
@@ -79,6 +79,9 @@ class SAEConfig(StageConfig):
     source); empty: the SAEs on the captured hooks."""
     device: RunDevice = "cpu"
     """Where SAEs train and the model runs."""
+    dtype: RunDtype = "float32"
+    """The run's dtype: the model of the CE-loss evaluation runs in it. SAEs always train and
+    are evaluated in float32 (activations are cast to float32 when read)."""
     seed: RunSeed = 0
     """Seed of the initialisation and of the batch order."""
 

@@ -263,7 +263,8 @@ def _ce_evaluation(
     texts = heldout.texts()[: config.ce_texts]
     if not texts:
         raise LfpMechError("no held-out texts for the CE-loss evaluation; set ce_texts > 0")
-    hooked = as_hooked_model(model, device=config.device)
+    # the model in the run's dtype; the SAEs stay float32 (SAE-Lens casts their input)
+    hooked = as_hooked_model(model, device=config.device, dtype=config.dtype)
     by_hook: dict[str, list[SAEKey]] = {}
     for key in sorted(saes):
         by_hook.setdefault(hooks[key[0][0]], []).append(key)

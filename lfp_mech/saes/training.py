@@ -70,6 +70,10 @@ def build_training_sae(
         d_sae=d_sae,
         l1_coefficient=alpha * d_in,
         l1_warm_up_steps=int(config.l1_warm_up_fraction * n_steps),
+        # float32 whatever the run's dtype: the L1 penalty, Adam's second moments and the
+        # decoder-norm terms are small differences of large sums, which bf16's 8-bit mantissa
+        # would swamp (and SAE-Lens's trainer keeps no fp32 master copy). The activations are
+        # cast to float32 when read (ActivationStore.iter_batches, tensor_batches).
         dtype="float32",
         device=config.device,
         normalize_activations="expected_average_only_in"

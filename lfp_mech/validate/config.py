@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
+from lfp_mech.config_base import RunDevice, RunDtype, RunSeed, StageConfig
 
 __all__ = ["AblationMode", "AutointerpConfig", "DEFAULT_TASK", "ValidateConfig"]
 
@@ -106,6 +106,10 @@ class ValidateConfig(StageConfig):
     """Seed of prompt order, sampling and random-feature choice."""
     device: RunDevice = "cpu"
     """Where models and SAEs run."""
+    dtype: RunDtype = "float32"
+    """The run's dtype: the base and tuned models run in it (descriptions, frequencies and
+    generation with ablation hooks); the SAEs stay float32 and the ablation's edit is computed
+    in the SAE's dtype, then cast back to the model's."""
 
     def __post_init__(self) -> None:
         if isinstance(self.autointerp, Mapping):  # a plain dict from Python code

@@ -127,8 +127,9 @@ def run_validation(
     out.mkdir(parents=True, exist_ok=True)
     if (probe_acts is None) != (probe_predictions is None):
         raise ConfigError("pass probe_acts and probe_predictions together (or neither)")
-    tuned = as_hooked_model(tuned_model, device=config.device, seed=config.seed)
-    base = as_hooked_model(base_model, device=config.device, seed=config.seed)
+    precision = {"device": config.device, "seed": config.seed, "dtype": config.dtype}
+    tuned = as_hooked_model(tuned_model, **precision)
+    base = as_hooked_model(base_model, **precision)
     loaded = load_saes(saes, device=config.device)
     missing = set(feature_choice) - set(loaded)
     if missing:
