@@ -130,9 +130,16 @@ class _Run:
     model: str = "tiny-llama"
     seed: int = 0
     device: str = "cpu"
+    dtype: str = "float32"
 
     def to_dict(self):
-        return {"name": self.name, "model": self.model, "seed": 0, "device": "cpu"}
+        return {
+            "name": self.name,
+            "model": self.model,
+            "seed": 0,
+            "device": "cpu",
+            "dtype": "float32",
+        }
 
 
 def test_changing_tracking_reruns_no_stage_and_a_stage_logs_inside_the_run(tmp_path):
