@@ -15,6 +15,7 @@ from lfp_mech.errors import (
     LfpMechError,
     MissingPackageError,
     UnknownModelError,
+    UnsupportedModelError,
 )
 
 _EXPORTS: dict[str, str] = {
@@ -41,7 +42,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ["DEFAULT_MODEL", "MODEL_REGISTRY", "ModelConfig", "ModelLike", "as_hf_model",
          "as_hooked_model", "available_models", "build_tiny_model", "generate_texts",
-         "hooked_from_hf", "load_hf_model", "load_model", "logprob_parity", "parity_tokens"],
+         "hooked_from_hf", "load_hf_model", "load_model", "logprob_parity", "parity_tokens",
+         "save_tiny_model", "SUPPORTED_ARCHITECTURES"],
         "lfp_mech.models",
     ),
     **dict.fromkeys(
@@ -96,5 +98,6 @@ __all__ = [
     "LfpMechError",
     "MissingPackageError",
     "UnknownModelError",
+    "UnsupportedModelError",
     *sorted(_EXPORTS),
 ]

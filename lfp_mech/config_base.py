@@ -17,6 +17,7 @@ The run config nests every stage's dataclass
 hidden from the command line (set ``--seed`` / ``--device`` / ``--dtype`` on the run). Built by
 hand in Python, a stage config keeps the values it is given."""
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar
 
@@ -24,7 +25,7 @@ import tyro
 
 from lfp_mech.errors import ConfigError
 
-__all__ = ["RunDevice", "RunDtype", "RunSeed", "StageConfig"]
+__all__ = ["RunDevice", "RunDtype", "RunSeed", "StageConfig", "check_depths"]
 
 RunSeed = Annotated[int, tyro.conf.Suppress]
 """A stage's ``seed`` field: the run's ``seed`` in a run, hidden from the command line."""
@@ -96,6 +97,24 @@ class StageConfig:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         self.require(above and below, option, f"must be in {interval}")
 
+    def check_depth(self, n_layers: int, model: str) -> None:
+        """Check the section's decoder-block indices against ``model``, which has ``n_layers``
+        blocks. The ``model`` stage calls it on every section (nested ones too) from the model's
+        config, before any weights load, so an index that does not fit fails there and not
+        stages later. Sections with block options override it; the default checks nothing."""
+
+    def require_block(self, option: str, n_layers: int, model: str, *, first: int = 0) -> None:
+        """``option`` is None or a block index of a model with ``n_layers`` blocks:
+        ``first..n_layers - 1 + first`` (``first=1`` for "after block k" options)."""
+        value = getattr(self, option)
+        last = n_layers - 1 + first
+        if value is not None and not first <= value <= last:
+            raise self.invalid(
+                option,
+                f"does not fit {model}, which has {n_layers} decoder blocks; use "
+                f"{first}..{last} (or None)",
+            )
+
     def require_choice(self, option: str, choices: Iterable[Any]) -> None:
         """The option must be one of ``choices``."""
         choices = list(choices)
@@ -104,3 +123,14 @@ class StageConfig:
             option,
             f"must be one of {', '.join(repr(c) for c in choices)}",
         )
+
+
+def check_depths(sections: Any, n_layers: int, model: str) -> None:
+    """Call [`StageConfig.check_depth`][lfp_mech.config_base.StageConfig.check_depth] on every
+    stage config inside the dataclass ``sections`` (the run's ``stages``), nested ones too."""
+    if isinstance(sections, StageConfig):
+        sections.check_depth(n_layers, model)
+    for f in dataclasses.fields(sections):
+        value = getattr(sections, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_depths(value, n_layers, model)

@@ -19,3 +19,7 @@ class MissingPackageError(LfpMechError, ImportError):
 
 class ConfigError(LfpMechError, ValueError):
     """A configuration value is invalid (unknown key, out of range, inconsistent)."""
+
+
+class UnsupportedModelError(LfpMechError, ValueError):
+    """A model whose architecture TransformerLens cannot convert (so no stage can hook it)."""

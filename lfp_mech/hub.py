@@ -18,3 +18,16 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     except OSError:
         return False
     return True
+
+
+def in_hf_cache(repo_id: str) -> bool:
+    """Whether hub repository ``repo_id`` is in the local Hugging Face cache (``HF_HUB_CACHE``,
+    default ``~/.cache/huggingface/hub``), so it loads offline. Checks its ``config.json``; the
+    weights are checked when they load."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a valid repo id
+        return False
+    return isinstance(found, str)

@@ -1,5 +1,6 @@
 """The IRL reward model on tiny random models: readouts, pooling, cached == full, save / load."""
 
+import copy
 import json
 
 import pytest
@@ -14,15 +15,20 @@ from lfp_mech.irl import (
     save_reward_model,
 )
 from lfp_mech.irl.inputs import RewardInputs, concat_inputs, encode_cached
-from lfp_mech.irl.readout import decoder_parts, mean_tokens, sum_tokens
+from lfp_mech.irl.readout import decoder_blocks, mean_tokens, sum_tokens
 from lfp_mech.models import build_tiny_model
+from lfp_mech.models.tiny import TINY_ARCHITECTURES
+
+ARCHS = list(TINY_ARCHITECTURES)
 
 TEXTS = ["the film was long", "a", "old stone house by the river at night"]
 
 
-@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-neox"])
-@pytest.mark.parametrize("n_blocks", [0, 1, 2])
-@pytest.mark.parametrize("pooling", ["last", "mean", "sum"])
+@pytest.mark.parametrize(
+    "arch, n_blocks, pooling",
+    [(arch, n, "last") for arch in ARCHS for n in (0, 1, 2)]
+    + [(arch, n, pooling) for arch in ARCHS[:2] for n in (0, 1, 2) for pooling in ("mean", "sum")],
+)
 def test_cached_rewards_equal_full_rewards(arch, n_blocks, pooling):
     hf, tok = build_tiny_model(arch, seed=0)
     texts = ["the film was long", "a", "old stone house by the river at night", "blue zebra"]
@@ -52,18 +58,30 @@ def test_pooled_features_are_what_the_head_reads(mode, n_blocks):
     assert torch.allclose(via_head, rm.score_inputs(inputs), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-neox"])
+def _first_blocks(hf, n_layers):
+    """The same model cut to its first ``n_layers`` blocks by HF itself (a smaller config, the
+    same weights: the upper blocks' are unused)."""
+    config = copy.deepcopy(hf.config)
+    config.num_hidden_layers = n_layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[:n_layers]
+    small = type(hf)(config).eval()
+    small.load_state_dict(hf.state_dict(), strict=False)
+    return small
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_n_layers_reads_the_residual_stream_after_that_block(arch):
     hf, tok = build_tiny_model(arch, seed=0)
     texts = [TEXTS[0], TEXTS[2]]
     rm = RewardModel.from_base((hf, tok), n_layers=1, n_trainable_blocks=0, pooling="sum")
     rm.reset(seed=2)
     assert rm.n_layers == 1 and hf.config.num_hidden_layers == 2  # the caller's model is intact
+    assert len(decoder_blocks(hf.base_model)) == 2 and len(decoder_blocks(rm.backbone)) == 1
     ids, mask = rm.tokenize(texts)
     with torch.no_grad():
-        hidden = hf.base_model(ids, attention_mask=mask, output_hidden_states=True).hidden_states
-        _, norm, _ = decoder_parts(hf.base_model)
-        expected = rm.reward_from_pooled(sum_tokens(norm(hidden[1]), mask))
+        final = _first_blocks(hf, 1).base_model(ids, attention_mask=mask).last_hidden_state
+        expected = rm.reward_from_pooled(sum_tokens(final, mask))
     assert torch.allclose(rm.score(texts), expected, atol=1e-5)
     assert torch.allclose(rm.score_inputs(rm.encode(texts)), expected, atol=1e-5)
     with pytest.raises(ConfigError, match="n_layers=3 out of range.*2 decoder blocks"):
@@ -72,7 +90,7 @@ def test_n_layers_reads_the_residual_stream_after_that_block(arch):
         RewardModel.from_base((hf, tok), n_layers=1, n_trainable_blocks=2)
 
 
-@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-neox"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_context_readout_reads_the_raw_residual_stream_of_both_blocks(arch):
     """Two readouts: the sum after block ``n_layers`` and the mean after ``context_layer``, raw
     (HF's ``hidden_states[k]`` below the last block), each scaled; cached == full path."""

@@ -26,7 +26,7 @@ TINY_OF_SAME_ARCHITECTURE = {
     "pythia-70m": "tiny-neox",
     "pythia-160m": "tiny-neox",
     "pythia-410m": "tiny-neox",
-    "gpt-neo-125m": "tiny-gpt-neo",
+    "gpt-neo-125m": "tiny-neo",
     "gemma-2b-it": "tiny-gemma",
 }
 

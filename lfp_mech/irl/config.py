@@ -3,7 +3,8 @@
 Defaults are sized for SmolLM2-135M on 2 CPU cores: 128 train / 128 test prompts (+ 96 other
 held-out texts), 24 new tokens, greedy; the reward model is SmolLM2's first 16 blocks with a
 linear head on two readouts of the residual stream (the sum of the token states after block 2 and
-their mean after block 16), the head alone trained on cached features; 10 seeds × 6 epochs. The
+their mean after block 16 — ``context_layer="auto"``, the block just past the middle of any
+model), the head alone trained on cached features; 10 seeds × 6 epochs. The
 IRL paper's sizes (500 / 500 prompts, 100 new tokens, full fine-tuning, last-token head, batch 2,
 lr 1e-5, 13 seeds × 6 epochs) are the ``irl`` section of the paper-model presets
 (``lfp-mech config --preset pythia-70m``).
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from lfp_mech.config_base import RunDevice, RunDtype, RunSeed, StageConfig
 
-__all__ = ["IRLConfig", "Mode", "POOLINGS", "Pooling"]
+__all__ = ["IRLConfig", "Mode", "POOLINGS", "Pooling", "auto_context_layer"]
 
 Mode = Literal["cached", "full"]
 Pooling = Literal["last", "mean", "sum"]
@@ -51,11 +52,14 @@ class IRLConfig(StageConfig):
     """The head reads the residual stream after this decoder block, pooled by ``pooling``
     (blocks above it and ``context_layer`` are dropped); None: after the last block (the
     paper). VADER is a word-level reward, and words are still linearly readable early."""
-    context_layer: int | None = 16
+    context_layer: int | Literal["auto"] | None = "auto"
     """A second readout: the head also reads the mean of the residual stream after this block,
     a sentence-level view next to the word-level sum after block ``n_layers``. Both are read
-    raw (before the final norm) and scaled to unit RMS over the training texts. None: the one
-    readout, final-normed. Needs the head-only cached mode."""
+    raw (before the final norm) and scaled to unit RMS over the training texts. "auto": the
+    block just past the middle of the model, ``depth // 2 + 1`` (16 for SmolLM2's 30 blocks,
+    the value this default had as a fixed index, so SmolLM2 results are unchanged; 2 for a
+    2-block model, 7 for Pythia-160m's 12). None: the one readout, final-normed. Needs the
+    head-only cached mode."""
     n_trainable_blocks: int = 0
     """Top blocks (of the ``n_layers`` kept) trained in "cached" mode; 0 = the head alone, on
     the cached pooled features. Blocks > 0 need ``context_layer=None``."""
@@ -122,7 +126,9 @@ class IRLConfig(StageConfig):
         self.require_choice("mode", ("cached", "full"))
         self.require_choice("pooling", POOLINGS)
         self.require_choice("threshold_method", ("accuracy", "median"))
-        self.require_optional_at_least(1, "n_layers", "context_layer")
+        self.require_optional_at_least(1, "n_layers")
+        if self.context_layer != "auto":
+            self.require_optional_at_least(1, "context_layer")
         if self.context_layer is not None:
             self.require(
                 self.mode == "cached" and self.n_trainable_blocks == 0,
@@ -133,7 +139,27 @@ class IRLConfig(StageConfig):
         self.require_positive("lr", "grad_clip", "temperature", "toxicity_lr")
         self.require_between("top_p", 0, 1, low_open=True)
 
+    def check_depth(self, n_layers: int, model: str) -> None:
+        """``n_layers``, ``context_layer`` and ``n_trainable_blocks`` fit a model of
+        ``n_layers`` decoder blocks (called by the model stage, before anything loads)."""
+        self.require_block("n_layers", n_layers, model, first=1)
+        if self.context_layer != "auto":
+            self.require_block("context_layer", n_layers, model, first=1)
+        kept = self.n_layers or n_layers
+        if self.mode == "cached" and self.n_trainable_blocks > kept:
+            raise self.invalid(
+                "n_trainable_blocks",
+                f"the reward model keeps {kept} of {model}'s {n_layers} decoder blocks; use "
+                f"0..{kept}",
+            )
+
     def generation_key(self) -> dict[str, Any]:
         """The settings that change the demonstrations (part of their cache key)."""
         keys = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "dtype")
         return {k: getattr(self, k) for k in keys}
+
+
+def auto_context_layer(n_layers: int) -> int:
+    """``context_layer="auto"`` on a model of ``n_layers`` decoder blocks: the block just past
+    the middle, ``n_layers // 2 + 1`` (16 of SmolLM2's 30)."""
+    return n_layers // 2 + 1

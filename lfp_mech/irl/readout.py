@@ -1,8 +1,8 @@
 """What a reward model reads from its decoder: tokenization, pooling, readout capture, block
 surgery.
 
-Pure functions on a Hugging Face decoder (Llama-style or GPT-NeoX: ``backbone.layers``, a final
-norm, ``backbone.rotary_emb``), used by
+Pure functions on any Hugging Face decoder (``model.base_model``; its blocks are found by
+structure, see [`decoder_blocks`][lfp_mech.irl.readout.decoder_blocks]), used by
 [`lfp_mech.irl.reward_model.RewardModel`][lfp_mech.irl.reward_model.RewardModel] and the log-ratio
 control:
 
@@ -13,7 +13,7 @@ control:
 * readouts — [`capture_block_outputs`][lfp_mech.irl.readout.capture_block_outputs] (the residual
   stream after chosen blocks);
 * block surgery — [`keep_first_blocks`][lfp_mech.irl.readout.keep_first_blocks],
-  [`decoder_parts`][lfp_mech.irl.readout.decoder_parts],
+  [`frozen_below`][lfp_mech.irl.readout.frozen_below],
   [`run_top_blocks`][lfp_mech.irl.readout.run_top_blocks] (the blocks above ``K`` from the residual
   stream entering block ``K``)."""
 
@@ -30,12 +30,13 @@ from transformers import PreTrainedTokenizerBase
 
 from lfp_mech.errors import ConfigError
 from lfp_mech.irl.config import Pooling
+from lfp_mech.models.conversion import model_depth
 
 __all__ = [
     "bos_tokenize",
     "capture_block_outputs",
-    "decoder_layers",
-    "decoder_parts",
+    "decoder_blocks",
+    "frozen_below",
     "keep_first_blocks",
     "last_token",
     "length_sorted_batches",
@@ -123,16 +124,31 @@ def pool(
     return mean_tokens(hidden, attention_mask)
 
 
-def decoder_layers(backbone: nn.Module, name: str, arg: str) -> nn.ModuleList:
-    """``backbone.layers``, or a [`ConfigError`][lfp_mech.errors.ConfigError] saying ``arg`` needs
-    them."""
-    layers = getattr(backbone, "layers", None)
-    if not isinstance(layers, nn.ModuleList):
+def decoder_blocks(backbone: nn.Module, name: str = "the model") -> nn.ModuleList:
+    """The decoder blocks of any Hugging Face decoder (``model.base_model``), in order.
+
+    Found by structure, not by attribute name: the one ``nn.ModuleList`` child of the decoder
+    holding as many modules as the config has blocks (``num_hidden_layers``, whatever the
+    architecture calls it: ``layers`` for Llama/GPT-NeoX/Gemma/Qwen2/Mistral, ``h`` for GPT-2 and
+    GPT-Neo).
+    """
+    return backbone.get_submodule(_blocks_attribute(backbone, name))
+
+
+def _blocks_attribute(backbone: nn.Module, name: str) -> str:
+    depth = model_depth(backbone.config)
+    found = [
+        child_name
+        for child_name, child in backbone.named_children()
+        if isinstance(child, nn.ModuleList) and len(child) == depth
+    ]
+    if len(found) != 1:
         raise ConfigError(
-            f"{arg} needs a decoder with a .layers list; {name} ({type(backbone).__name__}) has "
-            f"none (use {arg}=None)"
+            f"cannot find the {depth} decoder blocks of {name} ({type(backbone).__name__}): "
+            f"{len(found)} module lists of that length; use irl.context_layer=None, "
+            "irl.n_layers=None and irl.n_trainable_blocks=0 (or irl.mode='full')"
         )
-    return layers
+    return found[0]
 
 
 @contextlib.contextmanager
@@ -158,31 +174,29 @@ def capture_block_outputs(
 
 
 def keep_first_blocks(backbone: nn.Module, n_layers: int, name: str) -> None:
-    """Drop every decoder block of ``backbone`` above the first ``n_layers`` (in place)."""
-    layers = decoder_layers(backbone, name, "n_layers")
+    """Drop every decoder block of ``backbone`` above the first ``n_layers`` (in place; the
+    config's depth and per-block ``layer_types`` follow)."""
+    attribute = _blocks_attribute(backbone, name)
+    layers = backbone.get_submodule(attribute)
     if not 1 <= n_layers <= len(layers):
         raise ConfigError(
             f"n_layers={n_layers} out of range: {name} has {len(layers)} decoder blocks "
             f"(use 1..{len(layers)}, or None for all)"
         )
-    backbone.layers = nn.ModuleList(list(layers)[:n_layers])
-    backbone.config.num_hidden_layers = n_layers
+    setattr(backbone, attribute, nn.ModuleList(list(layers)[:n_layers]))
+    backbone.config.num_hidden_layers = n_layers  # every config maps it to its own name
     if getattr(backbone.config, "layer_types", None):  # per-block attention kinds, if any
         backbone.config.layer_types = backbone.config.layer_types[:n_layers]
 
 
-def decoder_parts(backbone: nn.Module) -> tuple[nn.ModuleList, nn.Module, nn.Module]:
-    """(decoder blocks, final norm, rotary embedding) of a Llama-style or GPT-NeoX decoder."""
-    layers = getattr(backbone, "layers", None)
-    norm = getattr(backbone, "norm", None) or getattr(backbone, "final_layer_norm", None)
-    rotary = getattr(backbone, "rotary_emb", None)
-    if not isinstance(layers, nn.ModuleList) or norm is None or rotary is None:
-        raise ConfigError(
-            f"cached mode supports Llama-style and GPT-NeoX decoders (with .layers, a final norm "
-            f"and .rotary_emb); {type(backbone).__name__} has not got them. Use "
-            "IRLConfig(mode='full') or n_trainable_blocks=0 (head only)."
-        )
-    return layers, norm, rotary
+def frozen_below(backbone: nn.Module, first_layer: int) -> set[int]:
+    """``id``s of the parameters that stay frozen when blocks ``first_layer..`` train on cached
+    inputs: the embedding tables (token and, where there are any, learned positions) and
+    blocks ``0..first_layer-1``. Everything else (the top blocks, the final norm) trains."""
+    blocks = decoder_blocks(backbone)
+    frozen = [m for m in backbone.modules() if isinstance(m, nn.Embedding)]
+    frozen += list(blocks[:first_layer])
+    return {id(p) for module in frozen for p in module.parameters()}
 
 
 def run_top_blocks(
@@ -192,30 +206,63 @@ def run_top_blocks(
     attention_mask: Int[Tensor, "batch pos"],
 ) -> Float[Tensor, "batch pos d_model"]:
     """Final normalised hidden states computed from the residual stream entering block
-    ``first_layer``.
+    ``first_layer``, for any HF decoder.
 
-    Rebuilds what the HF decoder does around its layers: causal + padding mask
-    (``create_causal_mask``), positions ``0..pos-1`` (right padding) and the rotary
-    embeddings of ``backbone.rotary_emb``.
+    The decoder's own forward does the work, so masks, positions and rotary or learned position
+    embeddings are made exactly as in a normal forward (right padding: positions
+    ``0..pos-1``): blocks ``0..first_layer-1`` are swapped for pass-throughs while it runs, and
+    the input of block ``first_layer`` is replaced by ``hidden``. ``RewardModel.encode`` checks
+    this path against the full model on its first batch.
     """
-    from transformers.masking_utils import create_causal_mask
+    blocks = decoder_blocks(backbone)
+    originals = list(blocks[:first_layer])
+    as_tuple = first_layer > 0 and _blocks_return_tuples(backbone, blocks)
 
-    layers, norm, rotary = decoder_parts(backbone)
-    position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-    causal = create_causal_mask(
-        config=backbone.config,
-        inputs_embeds=hidden,
-        attention_mask=attention_mask,
-        past_key_values=None,
-        position_ids=position_ids,
-    )
-    position_embeddings = rotary(hidden, position_ids=position_ids)
-    for layer in layers[first_layer:]:
-        out = layer(
-            hidden,
-            attention_mask=causal,
-            position_ids=position_ids,
-            position_embeddings=position_embeddings,
+    def inject(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    handle = blocks[first_layer].register_forward_pre_hook(inject, with_kwargs=True)
+    try:
+        for i in range(first_layer):
+            blocks[i] = _PassThrough(as_tuple)
+        out = backbone(
+            inputs_embeds=torch.zeros_like(hidden), attention_mask=attention_mask, use_cache=False
         )
-        hidden = out[0] if isinstance(out, tuple) else out
-    return norm(hidden)
+    finally:
+        handle.remove()
+        for i, block in enumerate(originals):
+            blocks[i] = block
+    return out.last_hidden_state
+
+
+class _PassThrough(nn.Module):
+    """A decoder block that returns its input hidden states (as a 1-tuple if blocks do)."""
+
+    def __init__(self, as_tuple: bool) -> None:
+        super().__init__()
+        self.as_tuple = as_tuple
+
+    def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return (hidden_states,) if self.as_tuple else hidden_states
+
+
+def _blocks_return_tuples(backbone: nn.Module, blocks: nn.ModuleList) -> bool:
+    """Whether this decoder's blocks return tuples (GPT-Neo) or tensors (most, transformers 5):
+    seen on a one-token forward, remembered on the decoder."""
+    known = getattr(backbone, "_lfp_blocks_return_tuples", None)
+    if known is None:
+        seen: list[bool] = []
+        handle = blocks[0].register_forward_hook(
+            lambda module, args, output: seen.append(isinstance(output, tuple))
+        )
+        try:
+            with torch.no_grad():
+                device = next(backbone.parameters()).device
+                backbone(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device))
+        finally:
+            handle.remove()
+        known = seen[0]
+        backbone._lfp_blocks_return_tuples = known
+    return bool(known)

@@ -17,6 +17,7 @@ readouts and trains the linear head alone."""
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 from einops import einsum, rearrange
@@ -25,19 +26,20 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lfp_mech.errors import ConfigError, LfpMechError
-from lfp_mech.irl.config import POOLINGS, Mode, Pooling
+from lfp_mech.irl.config import POOLINGS, Mode, Pooling, auto_context_layer
 from lfp_mech.irl.inputs import RewardInputs
 from lfp_mech.irl.readout import (
     bos_tokenize,
     capture_block_outputs,
-    decoder_layers,
-    decoder_parts,
+    decoder_blocks,
+    frozen_below,
     keep_first_blocks,
     length_sorted_batches,
     pool,
     run_top_blocks,
 )
 from lfp_mech.models.coerce import ModelLike, as_hf_model
+from lfp_mech.models.conversion import model_depth
 
 __all__ = ["RewardModel"]
 
@@ -84,8 +86,8 @@ class RewardModel(nn.Module):
         self.base_model = base_model
         self.mode: Mode = mode
         self.max_length = max_length
-        d_model = int(backbone.config.hidden_size)
-        self.n_layers = int(backbone.config.num_hidden_layers)
+        d_model = int(backbone.config.get_text_config().hidden_size)
+        self.n_layers = model_depth(backbone.config)
         if mode == "cached" and not 0 <= n_trainable_blocks <= self.n_layers:
             raise ConfigError(
                 f"n_trainable_blocks={n_trainable_blocks} out of range: {base_model} has "
@@ -135,7 +137,7 @@ class RewardModel(nn.Module):
         max_length: int = 192,
         pooling: Pooling = "last",
         n_layers: int | None = None,
-        context_layer: int | None = None,
+        context_layer: int | Literal["auto"] | None = None,
         device: str = "cpu",
     ) -> "RewardModel":
         """A reward model on ``base``'s decoder (its LM head is dropped; an in-memory model is
@@ -143,8 +145,9 @@ class RewardModel(nn.Module):
 
         ``n_layers``: the head reads the residual stream after this block, pooled by
         ``pooling``; None: after the last block. ``context_layer``: the head also reads the mean
-        residual stream after that block (head-only cached mode; see the class docstring).
-        Blocks above both are dropped.
+        residual stream after that block (head-only cached mode; see the class docstring);
+        "auto": [`auto_context_layer`][lfp_mech.irl.config.auto_context_layer] of the base's
+        depth. Blocks above both are dropped.
         """
         model, tokenizer = as_hf_model(base, device=device, copy_model=True)
         if isinstance(base, tuple):
@@ -153,8 +156,10 @@ class RewardModel(nn.Module):
             name = str(base)
         backbone = model.base_model
         keep = n_layers
+        if context_layer == "auto":
+            context_layer = auto_context_layer(model_depth(backbone.config))
         if context_layer is not None:
-            total = len(decoder_layers(backbone, name, "context_layer"))
+            total = model_depth(backbone.config)
             for arg, layer in (("n_layers", n_layers), ("context_layer", context_layer)):
                 if layer is not None and not 1 <= layer <= total:
                     raise ConfigError(
@@ -195,16 +200,19 @@ class RewardModel(nn.Module):
         return self.head.weight.device
 
     def _trainable_names(self) -> set[str]:
-        """Parameter names that train: all (full); top blocks + final norm + head (cached)."""
+        """Parameter names that train: all (full); head + everything of the decoder but its
+        embeddings and the frozen blocks, i.e. top blocks + final norm (cached)."""
         names = {n for n, _ in self.named_parameters()}
         if self.mode == "full":
             return names
         keep = {n for n in names if n.startswith("head.")}
         if self.n_trainable_blocks > 0:
-            layers, norm, _ = decoder_parts(self.backbone)
-            modules = [norm, *layers[self.first_trainable_layer :]]
-            ids = {id(p) for m in modules for p in m.parameters()}
-            keep |= {n for n, p in self.named_parameters() if id(p) in ids}
+            frozen = frozen_below(self.backbone, self.first_trainable_layer)
+            keep |= {
+                n
+                for n, p in self.named_parameters()
+                if n.startswith("backbone.") and id(p) not in frozen
+            }
         return keep
 
     # ---------------------------------------------------------------- state
@@ -313,7 +321,7 @@ class RewardModel(nn.Module):
         if len(self.readouts) == 1:
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             return pool(out.last_hidden_state, attention_mask, self.pooling)
-        blocks = decoder_layers(self.backbone, self.base_model, "context_layer")
+        blocks = decoder_blocks(self.backbone, self.base_model)
         with capture_block_outputs(blocks, [layer for layer, _ in self.readouts]) as resid:
             self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         pooled = [pool(resid[layer], attention_mask, how) for layer, how in self.readouts]

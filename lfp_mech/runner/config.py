@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import json
 import os
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,10 @@ class RunConfig:
     name: str = "default"
     """Run name; the run directory defaults to ``runs/<name>``."""
     model: str = DEFAULT_MODEL
-    """Base model: a registered name (``lfp-mech models``) or a local HF checkpoint folder."""
+    """Base model: a registered name (``lfp-mech models``), a local HF checkpoint folder, or any
+    Hugging Face hub id (``EleutherAI/pythia-14m``; from the local HF cache offline). Its
+    architecture must be one TransformerLens converts (Llama, GPT-NeoX, GPT-Neo, GPT-2, Gemma,
+    Gemma 2, Qwen2, Mistral); the model stage checks it and every stage's block options first."""
     seed: int = 0
     """Seed of every stage (each stage's ``seed``)."""
     device: str = "cpu"
@@ -346,9 +350,10 @@ def _describe(event: Any, errors: Any) -> str:
     if isinstance(event, errors.InvalidChoice):
         return f"{option} = {event.value!r}: must be one of {', '.join(event.choices)}"
     if isinstance(event, errors.InstantiationFailure):
+        first_line = event.message.strip().splitlines()[0]  # a union lists one error per type
         if option is not None:
-            return f"{option}: invalid value ({event.message}); expected {_type_name(argument)}"
-        return event.message
+            return f"{option}: invalid value ({first_line}); expected {_type_name(argument)}"
+        return first_line
     if isinstance(event, errors.BadValue):
         return f"{option}: wrong number of values; expected {_type_name(argument)}"
     return f"invalid run config ({type(event).__name__})"
@@ -360,6 +365,15 @@ def _option_name(argument: Any) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _type_name(argument: Any) -> str:
-    kind = argument.field.type_stripped
+def _type_name(kind: Any) -> str:
+    """``int``, ``int | 'auto' | None``, ..."""
+    import typing
+
+    kind = getattr(getattr(kind, "field", None), "type_stripped", kind)
+    if typing.get_origin(kind) is typing.Literal:
+        return " | ".join(repr(v) for v in typing.get_args(kind))
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return "None"
     return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")

@@ -85,6 +85,11 @@ class SAEConfig(StageConfig):
     seed: RunSeed = 0
     """Seed of the initialisation and of the batch order."""
 
+    def check_depth(self, n_layers: int, model: str) -> None:
+        """``sweep_layer`` is a block of the model (it must also be one the activations stage
+        captures, which the saes stage checks)."""
+        self.require_block("sweep_layer", n_layers, model)
+
     def __post_init__(self) -> None:
         factors = tuple(int(f) for f in self.expansion_factors)
         self.require(
