@@ -42,8 +42,8 @@ smoke: install  ## every stage on a tiny random model, < 2 minutes
 test: install  ## lint + import contracts + unit/integration tests + notebooks (smoke) + docs build
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest --durations=15
-	$(BIN)/pytest --nbmake notebooks -o addopts="" -p no:cacheprovider -q  # smoke mode, writes nothing
+	$(BIN)/pytest -n 2 --durations=15  # two workers, one thread each (tests/conftest.py)
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --nbmake notebooks -o addopts="" -p no:cacheprovider -q  # smoke mode, writes nothing
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # TQDM_DISABLE: no progress-bar widgets in the saved outputs

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lfp_mech import load_run
+from lfp_mech.models.tiny import TINY_ARCHITECTURES, save_tiny_model
 from lfp_mech.runner.config import config_from_dict
 from lfp_mech.runner.pipeline import run_pipeline
 from lfp_mech.runner.presets import PRESETS, SMOKE, preset_config
@@ -42,8 +43,8 @@ def smoke_sizes() -> dict:
     return sizes
 
 
-def scaled_down(name: str) -> dict:
-    """Preset ``name`` at smoke sizes on its tiny architecture, hub data swapped for offline."""
+def scaled_down(name: str, model: str) -> dict:
+    """Preset ``name`` at smoke sizes on ``model``, hub data swapped for offline."""
     sizes = smoke_sizes()
     stages = PRESETS[name]["stages"]
     rlhf = stages["rlhf"]
@@ -52,7 +53,7 @@ def scaled_down(name: str) -> dict:
         sizes["rlhf"]["mini_batch_size"] = sizes["rlhf"]["batch_size"] // 2
     if rlhf.get("method") == "dpo":  # HH-RLHF is hub only: offline pairs on the toxicity task
         sizes["rlhf"] |= {"task": "toxicity", "preference_data": "offline", "n_pair_prompts": 8}
-    return {"model": TINY_OF_SAME_ARCHITECTURE[name], "stages": sizes}
+    return {"model": model, "stages": sizes}
 
 
 def as_list(value):
@@ -107,8 +108,11 @@ def test_every_setting_a_preset_changes_is_in_the_docs_table():
 
 @pytest.mark.parametrize("name", ["pythia-70m", "gpt-neo-125m", "gemma-2b-it"])
 def test_paper_preset_runs_end_to_end_on_its_tiny_architecture(name, tmp_path):
+    """As ``lfp-mech run --preset NAME --set model=<tiny folder of its architecture>`` at smoke
+    sizes."""
     base = preset_config(name)
-    config = config_from_dict(scaled_down(name), base=base)
+    folder = save_tiny_model(TINY_OF_SAME_ARCHITECTURE[name], tmp_path / "checkpoint")
+    config = config_from_dict(scaled_down(name, str(folder)), base=base)
     for section in ("saes", "validate", "irl"):  # the paper's settings survive the scaling
         kept = {k: v for k, v in PRESETS[name]["stages"][section].items() if k not in NOT_SIZES}
         sized = smoke_sizes().get(section, {})
@@ -121,3 +125,8 @@ def test_paper_preset_runs_end_to_end_on_its_tiny_architecture(name, tmp_path):
     assert set(run.status["status"]) == {"complete"}
     assert run.config.stages.rlhf.learning_rate == base.stages.rlhf.learning_rate
     assert len(run.saes.load_saes()) > 0
+    tiny = TINY_OF_SAME_ARCHITECTURE[name]
+    assert (run.model.card["architecture"], run.model.card["n_layers"]) == (
+        TINY_ARCHITECTURES[tiny],
+        2,
+    )
