@@ -3,9 +3,10 @@
 import dataclasses
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
+from toy_run import ToyConfig, ToyRun, ToyStages
 
 from lfp_mech._io import atomic_path, read_json, write_json
 from lfp_mech.errors import ConfigError
@@ -15,40 +16,10 @@ from lfp_mech.runner.registry import StageSpec
 
 
 @dataclass
-class ToyConfig:
-    value: int = 0
-
-
-@dataclass
 class ToyConfigNewDefault:
     """The same option with another default, as after a change of the code."""
 
     value: int = 7
-
-
-@dataclass
-class ToyStages:
-    a: ToyConfig = field(default_factory=ToyConfig)
-    b: ToyConfig = field(default_factory=ToyConfig)
-    c: ToyConfig = field(default_factory=ToyConfig)
-
-
-@dataclass
-class ToyRun:
-    """Duck-types the run config: name, model, seed, device, dtype, stages, to_dict()."""
-
-    stages: ToyStages = field(default_factory=ToyStages)
-    name: str = "toy"
-    model: str = "tiny-llama"
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-
-    def to_dict(self):
-        return {
-            "name": self.name, "model": self.model, "seed": self.seed, "device": self.device,
-            "dtype": self.dtype,
-        }  # fmt: skip
 
 
 @pytest.fixture

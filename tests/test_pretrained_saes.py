@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 import torch
+from saes_helpers import saes_stage_inputs
 from safetensors.torch import load_file
 from smoke_helpers import smoke_command
 
@@ -121,20 +122,8 @@ def test_pushed_saes_feed_a_second_run_that_skips_training(
 
 @pytest.fixture
 def stage_dir(tiny_hf, tiny_model, tmp_path):
-    """A run directory with what the saes stage reads (as in test_saes_stage)."""
-    from lfp_mech.activations import ActivationConfig, capture_activations
-    from lfp_mech.data import load_prompts
-
-    hf, tok = tiny_hf
-    run_dir = tmp_path / "run"
-    hf.save_pretrained(run_dir / "rlhf" / "policy")
-    tok.save_pretrained(run_dir / "rlhf" / "policy")
-    prompts, config = load_prompts("reviews", "train"), ActivationConfig(shard_tokens=1024)
-    capture_activations(tiny_model, prompts[:400], [0, 1], run_dir / "activations/train", config)
-    capture_activations(
-        tiny_model, prompts[400:520], [0, 1], run_dir / "activations/heldout", config
-    )
-    return run_dir
+    """A run directory with what the saes stage reads."""
+    return saes_stage_inputs(tiny_hf, tiny_model, tmp_path / "run")
 
 
 def _save_standard_sae(folder, hook, d_in, d_sae, seed):

@@ -4,10 +4,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 from sae_lens import SAE
+from saes_helpers import saes_stage_inputs
 
 from lfp_mech._io import read_json
-from lfp_mech.activations import ActivationConfig, capture_activations
-from lfp_mech.data import load_prompts
 from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.runner.config import RunConfig, StagesConfig
 from lfp_mech.saes import SAEConfig, SAEsResults, load_sae, plot_l1_sweep, plot_mmcs
@@ -28,16 +27,7 @@ def _config(**overrides):
 @pytest.fixture
 def run_dir(tiny_hf, tiny_model, tmp_path):
     """A run directory with what the saes stage reads: the policy and the activation stores."""
-    hf, tok = tiny_hf
-    run_dir = tmp_path / "run"
-    hf.save_pretrained(run_dir / "rlhf" / "policy")
-    tok.save_pretrained(run_dir / "rlhf" / "policy")
-    prompts = load_prompts("reviews", "train")
-    acts = run_dir / "activations"
-    config = ActivationConfig(shard_tokens=1024)
-    capture_activations(tiny_model, prompts[:400], [0, 1], acts / "train", config)
-    capture_activations(tiny_model, prompts[400:520], [0, 1], acts / "heldout", config)
-    return run_dir
+    return saes_stage_inputs(tiny_hf, tiny_model, tmp_path / "run")
 
 
 def _context(run_dir, config):

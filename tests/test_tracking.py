@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from toy_run import ToyConfig, ToyRun
 
 from lfp_mech import tracking
 from lfp_mech.errors import ConfigError
@@ -111,37 +112,6 @@ def test_tracking_is_not_in_any_stage_fingerprint():
     assert upstream_none == upstream_tb
 
 
-@dataclass
-class _Options:
-    value: int = 0
-
-
-@dataclass
-class _Stages:
-    a: _Options = field(default_factory=_Options)
-    b: _Options = field(default_factory=_Options)
-
-
-@dataclass
-class _Run:
-    stages: _Stages = field(default_factory=_Stages)
-    tracking: str = "none"
-    name: str = "toy"
-    model: str = "tiny-llama"
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-
-    def to_dict(self):
-        return {
-            "name": self.name,
-            "model": self.model,
-            "seed": 0,
-            "device": "cpu",
-            "dtype": "float32",
-        }
-
-
 def test_changing_tracking_reruns_no_stage_and_a_stage_logs_inside_the_run(tmp_path):
     calls: Counter[str] = Counter()
 
@@ -155,12 +125,12 @@ def test_changing_tracking_reruns_no_stage_and_a_stage_logs_inside_the_run(tmp_p
         return StageSpec(name, "toy", name, "ToyResults", requires, (), run)
 
     registry = (make("a", ()), make("b", ("a",)))
-    run_pipeline(_Run(), tmp_path, registry=registry, report=False)
+    run_pipeline(ToyRun(), tmp_path, registry=registry, report=False)
     assert not (tmp_path / "tracking").exists()
-    run_pipeline(_Run(tracking="tensorboard"), tmp_path, registry=registry, report=False)
+    run_pipeline(ToyRun(tracking="tensorboard"), tmp_path, registry=registry, report=False)
     assert calls == Counter(a=1, b=1)  # tracking changed, nothing reran
     run_pipeline(
-        _Run(tracking="tensorboard"), tmp_path, registry=registry, force=["b"], report=False
+        ToyRun(tracking="tensorboard"), tmp_path, registry=registry, force=["b"], report=False
     )
     assert calls == Counter(a=1, b=2)
     assert _scalars(tmp_path / "tracking" / "b" / "train") == {"train/loss": [(1, 1.0)]}
@@ -171,7 +141,7 @@ def test_environment_checks_run_before_any_stage_and_only_for_stages_that_will_r
     checked: list[str] = []
 
     @dataclass
-    class Checked(_Options):
+    class Checked(ToyConfig):
         fail: bool = False
 
         def check_environment(self, run):
@@ -181,7 +151,7 @@ def test_environment_checks_run_before_any_stage_and_only_for_stages_that_will_r
 
     @dataclass
     class Stages:
-        a: _Options = field(default_factory=_Options)
+        a: ToyConfig = field(default_factory=ToyConfig)
         b: Checked = field(default_factory=Checked)
 
     def make(name, requires):
@@ -189,10 +159,14 @@ def test_environment_checks_run_before_any_stage_and_only_for_stages_that_will_r
 
     registry = (make("a", ()), make("b", ("a",)))
     with pytest.raises(ConfigError, match="needs the hub"):
-        run_pipeline(_Run(stages=Stages(b=Checked(fail=True))), tmp_path, registry=registry)
+        run_pipeline(ToyRun(stages=Stages(b=Checked(fail=True))), tmp_path, registry=registry)
     assert calls == Counter()  # not even stage a ran
-    run_pipeline(_Run(stages=Stages(b=Checked(value=1))), tmp_path, registry=registry, report=False)
-    run_pipeline(_Run(stages=Stages(b=Checked(value=1))), tmp_path, registry=registry, report=False)
+    run_pipeline(
+        ToyRun(stages=Stages(b=Checked(value=1))), tmp_path, registry=registry, report=False
+    )
+    run_pipeline(
+        ToyRun(stages=Stages(b=Checked(value=1))), tmp_path, registry=registry, report=False
+    )
     assert checked == [0, 1] and calls == Counter(a=1, b=1)  # complete b: not checked again
 
 
