@@ -48,8 +48,10 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
     "Qwen2ForCausalLM": "Qwen2, Qwen2.5",
     "MistralForCausalLM": "Mistral",
 }
-"""HF architecture -> model families: every stage runs on these (each has a tiny random
-checkpoint that runs the whole smoke study in the tests)."""
+"""HF architecture -> model families lfp_mech supports. Each has a tiny random checkpoint
+(``tiny-*``) in the tests: Llama, GPT-NeoX, GPT-Neo, GPT-2, Gemma and Qwen2 run the whole smoke
+study from a local folder; Gemma 2 and Mistral are tested for conversion parity and through the
+IRL reward model."""
 
 UNTESTED_ARCHITECTURES: tuple[str, ...] = (
     "GPTJForCausalLM",
