@@ -3,7 +3,8 @@
 The stage defaults are sized for the offline SmolLM2 study on a 2-core CPU; a preset changes only
 what differs. The paper presets (``pythia-70m``, ``pythia-160m``, ``pythia-410m``, ``gpt-neo-125m``,
 ``gemma-2b-it``) carry the papers' settings for every stage; docs/paper-presets.md tabulates each
-setting, its paper value and where a preset departs from it. ``lfp-mech config --preset NAME`` prints a preset fully resolved.
+setting, its paper value and where a preset departs from it. ``lfp-mech config --preset NAME``
+prints a preset fully resolved.
 """
 
 from typing import Any
@@ -50,9 +51,9 @@ LFP_PAPER_RLHF: dict[str, Any] = {
     "save_steps": 100,
 }
 """The LFP paper's PPO settings (TRL 0.7: batch 64, mini-batch 16, KL 0.5, lr 1e-6, max grad
-norm 1 = TRL's default; IMDB review prefixes) on TRL 1.x's GRPO, the online RL with a KL penalty that replaced PPO.
-Steps: the paper does not state them; 1,560 updates = ~390 batches of 64 (one pass over IMDB's
-~25k training reviews at 64 per batch, as TRL 0.7's sentiment example) × 4 mini-batches."""
+norm 1 = TRL's default; IMDB review prefixes) on TRL 1.x's GRPO, the online RL with a KL penalty
+that replaced PPO. Steps: the paper does not state them; 1,560 updates = ~390 batches of 64 (one
+pass over IMDB's ~25k training reviews, as TRL 0.7's sentiment example) × 4 mini-batches."""
 
 
 def lfp_paper_saes(l1_coefficient: float) -> dict[str, Any]:
