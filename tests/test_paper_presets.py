@@ -112,14 +112,13 @@ def test_paper_preset_runs_end_to_end_on_its_tiny_architecture(name, tmp_path):
     sizes."""
     base = preset_config(name)
     folder = save_tiny_model(TINY_OF_SAME_ARCHITECTURE[name], tmp_path / "checkpoint")
-    config = config_from_dict(scaled_down(name, str(folder)), base=base)
-    for section in ("saes", "validate", "irl"):  # the paper's settings survive the scaling
-        kept = {k: v for k, v in PRESETS[name]["stages"][section].items() if k not in NOT_SIZES}
-        sized = smoke_sizes().get(section, {})
+    scaled = scaled_down(name, str(folder))
+    config = config_from_dict(scaled, base=base)
+    for section, values in PRESETS[name]["stages"].items():  # the paper's settings survive
         resolved = config.to_dict()["stages"][section]
-        for key, value in kept.items():
-            if key not in sized:
-                assert as_list(resolved[key]) == as_list(value), key
+        for key, value in values.items():
+            if key not in scaled["stages"].get(section, {}):
+                assert as_list(resolved[key]) == as_list(value), f"{section}.{key}"
     run_dir = run_pipeline(config, tmp_path / name, report=False)
     run = load_run(run_dir)
     assert set(run.status["status"]) == {"complete"}
