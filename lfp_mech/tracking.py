@@ -48,6 +48,7 @@ __all__ = [
     "Backend",
     "Tracker",
     "check_backend",
+    "check_backend_name",
     "open_tracker",
     "tracker_name",
     "tracking",
@@ -63,11 +64,17 @@ TRACKING_DIR = "tracking"
 _INSTALL = {"tensorboard": "pip install tensorboard", "wandb": "pip install wandb"}
 
 
+def check_backend_name(backend: str) -> None:
+    """A one-line [`ConfigError`][lfp_mech.errors.ConfigError] if ``backend`` is not one of
+    [`BACKENDS`][lfp_mech.tracking.BACKENDS] (config time: no package lookup)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"tracking = {backend!r}: must be one of {', '.join(BACKENDS)}")
+
+
 def check_backend(backend: str) -> None:
     """A one-line [`ConfigError`][lfp_mech.errors.ConfigError] if ``backend`` is unknown or its
     package is not installed (checked before any stage runs)."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"tracking = {backend!r}: must be one of {', '.join(BACKENDS)}")
+    check_backend_name(backend)
     if backend != "none" and importlib.util.find_spec(backend) is None:
         raise ConfigError(
             f"tracking = {backend!r} needs the {backend} package: {_INSTALL[backend]} "

@@ -36,7 +36,7 @@ from lfp_mech.models.config import ModelConfig
 from lfp_mech.probes.config import ProbesConfig
 from lfp_mech.rlhf.config import RLHFConfig
 from lfp_mech.saes.config import SAEConfig
-from lfp_mech.tracking import BACKENDS, Backend
+from lfp_mech.tracking import Backend, check_backend_name
 from lfp_mech.validate.config import ValidateConfig
 
 __all__ = [
@@ -103,8 +103,7 @@ class RunConfig:
             )
         check_names(self.device, self.dtype)
         _set_run_level(self.stages, {name: getattr(self, name) for name in RUN_LEVEL_FIELDS})
-        if self.tracking not in BACKENDS:
-            raise ConfigError(f"tracking = {self.tracking!r}: must be one of {', '.join(BACKENDS)}")
+        check_backend_name(self.tracking)
 
     def stage(self, name: str) -> Any:
         """The config section of stage ``name``."""

@@ -93,16 +93,15 @@ def run_pipeline(
     processes = Processes(config.device)
     manifest = _open_manifest(run_dir, config, processes)
     selected = set(names if stages is None else stages)
-    _preflight(registry, config, manifest, selected, set(force))
+    fingerprints = _fingerprints(registry, config)
+    _preflight(registry, config, manifest, selected, set(force), fingerprints)
     last_parallel = max(
         (i for i, s in enumerate(registry) if s.parallel and s.name in selected), default=-1
     )
-    fingerprints: dict[str, str] = {}
     forced = set(force)
     for index, spec in enumerate(registry):
         if index > last_parallel and processes.count > 1 and not processes.detach():
             return run_dir  # not the main process: the rest runs on the main process
-        fingerprints[spec.name] = fingerprint(spec, config, fingerprints)
         if spec.name not in selected:
             continue
         _check_requirements(run_dir, spec, manifest, fingerprints)
@@ -138,16 +137,29 @@ def for_this_machine(config: Any) -> Any:
 def fingerprint(spec: StageSpec, config: Any, upstream: Mapping[str, str]) -> str:
     """The hash that decides whether a completed stage is still valid (see the module doc)."""
     section = getattr(config.stages, spec.name)
-    run = {"model": config.model, "seed": config.seed, "device": config.device}
+    run = {
+        "model": config.model,
+        "seed": config.seed,
+        "device": config.device,
+        "dtype": config.dtype,
+    }
     return sha256_json(
         {
             "stage": spec.name,
             "options": json_safe(dataclasses.asdict(section)),
-            "run": {**run, "dtype": config.dtype},
+            "run": run,
             "versions": package_versions(("lfp_mech", *spec.packages)),
             "requires": {name: upstream[name] for name in spec.requires},
         }
     )
+
+
+def _fingerprints(registry: tuple[StageSpec, ...], config: Any) -> dict[str, str]:
+    """Every stage's [`fingerprint`][lfp_mech.runner.pipeline.fingerprint], in registry order."""
+    fingerprints: dict[str, str] = {}
+    for spec in registry:
+        fingerprints[spec.name] = fingerprint(spec, config, fingerprints)
+    return fingerprints
 
 
 def _open_manifest(run_dir: Path, config: Any, processes: Processes) -> dict[str, Any]:
@@ -189,14 +201,13 @@ def _preflight(
     manifest: dict[str, Any],
     selected: set[str],
     force: set[str],
+    fingerprints: Mapping[str, str],
 ) -> None:
     """Before any stage runs: the environment checks (``check_environment(config)``, files and
     hub access) of every stage that will run, i.e. selected and not complete with its
     fingerprint (artifact hashes are checked later), forced, or after one that will run."""
-    fingerprints: dict[str, str] = {}
     pending: set[str] = set()
     for spec in registry:
-        fingerprints[spec.name] = fingerprint(spec, config, fingerprints)
         entry = manifest["stages"].get(spec.name) or {}
         stale = (entry.get("status"), entry.get("fingerprint")) != (
             "complete",
