@@ -124,7 +124,8 @@ def test_in_memory_pair_and_checkpoint_folder_are_accepted(tiny_hf, tmp_path):
 def test_write_divergence_writes_artifacts_the_results_read(tiny_hf, tmp_path):
     checkpoint = _tuned_checkpoint(tiny_hf, tmp_path / "tuned")
     out = tmp_path / "divergence"
-    summary = write_divergence(tiny_hf[0], checkpoint, out, DivergenceConfig(top_k=2))
+    config = DivergenceConfig(top_k=2, select_by="parameter")
+    summary = write_divergence(tiny_hf[0], checkpoint, out, config)
     assert summary["top_layers"] == [1, 0] and summary["top_layers_sorted"] == [0, 1]
     saved = load_tensors(out / "divergence.safetensors")["divergence"]
     assert saved[1] > 0 and saved[0] == 0

@@ -1,4 +1,15 @@
-"""Which transformer blocks did RLHF change most? Per-layer parameter divergence.
+"""Which transformer blocks did RLHF change, and which do later stages study? The layer choice.
+
+Four per-block measures ([`MEASURES`][lfp_mech.divergence.choice.MEASURES]): the paper's
+parameter divergence (below), the same relative to the block's weight norm, the change of the
+block's MLP output on the same validation tokens, and the share of the base→tuned log-prob gap
+of the tuned policy's completions that patching the block's tuned MLP output into the base model
+recovers ([`behaviour`][lfp_mech.divergence.behaviour]). The stage reports how concentrated each
+is ([`concentration`][lfp_mech.divergence.choice.concentration]) and picks the ``top_k`` blocks
+of the measure ``divergence.select_by`` names (default: patching) — see
+``docs/tutorials/layer-choice.md``.
+
+The paper's measure:
 
 The LFP paper (Marks et al. 2024, section 3.1 / appendix A.2) trains its sparse autoencoders
 only on the MLP layers the fine-tuning moved the most. For each transformer block ``l``::
@@ -29,14 +40,22 @@ Modules:
   [`DivergenceConfig`][lfp_mech.divergence.config.DivergenceConfig] (the stage's options);
 * [`measure`][lfp_mech.divergence.measure] —
   [`layer_divergence`][lfp_mech.divergence.measure.layer_divergence],
+  [`parameter_measures`][lfp_mech.divergence.measure.parameter_measures],
   [`top_divergent_layers`][lfp_mech.divergence.measure.top_divergent_layers];
+* [`behaviour`][lfp_mech.divergence.behaviour] —
+  [`behaviour_measures`][lfp_mech.divergence.behaviour.behaviour_measures] (activation change and
+  patching on validation texts);
+* [`choice`][lfp_mech.divergence.choice] —
+  [`concentration`][lfp_mech.divergence.choice.concentration],
+  [`select_layers`][lfp_mech.divergence.choice.select_layers] (the rule);
 * [`stage`][lfp_mech.divergence.stage] — the stage (``run(ctx)``) and
   [`write_divergence`][lfp_mech.divergence.stage.write_divergence], the same outside a run
   directory;
 * [`results`][lfp_mech.divergence.results] —
   [`DivergenceResults`][lfp_mech.divergence.results.DivergenceResults], reading the folder back;
 * [`plots`][lfp_mech.divergence.plots] —
-  [`plot_layer_divergence`][lfp_mech.divergence.plots.plot_layer_divergence].
+  [`plot_layer_divergence`][lfp_mech.divergence.plots.plot_layer_divergence],
+  [`plot_layer_choice`][lfp_mech.divergence.plots.plot_layer_choice].
 
 Typical use::
 
@@ -51,20 +70,34 @@ __getattr__, __dir__ = lazy_exports(
     {
         "DEFAULT_BLOCK_PATTERN": "config",
         "DivergenceConfig": "config",
+        "MEASURES": "choice",
+        "BehaviourMeasures": "behaviour",
+        "behaviour_measures": "behaviour",
+        "concentration": "choice",
+        "select_layers": "choice",
         "layer_divergence": "measure",
+        "parameter_measures": "measure",
         "top_divergent_layers": "measure",
         "write_divergence": "stage",
         "DivergenceResults": "results",
+        "plot_layer_choice": "plots",
         "plot_layer_divergence": "plots",
     },
 )
 
 __all__ = [
     "DEFAULT_BLOCK_PATTERN",
+    "MEASURES",
+    "BehaviourMeasures",
     "DivergenceConfig",
     "DivergenceResults",
+    "behaviour_measures",
+    "concentration",
     "layer_divergence",
+    "parameter_measures",
+    "plot_layer_choice",
     "plot_layer_divergence",
+    "select_layers",
     "top_divergent_layers",
     "write_divergence",
 ]

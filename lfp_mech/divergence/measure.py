@@ -16,7 +16,7 @@ from lfp_mech.divergence.config import DivergenceConfig
 from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.models.coerce import ModelLike, as_hf_model
 
-__all__ = ["layer_divergence", "top_divergent_layers"]
+__all__ = ["layer_divergence", "parameter_measures", "top_divergent_layers"]
 
 
 def layer_divergence(
@@ -43,6 +43,20 @@ def layer_divergence(
         LfpMechError: the two models have different parameter names or shapes (different
             architectures), or no parameter name matches the block pattern.
     """
+    return parameter_measures(base, tuned, config, seed=seed)["parameter"]
+
+
+def parameter_measures(
+    base: ModelLike,
+    tuned: ModelLike,
+    config: DivergenceConfig | None = None,
+    *,
+    seed: int = 0,
+) -> dict[str, Float[Tensor, " n_layers"]]:
+    """Per block: ``"parameter"`` (the paper's Σ_p ||θ_base − θ_tuned||_F, as
+    [`layer_divergence`][lfp_mech.divergence.measure.layer_divergence]) and ``"relative"`` (that
+    over Σ_p ||θ_base||_F, the block's weight norm), float64. Arguments as for
+    ``layer_divergence``."""
     config = config or DivergenceConfig()
     base_params = _named_parameters(base, seed)
     tuned_params = _named_parameters(tuned, seed)
@@ -56,13 +70,14 @@ def layer_divergence(
             f"indices up to {n_layers - 1}): fix divergence.block_pattern / param_filter"
         )
     divergence = torch.zeros(n_layers, dtype=torch.float64)
+    norm = torch.zeros(n_layers, dtype=torch.float64)
     with torch.no_grad():
         for name, layer in blocks.items():
-            diff = base_params[name].to(config.device, torch.float64) - tuned_params[name].to(
-                config.device, torch.float64
-            )
+            before = base_params[name].to(config.device, torch.float64)
+            diff = before - tuned_params[name].to(config.device, torch.float64)
             divergence[layer] += torch.linalg.vector_norm(diff).cpu()
-    return divergence
+            norm[layer] += torch.linalg.vector_norm(before).cpu()
+    return {"parameter": divergence, "relative": divergence / norm.clamp_min(1e-30)}
 
 
 def top_divergent_layers(divergence: Float[Tensor, " n_layers"], k: int = 5) -> list[int]:

@@ -11,7 +11,15 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import Tensor
 
-__all__ = ["DIVERGENCE_TABLE", "DIVERGENCE_TENSORS", "DivergenceResults", "FIGURE_FILE"]
+__all__ = [
+    "CONCENTRATION_TABLE",
+    "DIVERGENCE_TABLE",
+    "DIVERGENCE_TENSORS",
+    "DivergenceResults",
+    "FIGURE_FILE",
+    "LAYER_CHOICE_FIGURE",
+    "LAYER_CHOICE_TABLE",
+]
 
 DIVERGENCE_TABLE = "divergence"
 """Table stem: one row per layer (layer, divergence, rank, selected)."""
@@ -19,6 +27,14 @@ DIVERGENCE_TENSORS = "divergence.safetensors"
 """The divergence per layer as a float64 tensor named ``divergence``."""
 FIGURE_FILE = "divergence.png"
 """Divergence vs layer with the selected layers marked."""
+LAYER_CHOICE_TABLE = "layer_choice"
+"""Table stem: one row per layer, one column per measure (parameter, relative, activation,
+patching, patching_logprob) and ``selected``."""
+CONCENTRATION_TABLE = "concentration"
+"""Table stem: one row per measure (top-k share, uniform share, Gini, max/median, its top
+layers, whether the rule used it)."""
+LAYER_CHOICE_FIGURE = "layer_choice.png"
+"""One panel per measure (y from 0), the selected layers marked."""
 
 
 class DivergenceResults(StageResults):
@@ -35,7 +51,7 @@ class DivergenceResults(StageResults):
 
     @property
     def top_layers(self) -> list[int]:
-        """The selected layers, most divergent first."""
+        """The selected layers, largest first by the rule's measure (``select_by``)."""
         return [int(layer) for layer in self.summary["top_layers"]]
 
     @property
@@ -53,12 +69,45 @@ class DivergenceResults(StageResults):
         """One row per layer: ``layer``, ``divergence``, ``rank`` (1 = most), ``selected``."""
         return self.table(DIVERGENCE_TABLE)
 
-    def values(self) -> "Float[Tensor, ' n_layers']":
-        """The divergence per layer at full (float64) precision."""
-        return load_tensors(self.file(DIVERGENCE_TENSORS))["divergence"]
+    @property
+    def select_by(self) -> str:
+        """The measure that chose the layers ("parameter" in runs made before it existed)."""
+        return str(self.summary.get("select_by", "parameter"))
+
+    @property
+    def layer_choice(self) -> "pd.DataFrame":
+        """One row per layer: every measure and ``selected``."""
+        return self.table(LAYER_CHOICE_TABLE)
+
+    @property
+    def concentration(self) -> "pd.DataFrame":
+        """One row per measure: ``top_k_share``, ``uniform_share``, ``gini``,
+        ``max_over_median``, ``top_layers``, ``chosen_by_rule``."""
+        return self.table(CONCENTRATION_TABLE)
+
+    def values(self, measure: str = "parameter") -> "Float[Tensor, ' n_layers']":
+        """A measure per layer at full (float64) precision ("parameter": the paper's
+        divergence)."""
+        tensors = load_tensors(self.file(DIVERGENCE_TENSORS))
+        return tensors["divergence" if measure == "parameter" else measure]
+
+    def measures(self) -> "dict[str, Float[Tensor, ' n_layers']]":
+        """Every measure the stage computed, by name."""
+        tensors = load_tensors(self.file(DIVERGENCE_TENSORS))
+        names = ("parameter", "relative", "activation", "patching")
+        return {n: tensors["divergence" if n == "parameter" else n] for n in names
+                if (n == "parameter" or n in tensors)}  # fmt: skip
 
     def figure(self) -> "Figure":
         """Divergence vs layer, the selected layers marked (as in ``divergence.png``)."""
         from lfp_mech.divergence.plots import plot_layer_divergence
 
         return plot_layer_divergence(self.values(), top_layers=self.top_layers)
+
+    def layer_choice_figure(self) -> "Figure":
+        """Every measure per layer, the selected layers marked (as in ``layer_choice.png``)."""
+        from lfp_mech.divergence.plots import plot_layer_choice
+
+        return plot_layer_choice(
+            self.measures(), selected=self.top_layers, select_by=self.select_by
+        )
