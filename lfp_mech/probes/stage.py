@@ -42,7 +42,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         rlhf.completion_texts("tuned"),
         ctx.options,
     )
-    return write_probe_artifacts(analysis, ctx.dir)
+    summary = write_probe_artifacts(analysis, ctx.dir)
+    from lfp_mech.probes.preference_stage import run_preference_step  # DPO runs: Table 3, Fig. 5
+
+    return summary | run_preference_step(ctx)
 
 
 def write_probe_artifacts(

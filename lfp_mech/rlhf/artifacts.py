@@ -10,6 +10,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "COMPLETIONS_FILE",
     "EVAL_TABLE",
+    "HELDOUT_PAIRS_FILE",
     "PAIRS_FILE",
     "POLICY_DIR",
     "POLICY_METADATA",
@@ -34,5 +35,9 @@ COMPLETIONS_FILE = "completions.jsonl"
 """Held-out completions of both policies: policy, prompt, completion, reward, length."""
 PAIRS_FILE = "pairs.jsonl"
 """DPO preference pairs (cached: a resumed run trains on the same pairs)."""
+HELDOUT_PAIRS_FILE = "heldout_pairs.jsonl"
+"""DPO only: preference pairs on the held-out (test) prompts, made like the training pairs
+(offline: base samples ranked by the reward; hub: the dataset's test split); the preference
+probe (paper Table 3) is fitted and evaluated on them."""
 REWARD_CURVE_FILE = "reward_curve.png"
 """The training curve (reward and distinct-2 per step, or the DPO loss and margins)."""

@@ -8,6 +8,7 @@ from lfp_mech.errors import LfpMechError
 from lfp_mech.rlhf.artifacts import (
     COMPLETIONS_FILE,
     EVAL_TABLE,
+    HELDOUT_PAIRS_FILE,
     PAIRS_FILE,
     POLICY_DIR,
     POLICY_METADATA,
@@ -65,6 +66,12 @@ class RLHFResults(StageResults):
     def pairs(self) -> "pd.DataFrame":
         """The DPO preference pairs (``method="dpo"`` only)."""
         return self.jsonl(PAIRS_FILE.removesuffix(".jsonl"))
+
+    @property
+    def heldout_pairs(self) -> "pd.DataFrame":
+        """DPO preference pairs on the held-out prompts (``method="dpo"`` only): prompt, chosen,
+        rejected (and their rewards when made offline)."""
+        return self.jsonl(HELDOUT_PAIRS_FILE.removesuffix(".jsonl"))
 
     def completion_pairs(self) -> "pd.DataFrame":
         """Preference pairs from the held-out completions, the task's reward as the preference: for

@@ -3,8 +3,9 @@
 Writes into the stage folder (names in [`lfp_mech.rlhf.artifacts`][lfp_mech.rlhf.artifacts]):
 ``policy/`` (the tuned HF checkpoint), ``checkpoints/`` (resumable; deleted after export unless
 kept), ``train_log.csv``, ``reward_curve.png``, ``eval.csv`` (base vs tuned), ``completions.jsonl``
-(held-out samples of both), ``pairs.jsonl`` (DPO) and ``summary.json``. Read them back with
-[`lfp_mech.rlhf.results.RLHFResults`][lfp_mech.rlhf.results.RLHFResults]."""
+(held-out samples of both), ``pairs.jsonl`` and ``heldout_pairs.jsonl`` (DPO: the training
+pairs, and pairs made the same way on the held-out prompts for the preference probe) and
+``summary.json``. Read them back with [`lfp_mech.rlhf.results.RLHFResults`][lfp_mech.rlhf.results.RLHFResults]."""
 
 import logging
 import math
@@ -24,6 +25,7 @@ from lfp_mech.plotting import save_figure
 from lfp_mech.rlhf.artifacts import (
     COMPLETIONS_FILE,
     EVAL_TABLE,
+    HELDOUT_PAIRS_FILE,
     PAIRS_FILE,
     POLICY_METADATA,
     REWARD_CURVE_FILE,
@@ -95,6 +97,11 @@ def train_and_evaluate(
     ]
     rows = compare_policies(evals, out_dir, stem=EVAL_TABLE)
     write_jsonl(out_dir / COMPLETIONS_FILE, [s for ev in evals for s in ev.samples()])
+    dpo = {}
+    if pairs is not None:  # the preference probe's pairs, made like the training pairs
+        heldout_pairs = _new_pairs(base, held_out, reward_fn, config, split="test")
+        write_jsonl(out_dir / HELDOUT_PAIRS_FILE, heldout_pairs)
+        dpo = {"n_heldout_pairs": len(heldout_pairs)}
 
     summary = {
         "task": config.task,
@@ -104,6 +111,7 @@ def train_and_evaluate(
         "stage_train_wall_seconds": round(train_wall, 1),
         "n_train_prompts": len(train),
         "n_eval_prompts": len(held_out),
+        **dpo,
         **_eval_summary(evals, rows, config.distinct2_threshold),
         "peak_rss_gb": round(_peak_rss_gb(), 2),
     }
@@ -142,17 +150,23 @@ def _preference_pairs(
 
 
 def _new_pairs(
-    base: ModelLike, train: Sequence[str], reward: RewardLike, config: RLHFConfig
+    base: ModelLike,
+    prompts: Sequence[str],
+    reward: RewardLike,
+    config: RLHFConfig,
+    split: str = "train",
 ) -> list[dict[str, Any]]:
+    """Preference pairs of ``split``: offline, the base model's samples of (the first
+    ``n_pair_prompts`` of) ``prompts`` ranked by ``reward``; else the hub dataset's split."""
     source = config.preference_data or TASKS[config.task]["preference_data"]
     if source == "offline":
         return make_preference_pairs(
-            base, train[: config.n_pair_prompts], reward, config.pair_samples,
+            base, prompts[: config.n_pair_prompts], reward, config.pair_samples,
             n_new_tokens=config.max_new_tokens, min_new_tokens=config.min_new_tokens,
             temperature=config.temperature, batch_size=config.eval_batch_size,
             seed=config.seed, device=config.device, dtype=config.dtype,
         )  # fmt: skip
-    return load_preference_pairs(source, "train", n=config.n_pair_prompts, seed=config.seed)
+    return load_preference_pairs(source, split, n=config.n_pair_prompts, seed=config.seed)
 
 
 def _training_summary(
