@@ -25,9 +25,9 @@ from lfp_mech.errors import ConfigError
 __all__ = ["MEASURES", "concentration", "select_layers", "top_layers"]
 
 MEASURES: dict[str, str] = {
-    "parameter": "Σ_p ||θ_base − θ_tuned||_F (paper)",
-    "relative": "Σ_p ||θ_base − θ_tuned||_F / Σ_p ||θ_base||_F",
-    "activation": "mean ||Δ mlp_out|| / mean ||mlp_out_base|| on validation texts",
+    "parameter": "Σ_p ‖θ_base − θ_tuned‖_F (paper)",
+    "relative": "Σ_p ‖θ_base − θ_tuned‖_F / Σ_p ‖θ_base‖_F",
+    "activation": "mean ‖Δ mlp_out‖ / mean ‖mlp_out_base‖ on validation texts",
     "patching": "share of the base→tuned log-prob gap recovered by patching the block's MLP out",
 }
 """Layer-choice measures: name -> what it is per block."""
