@@ -14,7 +14,7 @@ STAGES = "model,rlhf,divergence,activations,saes,probes"
 DPO_SETTINGS = [
     "rlhf.method=dpo",
     "rlhf.task=toxicity",  # a reward that varies on a tiny random model's text (VADER is ~0)
-    "rlhf.n_pair_prompts=8",
+    "rlhf.n_pair_prompts=16",  # pairs per split: 8 train prompts, up to 16 held-out ones
     "rlhf.n_eval_prompts=16",
 ]
 
@@ -35,7 +35,7 @@ def test_dpo_run_writes_table3_and_figure5(dpo_run):
     rlhf = json.loads((dpo_run / "rlhf" / "summary.json").read_text())
     assert rlhf["method"] == "dpo" and rlhf["n_pairs"] >= 1
     heldout = [json.loads(line) for line in (dpo_run / "rlhf" / "heldout_pairs.jsonl").open()]
-    assert len(heldout) == rlhf["n_heldout_pairs"] >= 6
+    assert len(heldout) == rlhf["n_heldout_pairs"] >= 10
     train_prompts = {
         json.loads(line)["prompt"] for line in (dpo_run / "rlhf" / "pairs.jsonl").open()
     }
