@@ -10,7 +10,12 @@ from transformers import AutoModelForCausalLM
 from lfp_mech import build_tiny_model
 from lfp_mech.divergence import DivergenceConfig, DivergenceResults, write_divergence
 from lfp_mech.divergence.behaviour import behaviour_measures, mlp_modules
-from lfp_mech.divergence.choice import concentration, select_layers, top_layers
+from lfp_mech.divergence.choice import (
+    concentration,
+    select_layers,
+    selection_frequency,
+    top_layers,
+)
 from lfp_mech.errors import ConfigError
 from lfp_mech.models.tiny import tiny_config
 
@@ -53,6 +58,20 @@ def test_planted_mlp_change_is_the_top_block_of_activation_and_patching(name, bl
     assert abs(result.logprob_gap) > 1e-4
     assert result.patching[block].item() == pytest.approx(1.0, abs=1e-4)
     assert result.n_sequences == len(PROMPTS) and result.n_completion_tokens > len(PROMPTS)
+
+
+def test_resampled_patching_sums_back_to_the_measure():
+    base, tokenizer = _deep_tiny("tiny-llama", n_layers=3)
+    tuned = _plant(copy.deepcopy(base), 2)
+    result = behaviour_measures((base, tokenizer), tuned, PROMPTS[:5], max_new_tokens=6)
+    table = result.sequence_logprobs
+    assert table.shape == (5, 3 + 3) and table[:, -1].sum() == result.n_completion_tokens
+    resampled = result.patching_resampled(50, seed=0)
+    assert resampled.shape == (50, 3)
+    assert resampled[:, 2].tolist() == pytest.approx([1.0] * 50, abs=1e-4)
+    frequency = selection_frequency(resampled, 1)
+    assert frequency.tolist() == [0.0, 0.0, 1.0]
+    assert selection_frequency(torch.tensor([[1.0, 2.0], [3.0, 0.0]]), 1).tolist() == [0.5, 0.5]
 
 
 def test_identical_models_have_no_behaviour_change(tiny_hf):
@@ -103,10 +122,13 @@ def test_write_divergence_chooses_by_patching_and_writes_the_layer_choice(tmp_pa
     assert summary["select_by"] == "patching" and summary["top_layers"] == [1]
     assert set(summary["top_layers_by"]) == {"parameter", "relative", "activation", "patching"}
     assert summary["behaviour"]["n_sequences"] == len(PROMPTS)
+    # the planted block wins on (nearly) every bootstrap resample of the validation sequences
+    assert summary["patching_top_k_frequency"]["1"] >= 0.9
     results = DivergenceResults(out)
     table = results.layer_choice
     assert list(table.columns) == [
-        "layer", "parameter", "relative", "activation", "patching", "patching_logprob", "selected"
+        "layer", "parameter", "relative", "activation", "patching", "patching_logprob",
+        "patching_top_k_frequency", "selected",
     ]  # fmt: skip
     assert table["selected"].tolist() == [False, True, False, False]
     assert table["parameter"].tolist() == pytest.approx(results.values().tolist())

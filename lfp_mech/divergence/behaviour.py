@@ -58,6 +58,26 @@ class BehaviourMeasures:
     """Tokens the activation change averages over (all but position 0 and padding)."""
     n_completion_tokens: int
     """Completion tokens the log-probs average over."""
+    sequence_logprobs: Float[Tensor, "sequence column"] | None = None
+    """Per sequence: summed completion log-probs of the base model, the tuned model and the base
+    model patched at each block, then the sequence's completion-token count (columns
+    ``base, tuned, patched_0 .. patched_{n-1}, tokens``), for resampling."""
+
+    def patching_resampled(
+        self, n_resamples: int = 200, seed: int = 0
+    ) -> Float[Tensor, "resample n_layers"]:
+        """The patching share recomputed on bootstrap resamples of the sequences (with
+        replacement, seeded): how stable the measure, and so the layer choice, is."""
+        if self.sequence_logprobs is None:
+            raise LfpMechError("no per-sequence log-probs were kept: rerun behaviour_measures")
+        table = self.sequence_logprobs
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.randint(0, table.shape[0], (n_resamples, table.shape[0]), generator=generator)
+        sums = table[index].sum(dim=1)  # [resample, column]
+        base, tuned, patched = sums[:, :1], sums[:, 1:2], sums[:, 2:-1]
+        gap = tuned - base
+        safe = torch.where(gap.abs() < 1e-12, torch.ones_like(gap), gap)
+        return torch.where(gap.abs() < 1e-12, torch.zeros_like(patched), (patched - base) / safe)
 
 
 @dataclass
@@ -149,9 +169,8 @@ def behaviour_measures(
     n_layers = len(base_mlps)
     delta_norm = torch.zeros(n_layers, dtype=torch.float64)
     base_norm = torch.zeros(n_layers, dtype=torch.float64)
-    patched = torch.zeros(n_layers, dtype=torch.float64)
-    lp_base = lp_tuned = 0.0
-    n_tokens = n_completion = 0
+    rows: list[Tensor] = []
+    n_tokens = 0
     was_training = base_model.training, tuned.training
     base_model.eval(), tuned.eval()
     try:
@@ -160,18 +179,23 @@ def behaviour_measures(
             tuned_out, tuned_logits = _forward(tuned, tuned_mlps, batch)
             valid = batch.attention_mask.bool().clone()
             valid[:, 0] = False
+            columns = [_completion_logprob(base_logits, batch)]
+            columns.append(_completion_logprob(tuned_logits, batch))
             for layer in range(n_layers):
                 diff = (tuned_out[layer] - base_out[layer]).double().norm(dim=-1)
                 delta_norm[layer] += diff[valid].sum()
                 base_norm[layer] += base_out[layer].double().norm(dim=-1)[valid].sum()
                 logits = _forward(base_model, base_mlps, batch, patch=(layer, tuned_out[layer]))
-                patched[layer] += _completion_logprob(logits, batch)
-            lp_base += _completion_logprob(base_logits, batch)
-            lp_tuned += _completion_logprob(tuned_logits, batch)
+                columns.append(_completion_logprob(logits, batch))
+            columns.append(batch.completion_mask[:, 1:].sum(dim=1).double())
+            rows.append(torch.stack(columns, dim=1))
             n_tokens += int(valid.sum())
-            n_completion += int(batch.completion_mask[:, 1:].sum())
     finally:
         base_model.train(was_training[0]), tuned.train(was_training[1])
+    table = torch.cat(rows)
+    totals = table.sum(dim=0)
+    n_completion = int(totals[-1])
+    lp_base, lp_tuned, patched = float(totals[0]), float(totals[1]), totals[2:-1]
     gap = (lp_tuned - lp_base) / n_completion
     gain = (patched - lp_base) / n_completion
     if abs(gap) < 1e-9:
@@ -184,6 +208,7 @@ def behaviour_measures(
         n_sequences=sum(int(b.input_ids.shape[0]) for b in batches),
         n_tokens=n_tokens,
         n_completion_tokens=n_completion,
+        sequence_logprobs=table,
     )
 
 
@@ -225,9 +250,12 @@ def _replace(value: Tensor):
     return hook
 
 
-def _completion_logprob(logits: Float[Tensor, "batch pos vocab"], batch: _Batch) -> float:
-    """Sum over the batch's completion tokens of their log-probability (teacher-forced)."""
+def _completion_logprob(
+    logits: Float[Tensor, "batch pos vocab"], batch: _Batch
+) -> Float[Tensor, " batch"]:
+    """Per sequence: the sum over its completion tokens of their log-probability (teacher-forced,
+    float64)."""
     logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
     targets = batch.input_ids[:, 1:]
     token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return float((token_lp.double() * batch.completion_mask[:, 1:]).sum())
+    return (token_lp.double() * batch.completion_mask[:, 1:]).sum(dim=1)

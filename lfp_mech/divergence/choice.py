@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lfp_mech.errors import ConfigError
 
-__all__ = ["MEASURES", "concentration", "select_layers", "top_layers"]
+__all__ = ["MEASURES", "concentration", "select_layers", "selection_frequency", "top_layers"]
 
 MEASURES: dict[str, str] = {
     "parameter": "Σ_p ‖θ_base − θ_tuned‖_F (paper)",
@@ -75,3 +75,14 @@ def select_layers(
             "divergence.behaviour=True"
         )
     return top_layers(measures[select_by], k)
+
+
+def selection_frequency(
+    resampled: Float[Tensor, "resample n_layers"], k: int
+) -> Float[Tensor, " n_layers"]:
+    """Per block: the share of resamples (rows) in which it is among the ``k`` largest — how
+    often the rule would pick it again on other validation texts like these."""
+    counts = torch.zeros(resampled.shape[1], dtype=torch.float64)
+    for row in resampled:
+        counts[top_layers(row, k)] += 1
+    return counts / max(resampled.shape[0], 1)

@@ -24,7 +24,13 @@ from torch import Tensor
 
 from lfp_mech._io import json_safe, save_tensors, write_json, write_table
 from lfp_mech.divergence.behaviour import BehaviourMeasures, behaviour_measures
-from lfp_mech.divergence.choice import MEASURES, concentration, select_layers, top_layers
+from lfp_mech.divergence.choice import (
+    MEASURES,
+    concentration,
+    select_layers,
+    selection_frequency,
+    top_layers,
+)
 from lfp_mech.divergence.config import DivergenceConfig
 from lfp_mech.divergence.measure import parameter_measures
 from lfp_mech.divergence.plots import plot_layer_choice, plot_layer_divergence
@@ -45,6 +51,9 @@ from lfp_mech.rlhf.tasks import task_prompts
 from lfp_mech.stage_api import SUMMARY_FILE, StageContext
 
 logger = logging.getLogger(__name__)
+
+N_RESAMPLES = 200
+"""Bootstrap resamples of the validation sequences for the patching selection frequency."""
 
 __all__ = ["run", "validation_prompts", "write_divergence"]
 
@@ -111,7 +120,14 @@ def write_divergence(
     top = select_layers(measures, config.select_by, k)
     if float(divergence.max()) == 0.0:
         logger.warning("the two models are identical: every layer has divergence 0")
-    _write_artifacts(out_dir, measures, details, top, config)
+    extra = {}
+    if details is not None:
+        resampled = details.patching_resampled(N_RESAMPLES, seed)
+        extra = {
+            "patching_logprob": details.patching_logprob,
+            "patching_top_k_frequency": selection_frequency(resampled, k),
+        }
+    _write_artifacts(out_dir, measures, extra, top, config)
     summary = {
         "top_layers": top,
         "top_layers_sorted": sorted(top),
@@ -123,6 +139,11 @@ def write_divergence(
         "top_layers_by": {name: top_layers(v, k) for name, v in measures.items()},
         "concentration": {name: concentration(v, k) for name, v in measures.items()},
         "behaviour": None if details is None else _behaviour_summary(details, prompts or ()),
+        "patching_top_k_frequency": (
+            {layer: float(extra["patching_top_k_frequency"][layer]) for layer in top}
+            if extra
+            else None
+        ),
         "config": asdict(config),
     }
     summary = json_safe(summary)
@@ -133,14 +154,13 @@ def write_divergence(
 def _write_artifacts(
     out_dir: Path,
     measures: Mapping[str, Tensor],
-    details: BehaviourMeasures | None,
+    extra: Mapping[str, Tensor],
     top: list[int],
     config: DivergenceConfig,
 ) -> None:
     """Tensors, the divergence / layer-choice / concentration tables and both figures."""
     divergence = measures["parameter"]
     n_layers = int(divergence.shape[0])
-    extra = {} if details is None else {"patching_logprob": details.patching_logprob}
     tensors = {"divergence": divergence} | {k: v for k, v in measures.items() if k != "parameter"}
     save_tensors(out_dir / DIVERGENCE_TENSORS, tensors | extra)
     rank = {layer: i + 1 for i, layer in enumerate(top_layers(divergence, n_layers))}
