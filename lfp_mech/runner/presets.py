@@ -79,7 +79,7 @@ def lfp_paper_stages(l1_coefficient: float = 1e-3) -> dict[str, Any]:
     """Every stage with the LFP paper's settings (VADER task) and the IRL paper's sizes."""
     return {
         "rlhf": LFP_PAPER_RLHF,
-        "divergence": {"top_k": 5},
+        "divergence": {"top_k": 5, "select_by": "parameter"},
         "activations": {"n_tokens": 75_000},
         "saes": lfp_paper_saes(l1_coefficient),
         "validate": LFP_PAPER_VALIDATE,
