@@ -2,6 +2,7 @@
 the preference probe, and the lazy package."""
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from lfp_mech.probes import (
     write_probe_artifacts,
 )
 
-CONFIG = dict(n_carrier_templates=2, n_bootstrap=50, batch_size=32, n_shuffles=3)
+CONFIG = dict(n_carrier_templates=2, n_bootstrap=50, batch_size=32, n_shuffles=3, n_eval_words=60)
 COMPLETIONS = ["what a wonderful, wonderful film", "an awful plot"]
 
 
@@ -62,7 +63,14 @@ def probe_run(_tiny_llama_session, tmp_path_factory):
 
 def test_summary_covers_every_probe(probe_run):
     summary, analysis = probe_run["summary"], probe_run["analysis"]
-    assert set(summary["tau"]) == {"tuned_sae", *probes.BASELINES}
+    assert set(summary["tau"]) == {"tuned_sae", *probes.BASELINES, probes.SIGN_ONLY}
+    assert summary["base_sae_source"] == "tuned SAEs on base activations"
+    assert summary["headline_tuned_minus_base_sae"] == pytest.approx(
+        dataclasses.asdict(analysis.diffs["base_sae"]), nan_ok=True
+    )
+    # the sign-only reference row: its τ is the reference every probe's row carries
+    assert summary["tau"][probes.SIGN_ONLY] == pytest.approx(summary["tau_sign_only"])
+    assert summary["sign_acc"][probes.SIGN_ONLY] == 1.0
     assert list(summary["tau"]) == analysis.order and analysis.order[0] == "tuned_sae"
     assert len(summary["shuffled_null_tau"]) == CONFIG["n_shuffles"]
     assert summary["n_eval_words"] == 24 and summary["n_triples"] == 40
@@ -195,6 +203,8 @@ def test_stage_run_reads_rlhf_and_saes_results(tiny_hf, tmp_path):
     got = stage.run(ctx)
     assert got["hooks"] == [HOOK0, HOOK1] and got["n_completions"] == 1
     assert got["n_triples"] == 40 and read_json(tmp_path / "probes" / "summary.json") == got
+    # the default evaluation words: a seeded sample of the held-out lexicon, mild words included
+    assert got["n_eval_words"] == 60 and got["base_sae_source"] == "tuned SAEs on base activations"
     per_word = ProbesResults(tmp_path / "probes").per_word
     if "awful" in set(per_word["word"]):  # counted in the tuned policy's completions only
         assert int(per_word.set_index("word").loc["awful", "frequency"]) == 2

@@ -130,7 +130,13 @@ SMOKE: dict[str, Any] = {
         "eval_tokens": 500,
         "ce_texts": 8,
     },
-    "probes": {"n_triples": 60, "n_carrier_templates": 2, "n_bootstrap": 200, "n_shuffles": 2},
+    "probes": {
+        "n_triples": 60,
+        "n_carrier_templates": 2,
+        "n_bootstrap": 200,
+        "n_shuffles": 2,
+        "n_eval_words": 120,
+    },
     "validate": {"n_completions": 8, "max_new_tokens": 6, "autointerp": {"n_null": 20, "k": 4}},
     "irl": {
         "n_train_prompts": 12,
