@@ -94,7 +94,7 @@ def test_results_class_reads_the_tables_and_probes(probe_run):
     results, analysis = ProbesResults(probe_run["out"]), probe_run["analysis"]
     assert results.exists and results.hooks == [HOOK0, HOOK1]
     assert list(results.kendall["probe"]) == analysis.order
-    assert results.kendall["tuned_minus_this"].isna().tolist() == [True] + [False] * 7
+    assert results.kendall["tuned_minus_this"].isna().tolist() == [True] + [False] * 8
     assert list(results.sign_accuracy["probe"]) == analysis.order
     per_word = results.per_word
     assert list(per_word["word"]) == analysis.words
@@ -117,7 +117,12 @@ def test_results_class_reads_the_tables_and_probes(probe_run):
     with pytest.raises(ConfigError, match="no probe 'nope'"):
         results.probe_weights("nope")
     assert results.tau() == probe_run["summary"]["tau"]["tuned_sae"]
-    assert results.headline()["tau"] == results.tau()
+    headline = results.headline()
+    assert headline["tau"] == results.tau()
+    assert headline["tau_sign_only"] == probe_run["summary"]["tau_sign_only"]
+    assert headline["tuned_minus_base_sae"]["diff"] == pytest.approx(
+        analysis.diffs["base_sae"].diff
+    )
     assert set(results.figures()) == {"predicted_vs_true", "word_frequency", "baselines"}
     figures = [results.predicted_vs_true_figure("xavier"), results.baselines_figure()]
     figures.append(results.word_frequency_figure())
