@@ -132,6 +132,25 @@ def test_table7_without_selected_probe_inputs_says_so(caplog):
         frequency_rows(scans, {}, {}, config, {HOOK: torch.ones(4, 9)}, predictions)
 
 
+def test_table7_ratio_has_a_bootstrap_ci_over_the_selected_inputs():
+    generator = torch.Generator().manual_seed(0)
+    acts = (torch.rand(60, 8, generator=generator) < 0.2).float()
+    acts[:, 1] = 1.0  # the task-related feature fires on every input
+    predictions = torch.linspace(-4, 4, 60)
+    scans = {HOOK: _scan(frequency=torch.full((8,), 0.5))}
+    rows = frequency_rows(
+        scans, {HOOK: [1, 2]}, {HOOK: [1]}, ValidateConfig(), {HOOK: acts}, predictions
+    )
+    by_group = {r["group"]: r for r in rows}
+    task = by_group["task-related"]
+    assert task["n_inputs"] == int((predictions > 3).sum())
+    assert task["ratio_ci_low"] <= task["ratio_to_average"] <= task["ratio_ci_high"]
+    assert task["ratio_ci_low"] > 1.5  # clearly above the average feature
+    assert by_group["all features"]["ratio_to_average"] == pytest.approx(1.0)
+    corpus = frequency_rows(scans, {HOOK: [1]}, {}, ValidateConfig())
+    assert all(math.isnan(r["ratio_ci_low"]) for r in corpus)
+
+
 def test_t_interval_edge_cases():
     mean, lo, hi = t_interval([1.0, 2.0, 3.0], 0.95)
     assert mean == 2.0 and lo < 2.0 < hi

@@ -50,16 +50,18 @@ class ProbesConfig(StageConfig):
     n_triples: int = 800
     """Contrastive triples for probe training (each gives 2 probe samples)."""
     heldout_fraction: float = 0.25
-    """Fraction of the positive/negative word pools held out of training and used for evaluation."""
+    """Fraction of the positive/negative word pools held out of training (the evaluation words
+    with ``eval_set="curated"``; with "lexicon" the evaluation also draws on every other word)."""
     eval_set: Literal["lexicon", "curated"] = "lexicon"
     """Words the probes are evaluated on. "lexicon": held-out words of the whole VADER lexicon
     (every alphabetic single-word entry that is not a training word, mild words included; see
     ``n_eval_words``); "curated": the held-out share of the shipped adjective pools (|valence| >= 1,
     about 105 words: then about half of all word pairs cross sign and τ is mostly sign)."""
-    n_eval_words: int = 1200
+    n_eval_words: int = 1000
     """With ``eval_set="lexicon"``: held-out lexicon words drawn (seeded) for the evaluation
-    (0 = all ~6,900). 1,200 words keep the probes stage within its CPU budget."""
-    n_carrier_templates: int = 3
+    (0 = all ~6,900). 1,000 words (x 2 carrier sentences) keep the probes stage near its CPU
+    budget."""
+    n_carrier_templates: int = 2
     """Carrier sentences per evaluation word (its features are averaged over them)."""
     min_abs_valence: float = 0.0
     """Evaluate only on words with |VADER valence| >= this (0 = all held-out words)."""
