@@ -257,3 +257,24 @@ def test_package_import_is_lazy():
     )
     assert result.stdout.strip() == "[]"
     assert "run_probes_stage" not in probes.__all__ and "ProbesResults" in probes.__all__
+
+
+def test_base_sae_baseline_reads_base_model_saes_when_the_saes_stage_has_them():
+    """SAEsResults.load_saes(model="base") when available; else None (tuned SAEs as a stand-in)."""
+    from lfp_mech.probes.stage import _base_model_saes
+
+    class WithBase:
+        def load_saes(self, size="small", device="cpu", variant=None, model="tuned"):
+            return {"hook": (model, device)}
+
+    class WithoutBase:  # a saes stage from before base-model dictionaries
+        def load_saes(self, size="small", device="cpu", variant=None):
+            return {}
+
+    class MissingBase:
+        def load_saes(self, size="small", device="cpu", variant=None, model="tuned"):
+            raise ConfigError("no base-model SAEs in this run")
+
+    assert _base_model_saes(WithBase(), "cpu") == {"hook": ("base", "cpu")}
+    assert _base_model_saes(WithoutBase(), "cpu") is None
+    assert _base_model_saes(MissingBase(), "cpu") is None
