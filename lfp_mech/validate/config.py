@@ -28,8 +28,11 @@ class AutointerpConfig(StageConfig):
     """Corpus texts per forward pass."""
     max_len: int = 64
     """Corpus texts are cut to this many tokens (BOS included)."""
-    n_null: int = 200
-    """Random features per SAE whose statistics form the null distribution."""
+    n_null: int = 1000
+    """Random features per SAE whose statistics form the null distribution (at most every other
+    feature of the SAE). The smallest p-value is ``1 / (1 + n_null)``: with ~80 described features
+    and Benjamini–Hochberg at 0.05, n_null = 200 (p ≥ 0.005) lets no feature pass unless ≥ 8 share
+    the smallest p; the default takes every feature of a 576-wide SAE."""
     alpha: float = 0.05
     """A feature is task-related when its p-value (with ``correction="bh"``: its
     Benjamini–Hochberg adjusted p-value over all described features) is below this."""
