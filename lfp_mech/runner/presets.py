@@ -157,7 +157,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": "smollm2-135m",
         "stages": {
             "activations": {"n_tokens": 40_000},
-            "saes": {"training_tokens": 300_000, "sweep_tokens": 150_000},
+            "saes": {"training_tokens": 100_000},
         },
     },
     "smoke": {"name": "smoke", "model": "tiny-llama", "stages": SMOKE},
