@@ -160,7 +160,9 @@ def train_and_evaluate(
     if config.pretrained:
         with _timed(timings, "load_pretrained"):
             paths, tied = reuse_pretrained(train, hooks, out_dir, config)
-        config, other = replace(config, tied=tied), {}
+        # a reused tied SAE is an L1 one (only those are tied): keep the config consistent
+        config = replace(config, tied=tied, architecture="l1" if tied else config.architecture)
+        other = {}
     else:
         paths, other = _train_all(train, hooks, heldout_acts, out_dir, config, timings, summary)
     with _timed(timings, "evaluation"):
