@@ -68,6 +68,18 @@ def test_summary_covers_every_probe(probe_run):
     assert summary["headline_tuned_minus_base_sae"] == pytest.approx(
         dataclasses.asdict(analysis.diffs["base_sae"]), nan_ok=True
     )
+    within = summary["tuned_minus_base_sae_within_sign"]
+    assert set(within) == {"positive", "negative"}
+    positive = analysis.true_valence > 0
+    assert within["positive"]["diff"] == pytest.approx(
+        probes.kendall_tau(
+            analysis.predictions["tuned_sae"][positive], analysis.true_valence[positive]
+        )
+        - probes.kendall_tau(
+            analysis.predictions["base_sae"][positive], analysis.true_valence[positive]
+        ),
+        nan_ok=True,
+    )
     # the sign-only reference: what sign alone earns on these words; its row is one draw of it
     assert summary["tau_sign_only"] == pytest.approx(probes.sign_only_tau(analysis.true_valence))
     assert summary["sign_acc"][probes.SIGN_ONLY] == 1.0

@@ -15,7 +15,7 @@ base), the Xavier and shuffled-label controls right after the tuned SAE probe.
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -97,6 +97,9 @@ class ProbeAnalysis:
     rho: float
     rho_p: float
     n_completions: int
+    within_sign_diffs: dict[str, PairedDiff] = field(default_factory=dict)
+    """τ(tuned SAE) − τ(base SAE) on the positive and on the negative words alone (keys
+    "positive", "negative"): the tuned − base comparison of magnitude, sign taken out."""
     base_sae_source: str = "tuned SAEs on base activations"
     """What the ``base_sae`` baseline reads: "base-model SAEs" (trained on the base model's
     activations) or "tuned SAEs on base activations" (the stand-in when none was given)."""
@@ -184,6 +187,7 @@ def analyse_feedback_probes(
         predictions=fitted.predictions,
         evals=evals,
         diffs=diffs,
+        within_sign_diffs=_within_sign_diffs(fitted.predictions, true, config),
         shuffle_null=fitted.shuffle_null,
         frequencies=freq_arr,
         rho=rho,
@@ -352,3 +356,22 @@ def _evaluate(
         if other != PRIMARY_PROBE
     }
     return evals, diffs
+
+
+def _within_sign_diffs(
+    predictions: Mapping[str, np.ndarray], true: np.ndarray, config: ProbesConfig
+) -> dict[str, PairedDiff]:
+    """τ(tuned SAE) − τ(base SAE) within each sign (paired CI and permutation p), if computed."""
+    if "base_sae" not in predictions:
+        return {}
+    out = {}
+    for sign, mask in (("positive", true > 0), ("negative", true < 0)):
+        if mask.sum() >= 3:
+            out[sign] = paired_bootstrap_diff(
+                predictions[PRIMARY_PROBE][mask],
+                predictions["base_sae"][mask],
+                true[mask],
+                n=config.n_bootstrap,
+                seed=config.seed,
+            )
+    return out

@@ -149,6 +149,7 @@ class ProbesResults(StageResults):
             "sign_acc_negative": s["sign_acc_negative"][PRIMARY_PROBE],
             "tau_sign_only": s.get("tau_sign_only"),
             "tuned_minus_base_sae": s.get("headline_tuned_minus_base_sae"),
+            "tuned_minus_base_sae_within_sign": s.get("tuned_minus_base_sae_within_sign"),
             "base_sae_source": s.get("base_sae_source"),
             "above_every_baseline": s["tuned_above_every_baseline"],
         }

@@ -121,6 +121,9 @@ def probes_summary(analysis: ProbeAnalysis, probe_inputs: ProbeInputs) -> dict[s
         "headline_tuned_minus_base_sae": (
             asdict(analysis.diffs["base_sae"]) if "base_sae" in analysis.diffs else None
         ),
+        "tuned_minus_base_sae_within_sign": {
+            sign: asdict(d) for sign, d in analysis.within_sign_diffs.items()
+        },
         "sign_acc_positive": {n: evals[n].sign_acc_positive for n in order},
         "sign_acc_negative": {n: evals[n].sign_acc_negative for n in order},
         "tuned_minus": {n: asdict(d) for n, d in analysis.diffs.items()},
