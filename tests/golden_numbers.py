@@ -32,9 +32,11 @@ def golden_numbers(run_dir: str | Path) -> dict[str, Any]:
         out[f"saes.sweep_{row.alpha:g}.fvu"] = float(row.fvu)
         out[f"saes.sweep_{row.alpha:g}.l0"] = float(row.l0)
     probes = run.probes.summary
-    for metric in ("tau", "sign_acc_positive", "sign_acc_negative"):
+    metrics = ("tau", "sign_acc_positive", "sign_acc_negative", "tau_positive", "tau_negative")
+    for metric in metrics:
         for probe, value in sorted(probes[metric].items()):
             out[f"probes.{metric}.{probe}"] = value
+    out["probes.tau_sign_only"] = probes["tau_sign_only"]
     for row in run.validate.ablation.itertuples():
         out[f"validate.{row.model}_{row.condition}.mean_reward"] = float(row.mean_reward)
         out[f"validate.{row.model}_{row.condition}.n_features"] = int(row.n_features)
