@@ -37,11 +37,14 @@
 # %% [markdown]
 # ## The run
 #
-# `run_for_notebooks()` returns the run this notebook reads, a `Run` (what
-# `lfp_mech.load_run(path)` returns). Set the environment variable `LFP_MECH_RUN_DIR` to a
-# finished run directory (e.g. `LFP_MECH_RUN_DIR=runs/default`, relative to the repository root
-# or absolute) to read a real run. Without it the notebook computes the **smoke** preset into
-# `runs/smoke` (a tiny random 2-layer model, a minute or two the first time; later notebooks
+# `run_for_notebooks("smoke-l1")` returns the run this notebook reads, a `Run` (what
+# `lfp_mech.load_run(path)` returns). The default study trains sparse TopK dictionaries, which
+# have no L1 coefficient and no tied decoder: this notebook needs a run with the paper's L1
+# SAEs (`saes.architecture = "l1"`, as the paper presets such as `pythia-70m` set). Set the
+# environment variable `LFP_MECH_RUN_DIR` to such a finished run directory (relative to the
+# repository root or absolute) to read a real run. Without it the notebook computes the
+# **smoke-l1** preset (the smoke preset with the paper's L1 dictionaries) into
+# `runs/smoke-l1` (a tiny random 2-layer model, a minute or two the first time; later notebooks
 # resume it from disk). Smoke numbers only show that the code runs: they mean nothing about the
 # method.
 
@@ -52,7 +55,7 @@ from IPython.display import Markdown, display
 from lfp_mech import run_for_notebooks
 
 pd.set_option("display.precision", 3)
-run = run_for_notebooks()
+run = run_for_notebooks("smoke-l1")
 print(f"{run.path}: model {run.config.model}, seed {run.config.seed}")
 if run.is_smoke:
     print("smoke run: a tiny random model, the numbers mean nothing")

@@ -23,16 +23,20 @@ def golden_numbers(run_dir: str | Path) -> dict[str, Any]:
     out["divergence.top_layers"] = run.divergence.top_layers
     out["divergence.top_divergence"] = run.divergence.summary["top_divergence"]
     for row in run.saes.metrics.itertuples():
-        name = f"saes.L{row.layer}_{row.size}_{row.variant}"
+        model = "" if getattr(row, "model", "tuned") == "tuned" else f"{row.model}."
+        name = f"saes.{model}L{row.layer}_{row.size}_{row.variant}"
         for key in ("fvu", "l0", "dead_fraction", "ce_recovered"):
             out[f"{name}.{key}"] = float(getattr(row, key))
-    for row in run.saes.l1_sweep.itertuples():
+    sweep = run.saes.l1_sweep
+    for row in [] if sweep is None else sweep.itertuples():
         out[f"saes.sweep_{row.alpha:g}.fvu"] = float(row.fvu)
         out[f"saes.sweep_{row.alpha:g}.l0"] = float(row.l0)
     probes = run.probes.summary
-    for metric in ("tau", "sign_acc_positive", "sign_acc_negative"):
+    metrics = ("tau", "sign_acc_positive", "sign_acc_negative", "tau_positive", "tau_negative")
+    for metric in metrics:
         for probe, value in sorted(probes[metric].items()):
             out[f"probes.{metric}.{probe}"] = value
+    out["probes.tau_sign_only"] = probes["tau_sign_only"]
     for row in run.validate.ablation.itertuples():
         out[f"validate.{row.model}_{row.condition}.mean_reward"] = float(row.mean_reward)
         out[f"validate.{row.model}_{row.condition}.n_features"] = int(row.n_features)

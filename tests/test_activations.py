@@ -18,6 +18,7 @@ from lfp_mech.activations import (
     tokenization,
 )
 from lfp_mech.activations import stage as activations_stage
+from lfp_mech.activations.corpus import source_prompt, split_corpus
 from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.runner.config import RunConfig, StagesConfig
 from lfp_mech.stage_api import StageContext
@@ -201,6 +202,38 @@ def test_stage_run_in_a_run_directory_and_results(tiny_hf, tmp_path):
     heldout_texts = results.heldout_texts()
     assert heldout_texts and not set(heldout_texts) & set(results.train_texts())
     assert results.config["n_tokens"] == 200
+    assert summary["heldout_prompts_disjoint"] and summary["n_heldout_prompts"] > 0
+    # the base model (the run's model, tiny-llama seed 0 = this policy) on exactly the same tokens
+    assert results.has_base and summary["base_model"] == "tiny-llama"
+    for split in ("train", "heldout"):
+        tuned, base = results.store(split), results.store(split, "base")
+        assert base.n_tokens == tuned.n_tokens and base.texts() == tuned.texts()
+        for a, b in zip(tuned.token_index(), base.token_index(), strict=True):
+            assert torch.equal(a, b)
+        hook = results.hook_names[1]
+        torch.testing.assert_close(base.load_all(hook), tuned.load_all(hook))
+    with pytest.raises(ConfigError, match="model must be"):
+        results.store("train", "reference")
+
+
+def test_heldout_texts_share_no_prompt_with_training_texts(tiny_hf):
+    hf, tok = tiny_hf
+    prompts = ["The film", "I think", "This movie", "A story", "My friend", "The plot", "We saw"]
+    config = ActivationConfig(n_tokens=150, heldout_tokens=40, max_new_tokens=8, batch_size=8)
+    split = split_corpus(prompts, hf, tok, config, prompts=prompts)
+    assert split.n_sampled > 0 and split.heldout and split.train
+
+    def sources(texts):
+        return {source_prompt(text, prompts) for text in texts}
+
+    # completions of a prompt go where the prompt goes: no held-out token comes from a prompt
+    # (or a completion of a prompt) that training saw
+    assert not sources(split.heldout) & sources(split.train)
+    assert sources(split.heldout) == set(split.heldout_prompts)
+    assert sources(split.train) == set(split.train_prompts)
+    assert any(text not in prompts for text in split.heldout)  # topped up with completions
+    assert source_prompt("I think so", ["I", "I think"]) == "I think"
+    assert source_prompt("elsewhere", prompts) == "elsewhere"
 
 
 def test_results_without_heldout_store_say_what_to_do(tiny_model, tmp_path):

@@ -91,6 +91,35 @@ def test_valence_statistics_and_label_on_hand_made_lists():
     assert label_feature(["great"], [], LEXICON).p_value == 1.0  # no null: never significant
 
 
+def test_benjamini_hochberg_on_known_p_values():
+    from lfp_mech.validate.autointerp.describe import _correct_task_related
+    from lfp_mech.validate.autointerp.label import adjusted_p_values
+
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): q = min_{k >= i} p_(k) m / k = .02 .02 .04 .04
+    assert adjusted_p_values(p).tolist() == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert adjusted_p_values(p, "none").tolist() == p
+    assert adjusted_p_values([]).size == 0
+    with pytest.raises(ConfigError, match="correction"):
+        adjusted_p_values(p, "holm")
+    # 80 features, 4 "significant" at the uncorrected 0.05 by chance: none survives BH
+    ps = [0.02, 0.03, 0.04, 0.045] + [0.2 + 0.01 * i for i in range(76)]
+    rows = [{"p_value": v, "task_related": v < 0.05, "sentiment_share": 0.5} for v in ps]
+    _correct_task_related(rows, AutointerpConfig(alpha=0.05))
+    assert sum(r["task_related_uncorrected"] for r in rows) == 4
+    assert not any(r["task_related"] for r in rows)
+    # ten strong features among them do survive (q = 0.005 * 80 / 10 = 0.04 < 0.05)
+    rows = [{"p_value": v, "task_related": v < 0.05, "sentiment_share": 0.5} for v in ps]
+    for r in rows[-10:]:
+        r.update(p_value=0.005, task_related=True)
+    _correct_task_related(rows, AutointerpConfig(alpha=0.05))
+    assert sum(r["task_related"] for r in rows) == 10
+    assert rows[-1]["q_value"] == pytest.approx(0.04)
+    rows = [{"p_value": v, "task_related": v < 0.05, "sentiment_share": 0.5} for v in ps]
+    _correct_task_related(rows, AutointerpConfig(alpha=0.05, correction="none"))
+    assert sum(r["task_related"] for r in rows) == 4
+
+
 def test_tokenize_corpus_words_and_bos(tiny_model):
     corpus = tokenize_corpus(
         tiny_model, ["A great movie, I loved it!", "", "A great movie, I loved it!"]

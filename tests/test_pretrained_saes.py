@@ -49,10 +49,10 @@ def test_folder_roles_and_errors(tracked_smoke_run, tmp_path):
     saes = tracked_smoke_run / "saes"
     chosen = find_pretrained(str(saes), ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"])
     assert {h: {s: e.sae_id for s, e in r.items()} for h, r in chosen.items()} == {
-        "blocks.0.hook_mlp_out": {"small": "L0_small", "big": "L0_big"},
-        "blocks.1.hook_mlp_out": {"small": "L1_small", "big": "L1_big"},
-    }  # the untied comparison twins (one level deeper) are not picked
-    only = find_pretrained(str(saes), ["blocks.0.hook_mlp_out"], ids=["untied/L0_small"])
+        "blocks.0.hook_mlp_out": {"small": "L0_small"},
+        "blocks.1.hook_mlp_out": {"small": "L1_small"},
+    }  # the base model's twins (one level deeper) are not picked
+    only = find_pretrained(str(saes), ["blocks.0.hook_mlp_out"], ids=["base/L0_small"])
     assert list(only["blocks.0.hook_mlp_out"]) == ["small"]
     with pytest.raises(ConfigError, match=r"no SAE for blocks\.5\.hook_mlp_out"):
         find_pretrained(str(saes), ["blocks.5.hook_mlp_out"])
@@ -105,13 +105,13 @@ def test_pushed_saes_feed_a_second_run_that_skips_training(
     assert "train_main" not in second_run.saes.summary["seconds"]  # nothing trained
     assert not (second / "saes" / "l1_sweep.csv").exists()
     assert second_run.saes.training_info(0)["sae_id"] == "blocks.0.hook_mlp_out/small"
-    for size in ("small", "big"):
+    for size in first_run.saes.sizes:  # the smoke preset: one TopK dictionary per layer
         a, b = first_run.saes.load_saes(size), second_run.saes.load_saes(size)
         assert list(a) == list(b)
         for hook in a:
             assert torch.equal(a[hook].W_dec, b[hook].W_dec)
     metrics = ["fvu", "l0", "ce_recovered"]
-    main_first = first_run.saes.metrics.query("variant == 'tied'")[metrics].to_numpy()
+    main_first = first_run.saes.metrics.query("model == 'tuned'")[metrics].to_numpy()
     assert (main_first == second_run.saes.metrics[metrics].to_numpy()).all()
     for relative in DOWNSTREAM:
         assert (second / relative).read_bytes() == (tracked_smoke_run / relative).read_bytes()

@@ -18,13 +18,16 @@ from lfp_mech.probes import (
     fit_feedback_probe,
     fit_logistic_probe,
     frequency_error_correlation,
+    heldout_lexicon_words,
     kendall_tau,
     paired_bootstrap_diff,
     pca_explained,
     shuffled_labels,
+    sign_only_predictor,
     word_frequencies,
     xavier_probe,
 )
+from lfp_mech.rewards import vader_lexicon
 
 # --------------------------------------------------------------------------- dataset D
 
@@ -117,6 +120,84 @@ def test_sign_accuracy_and_negative_tau_hand_built():
     assert ev.tau_positive == pytest.approx(-1 / 3)
     assert [r["word"] for r in ev.table()] == list("abcdef")
     assert ev.table()[1] == {"word": "b", "true_valence": 3.0, "predicted": -0.5}
+
+
+def _lexicon_like(n: int = 300, seed: int = 0) -> np.ndarray:
+    """Valences like the lexicon's: both signs, mild words included (|v| from 0.1 to 3.5)."""
+    rng = np.random.default_rng(seed)
+    return rng.choice([-1.0, 1.0], size=n) * rng.uniform(0.1, 3.5, size=n)
+
+
+def test_a_sign_predictor_has_no_within_sign_tau():
+    """A predictor that knows only the sign: its τ is the sign-only reference, within-sign τ ≈ 0."""
+    true = _lexicon_like()
+    rng = np.random.default_rng(1)
+    sign_plus_noise = np.sign(true) + 0.01 * rng.normal(size=true.size)  # breaks ties at random
+    ev = evaluate_probe(sign_plus_noise, true, [str(i) for i in range(true.size)], n_bootstrap=200)
+    sign_only = ev.tau_sign_only
+    # half of the pairs of a balanced set cross sign → ≈ 0.5; the noisy sign predictor earns it
+    n_pos = int((true > 0).sum())
+    assert sign_only == pytest.approx(
+        n_pos * (true.size - n_pos) / (true.size * (true.size - 1) / 2)
+    )
+    assert 0.45 < sign_only < 0.55
+    assert ev.tau == pytest.approx(sign_only, abs=0.03)
+    assert ev.tau_sign_only_ci[0] <= sign_only <= ev.tau_sign_only_ci[1]
+    for tau, ci in [(ev.tau_positive, ev.tau_positive_ci), (ev.tau_negative, ev.tau_negative_ci)]:
+        assert abs(tau) < 0.12 and ci[0] < 0 < ci[1]
+    assert ev.sign_acc == 1.0 and ev.sign_acc_ci == (1.0, 1.0)
+    # the exact sign predictor: within-sign τ is undefined (constant), reported as NaN; its τ-b
+    # is inflated by its ties (≈ 0.71), which is why the reference is the tie-free expectation
+    exact = evaluate_probe(np.sign(true), true, [str(i) for i in range(true.size)], n_bootstrap=50)
+    assert np.isnan(exact.tau_positive) and exact.tau > 0.65
+    reference = evaluate_probe(
+        sign_only_predictor(true), true, [str(i) for i in range(true.size)], n_bootstrap=200
+    )
+    assert (
+        reference.tau == pytest.approx(sign_only, abs=0.03) and abs(reference.tau_positive) < 0.12
+    )
+
+
+def test_a_magnitude_predictor_beats_the_sign_only_reference():
+    true = _lexicon_like()
+    rng = np.random.default_rng(2)
+    graded = true + 0.3 * rng.normal(size=true.size)
+    ev = evaluate_probe(graded, true, [str(i) for i in range(true.size)], n_bootstrap=200)
+    assert ev.tau > ev.tau_sign_only + 0.2 and ev.tau_ci[0] > ev.tau_sign_only_ci[1]
+    assert ev.tau_positive > 0.6 and ev.tau_negative > 0.6 and ev.tau_positive_ci[0] > 0.5
+    assert 0.9 < ev.sign_acc < 1.0
+    expected = np.mean((graded > 0) == (true > 0))
+    assert ev.sign_acc == pytest.approx(expected)
+    row = ev.kendall_row()
+    assert row["tau_sign_only"] == ev.tau_sign_only and row["sign_acc_ci_low"] <= ev.sign_acc
+
+
+def test_paired_difference_permutation_p_is_uniform_ish_under_the_null():
+    """Two equally good probes (independent noise): the paired permutation p is not small;
+    a better probe gets a small p and a CI above 0."""
+    true = _lexicon_like(200)
+    rng = np.random.default_rng(3)
+    a = true + rng.normal(size=200)
+    b = 10 * (true + rng.normal(size=200))  # another scale: the rank transform handles it
+    tie = paired_bootstrap_diff(a, b, true, n=400, seed=0)
+    assert tie.p_value > 0.05 and tie.ci_low < 0 < tie.ci_high
+    better = paired_bootstrap_diff(true + 0.2 * rng.normal(size=200), b, true, n=400, seed=0)
+    assert better.p_value < 0.01 and better.ci_low > 0
+
+
+def test_heldout_lexicon_words_split_by_word():
+    config = ProbesConfig(n_eval_words=1000, seed=3)
+    words = heldout_lexicon_words(config)
+    train, _ = data.heldout_words(seed=3, heldout_fraction=config.heldout_fraction)
+    assert len(words) == 1000 and not set(words) & {w.lower() for w in train}
+    assert words == heldout_lexicon_words(ProbesConfig(n_eval_words=1000, seed=3))
+    assert words != heldout_lexicon_words(ProbesConfig(n_eval_words=1000, seed=4))
+    lexicon = vader_lexicon()
+    valences = np.array([lexicon[w] for w in words])
+    assert (np.abs(valences) < 1).mean() > 0.1  # mild words are in
+    assert (valences > 0).any() and (valences < 0).any()
+    everything = heldout_lexicon_words(ProbesConfig(n_eval_words=0))
+    assert len(everything) > 6000
 
 
 def test_xavier_baseline_is_deterministic_for_a_seed():

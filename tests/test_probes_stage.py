@@ -2,6 +2,7 @@
 the preference probe, and the lazy package."""
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from lfp_mech.probes import (
     write_probe_artifacts,
 )
 
-CONFIG = dict(n_carrier_templates=2, n_bootstrap=50, batch_size=32, n_shuffles=3)
+CONFIG = dict(n_carrier_templates=2, n_bootstrap=50, batch_size=32, n_shuffles=3, n_eval_words=60)
 COMPLETIONS = ["what a wonderful, wonderful film", "an awful plot"]
 
 
@@ -62,7 +63,27 @@ def probe_run(_tiny_llama_session, tmp_path_factory):
 
 def test_summary_covers_every_probe(probe_run):
     summary, analysis = probe_run["summary"], probe_run["analysis"]
-    assert set(summary["tau"]) == {"tuned_sae", *probes.BASELINES}
+    assert set(summary["tau"]) == {"tuned_sae", *probes.BASELINES, probes.SIGN_ONLY}
+    assert summary["base_sae_source"] == "tuned SAEs on base activations"
+    assert summary["headline_tuned_minus_base_sae"] == pytest.approx(
+        dataclasses.asdict(analysis.diffs["base_sae"]), nan_ok=True
+    )
+    within = summary["tuned_minus_base_sae_within_sign"]
+    assert set(within) == {"positive", "negative"}
+    positive = analysis.true_valence > 0
+    assert within["positive"]["diff"] == pytest.approx(
+        probes.kendall_tau(
+            analysis.predictions["tuned_sae"][positive], analysis.true_valence[positive]
+        )
+        - probes.kendall_tau(
+            analysis.predictions["base_sae"][positive], analysis.true_valence[positive]
+        ),
+        nan_ok=True,
+    )
+    # the sign-only reference: what sign alone earns on these words; its row is one draw of it
+    assert summary["tau_sign_only"] == pytest.approx(probes.sign_only_tau(analysis.true_valence))
+    assert summary["sign_acc"][probes.SIGN_ONLY] == 1.0
+    assert abs(summary["tau"][probes.SIGN_ONLY] - summary["tau_sign_only"]) < 0.25
     assert list(summary["tau"]) == analysis.order and analysis.order[0] == "tuned_sae"
     assert len(summary["shuffled_null_tau"]) == CONFIG["n_shuffles"]
     assert summary["n_eval_words"] == 24 and summary["n_triples"] == 40
@@ -85,7 +106,7 @@ def test_results_class_reads_the_tables_and_probes(probe_run):
     results, analysis = ProbesResults(probe_run["out"]), probe_run["analysis"]
     assert results.exists and results.hooks == [HOOK0, HOOK1]
     assert list(results.kendall["probe"]) == analysis.order
-    assert results.kendall["tuned_minus_this"].isna().tolist() == [True] + [False] * 7
+    assert results.kendall["tuned_minus_this"].isna().tolist() == [True] + [False] * 8
     assert list(results.sign_accuracy["probe"]) == analysis.order
     per_word = results.per_word
     assert list(per_word["word"]) == analysis.words
@@ -108,7 +129,12 @@ def test_results_class_reads_the_tables_and_probes(probe_run):
     with pytest.raises(ConfigError, match="no probe 'nope'"):
         results.probe_weights("nope")
     assert results.tau() == probe_run["summary"]["tau"]["tuned_sae"]
-    assert results.headline()["tau"] == results.tau()
+    headline = results.headline()
+    assert headline["tau"] == results.tau()
+    assert headline["tau_sign_only"] == probe_run["summary"]["tau_sign_only"]
+    assert headline["tuned_minus_base_sae"]["diff"] == pytest.approx(
+        analysis.diffs["base_sae"].diff
+    )
     assert set(results.figures()) == {"predicted_vs_true", "word_frequency", "baselines"}
     figures = [results.predicted_vs_true_figure("xavier"), results.baselines_figure()]
     figures.append(results.word_frequency_figure())
@@ -195,6 +221,8 @@ def test_stage_run_reads_rlhf_and_saes_results(tiny_hf, tmp_path):
     got = stage.run(ctx)
     assert got["hooks"] == [HOOK0, HOOK1] and got["n_completions"] == 1
     assert got["n_triples"] == 40 and read_json(tmp_path / "probes" / "summary.json") == got
+    # the default evaluation words: a seeded sample of the held-out lexicon, mild words included
+    assert got["n_eval_words"] == 60 and got["base_sae_source"] == "tuned SAEs on base activations"
     per_word = ProbesResults(tmp_path / "probes").per_word
     if "awful" in set(per_word["word"]):  # counted in the tuned policy's completions only
         assert int(per_word.set_index("word").loc["awful", "frequency"]) == 2
@@ -241,3 +269,24 @@ def test_package_import_is_lazy():
     )
     assert result.stdout.strip() == "[]"
     assert "run_probes_stage" not in probes.__all__ and "ProbesResults" in probes.__all__
+
+
+def test_base_sae_baseline_reads_base_model_saes_when_the_saes_stage_has_them():
+    """SAEsResults.load_saes(model="base") when available; else None (tuned SAEs as a stand-in)."""
+    from lfp_mech.probes.stage import _base_model_saes
+
+    class WithBase:
+        def load_saes(self, size="small", device="cpu", variant=None, model="tuned"):
+            return {"hook": (model, device)}
+
+    class WithoutBase:  # a saes stage from before base-model dictionaries
+        def load_saes(self, size="small", device="cpu", variant=None):
+            return {}
+
+    class MissingBase:
+        def load_saes(self, size="small", device="cpu", variant=None, model="tuned"):
+            raise ConfigError("no base-model SAEs in this run")
+
+    assert _base_model_saes(WithBase(), "cpu") == {"hook": ("base", "cpu")}
+    assert _base_model_saes(WithoutBase(), "cpu") is None
+    assert _base_model_saes(MissingBase(), "cpu") is None

@@ -52,6 +52,7 @@ def _batches(acts, batch_size):
 
 def _config(**overrides):
     base = dict(
+        architecture="l1", tied=True, expansion_factors=(1, 2), base_model=False,
         batch_size=128, training_tokens=128 * 60, l1_coefficient=1e-3, sweep_alphas=(),
         eval_tokens=1024, ce_texts=8, ce_batch_size=4,
     )  # fmt: skip

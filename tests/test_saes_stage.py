@@ -4,9 +4,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 from sae_lens import SAE
-from saes_helpers import saes_stage_inputs
+from saes_helpers import saes_stage_inputs, saes_stage_inputs_with_base
 
 from lfp_mech._io import read_json
+from lfp_mech.activations import ActivationConfig
 from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.runner.config import RunConfig, StagesConfig
 from lfp_mech.saes import SAEConfig, SAEsResults, load_sae, plot_l1_sweep, plot_mmcs
@@ -18,6 +19,7 @@ HOOKS = ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
 
 def _config(**overrides):
     base = dict(
+        architecture="l1", tied=True, expansion_factors=(1, 2), base_model=False,
         batch_size=128, training_tokens=128 * 20, l1_coefficient=1e-3, sweep_alphas=(1e-3, 1e-2),
         sweep_tokens=128 * 10, eval_tokens=1024, ce_texts=8, ce_batch_size=4,
     )  # fmt: skip
@@ -36,7 +38,7 @@ def _context(run_dir, config):
 
 
 def test_stage_writes_every_artifact(run_dir):
-    config = _config()
+    config = _config(compare_untied=True)
     summary = saes_stage.run(_context(run_dir, config))
     out = run_dir / "saes"
     assert summary["n_saes"] == 4 and summary["layers"] == [0, 1]
@@ -55,8 +57,10 @@ def test_stage_writes_every_artifact(run_dir):
     assert len((out / "mmcs_L0.csv").read_text().splitlines()) == 1 + 64
     saved = read_json(out / "summary.json")
     assert set(saved["checks"]) == {
-        "small_fvu_le_0.3", "small_ce_recovered_ge_0.7", "small_dead_fraction_le_0.2"
+        "small_l0_le_64", "small_fvu_le_0.25", "small_ce_recovered_ge_0.9",
+        "small_dead_fraction_le_0.1",
     }  # fmt: skip
+    assert saved["architecture"] == "l1" and saved["k"] is None and saved["base"] is None
     assert saved["alpha"] == config.l1_coefficient
     assert saved["hook_names"] == HOOKS
     assert saved["saes"] == {"L0_small": "L0_small", "L0_big": "L0_big",
@@ -108,7 +112,9 @@ def test_results_read_back_what_the_stage_wrote(run_dir):
 
 
 def test_untied_twins_are_reachable_from_the_results(run_dir):
-    config = _config(sweep_alphas=(1e-3,), training_tokens=128 * 5, sweep_tokens=128 * 5)
+    config = _config(
+        sweep_alphas=(1e-3,), training_tokens=128 * 5, sweep_tokens=128 * 5, compare_untied=True
+    )
     saes_stage.run(_context(run_dir, config))
     results = SAEsResults(run_dir / "saes")
     twins = results.load_saes(variant="untied")
@@ -129,6 +135,79 @@ def test_stage_errors_name_the_problem(run_dir, tmp_path):
     (run_dir / "activations" / "heldout" / "store.json").unlink()
     with pytest.raises(LfpMechError, match="no held-out activations"):
         saes_stage.run(_context(run_dir, _config()))
+
+
+@pytest.mark.parametrize(
+    ("architecture", "saved_as"), [(None, "TopKSAE"), ("batchtopk", "JumpReLUSAE")]
+)
+def test_sparse_default_trains_dictionaries_of_tuned_and_base_model(
+    tiny_hf, tiny_model, tmp_path, architecture, saved_as
+):
+    run_dir = saes_stage_inputs_with_base(tiny_hf, tiny_model, tmp_path / "run")
+    options = {} if architecture is None else {"architecture": architecture}
+    config = SAEConfig(
+        batch_size=128, training_tokens=128 * 30, k=8, eval_tokens=1024, ce_texts=8,
+        ce_batch_size=4, **options,
+    )  # fmt: skip
+    architecture = architecture or "topk"
+    assert config.architecture == architecture and config.base_model and not config.tied
+    summary = saes_stage.run(_context(run_dir, config))
+    assert summary["architecture"] == architecture and summary["k"] == 8
+    assert summary["alpha"] is None and summary["n_saes"] == 2
+    out = run_dir / "saes"
+    for name in ("L0_small", "L1_small", "base/L0_small", "base/L1_small"):
+        sae = SAE.load_from_disk(out / name)  # BatchTopK is saved as a JumpReLU SAE
+        assert type(sae).__name__ == saved_as and sae.cfg.d_sae == 4 * 64
+        assert sae.cfg.metadata.hook_name == f"blocks.{name[-7]}.hook_mlp_out"
+    assert not (out / "L0_big").exists() and not (out / "untied").exists()
+
+    results = SAEsResults(out)
+    assert results.sizes == ["small"] and results.architecture == architecture
+    assert results.has_base and results.high_mmcs_features() == {}
+    tuned, base = results.load_saes(), results.load_saes(model="base")
+    assert list(tuned) == list(base) == HOOKS
+    assert results.sae_dirs(model="base")[HOOKS[0]] == out / "base" / "L0_small"
+    # same options, same tokens, other model: another dictionary
+    assert not torch.equal(tuned[HOOKS[0]].W_dec, base[HOOKS[0]].W_dec)
+
+    metrics = results.metrics
+    assert list(metrics.columns) == saes_stage.METRIC_COLUMNS and len(metrics) == 4
+    assert sorted(metrics["model"]) == ["base", "base", "tuned", "tuned"]
+    assert (metrics["architecture"] == architecture).all() and (metrics["k"] == 8).all()
+    assert metrics["delta_lm_loss"].to_numpy() == pytest.approx(
+        (metrics["ce_sae"] - metrics["ce_clean"]).to_numpy()
+    )
+    assert metrics["dense_fraction"].between(0, 1).all() and (metrics["l0"] > 0).all()
+    # TopK: exactly k per token at inference too; BatchTopK: a learned threshold (its running
+    # estimate still rising after 30 steps, so more than k but far from dense)
+    limit = config.k if architecture == "topk" else 4 * 64 / 2
+    assert (metrics["l0"] <= limit).all()
+    # the base rows are measured on the base model: another clean CE than the tuned policy's
+    clean = metrics.groupby("model")["ce_clean"].first()
+    assert clean["base"] != pytest.approx(clean["tuned"])
+    assert set(summary["base"]["checks"]) == set(summary["checks"])
+
+
+def test_base_dictionaries_need_base_activations(run_dir):
+    with pytest.raises(ConfigError, match="activations.base_model = true"):
+        saes_stage.run(_context(run_dir, _config(base_model=True)))
+    saes_stage.run(_context(run_dir, _config(sweep_alphas=(), training_tokens=128 * 2)))
+    with pytest.raises(ConfigError, match="saes.base_model = true"):
+        SAEsResults(run_dir / "saes").load_saes(model="base")
+
+
+def test_sparse_options_are_checked():
+    with pytest.raises(ConfigError, match="saes.tied"):
+        SAEConfig(tied=True)
+    with pytest.raises(ConfigError, match="saes.k"):
+        SAEConfig(k=0)
+    with pytest.raises(ConfigError, match="expansion_factors"):
+        SAEConfig(expansion_factors=(4, 8, 16))
+    run_config = RunConfig(
+        model="tiny-llama", stages=StagesConfig(activations=ActivationConfig(base_model=False))
+    )
+    with pytest.raises(ConfigError, match="saes.base_model"):
+        run_config.stages.saes.check_environment(run_config)
 
 
 def test_plots_take_rows_frames_and_arrays():

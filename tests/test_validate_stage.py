@@ -143,9 +143,12 @@ def test_run_reads_earlier_stages_through_their_results(tiny_model, tmp_path, mo
 
     sae = make_sae(gain=3.0)
     weight = torch.zeros(128)
-    weight[[40, 41]] = torch.tensor([-2.0, 1.0])  # the two largest |weights|
+    weight[[40, 41]] = torch.tensor([-2.0, 1.0])
     acts = torch.zeros(6, 128)
     acts[:2, 40] = 1.0
+    acts[2:5, 41] = 1.0  # features are chosen by |weight x std over the probe inputs|
+    acts[5, 90] = 0.01  # a big weight on a feature that barely varies is not chosen
+    weight[90] = 50.0
     inputs = ProbeInputs(
         features={HOOK: acts},
         predicted_delta=torch.tensor([3.5, 3.2, 0.0, -1.0, 1.0, 2.0]),

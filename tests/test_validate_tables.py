@@ -18,7 +18,7 @@ from lfp_mech.validate import (
     matched_random_features,
 )
 from lfp_mech.validate.autointerp.scan import FeatureScan
-from lfp_mech.validate.features import high_mmcs_by_hook
+from lfp_mech.validate.features import high_mmcs_by_hook, standardized_weights
 from lfp_mech.validate.table import t_interval, truncate_prompts
 
 
@@ -132,6 +132,25 @@ def test_table7_without_selected_probe_inputs_says_so(caplog):
         frequency_rows(scans, {}, {}, config, {HOOK: torch.ones(4, 9)}, predictions)
 
 
+def test_table7_ratio_has_a_bootstrap_ci_over_the_selected_inputs():
+    generator = torch.Generator().manual_seed(0)
+    acts = (torch.rand(60, 8, generator=generator) < 0.2).float()
+    acts[:, 1] = 1.0  # the task-related feature fires on every input
+    predictions = torch.linspace(-4, 4, 60)
+    scans = {HOOK: _scan(frequency=torch.full((8,), 0.5))}
+    rows = frequency_rows(
+        scans, {HOOK: [1, 2]}, {HOOK: [1]}, ValidateConfig(), {HOOK: acts}, predictions
+    )
+    by_group = {r["group"]: r for r in rows}
+    task = by_group["task-related"]
+    assert task["n_inputs"] == int((predictions > 3).sum())
+    assert task["ratio_ci_low"] <= task["ratio_to_average"] <= task["ratio_ci_high"]
+    assert task["ratio_ci_low"] > 1.5  # clearly above the average feature
+    assert by_group["all features"]["ratio_to_average"] == pytest.approx(1.0)
+    corpus = frequency_rows(scans, {HOOK: [1]}, {}, ValidateConfig())
+    assert all(math.isnan(r["ratio_ci_low"]) for r in corpus)
+
+
 def test_t_interval_edge_cases():
     mean, lo, hi = t_interval([1.0, 2.0, 3.0], 0.95)
     assert mean == 2.0 and lo < 2.0 < hi
@@ -167,6 +186,34 @@ def test_choose_features_high_mmcs_and_largest_probe_weights():
     assert choice[h1] == [1, 2, 3, 7]  # MMCS: 7, 3 -- |weight|: 2 (0.5), 1 (0.3)
     with pytest.raises(LfpMechError, match="10 weights but the SAEs have 9 features"):
         choose_features(high, weight, {h1: 5, h0: 4}, n_per_hook=2)
+
+
+def test_standardized_weights_rank_by_effect_not_by_rarity():
+    """A rarely active feature with a huge raw coefficient moves the prediction less than a busy
+    feature with a moderate one: standardised weights (coef x std) rank the busy one first."""
+    h0, h1 = "blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"
+    generator = torch.Generator().manual_seed(0)
+    busy = torch.rand(200, 3, generator=generator) * torch.tensor([2.0, 0.0, 1.0])
+    rare = torch.zeros(200, 2)
+    rare[0, 0] = 0.01  # active once, tiny
+    features = {h1: rare, h0: busy}  # any order: concatenated in model order (h0, h1)
+    weight = torch.tensor([0.5, 0.0, 0.1, 50.0, 0.0])
+    std = torch.cat([busy.double().std(0), rare.double().std(0)])
+    got = standardized_weights(weight, features)
+    torch.testing.assert_close(got, weight.double() * std)
+    assert got[1] == 0 and got[4] == 0  # constant features get 0
+    assert int(weight.abs().argmax()) == 3 and int(got.abs().argmax()) == 0
+    high = {h0: [], h1: []}
+    assert choose_features(high, got, {h0: 3, h1: 2}, n_per_hook=1)[h0] == [0]
+    with pytest.raises(LfpMechError, match="5 weights but its inputs have 3 features"):
+        standardized_weights(weight, {h0: busy})
+
+
+def test_validate_config_completions_give_a_0_1_ci_at_the_tuned_reward_sd():
+    """The default n gives a 95% CI half-width of ~0.1 on a cell's mean at reward sd 1.1."""
+    n = ValidateConfig().n_completions
+    assert 1.96 * 1.1 / math.sqrt(n) == pytest.approx(0.1, abs=0.002)
+    assert ValidateConfig().weight_selection == "standardized"
 
 
 def test_predicted_delta_figure_counts_the_selected_inputs():

@@ -32,6 +32,9 @@ class ActivationConfig(StageConfig):
     """Tokens per shard file (memory while capturing or reading is about one shard)."""
     store_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """Storage dtype of the activations on disk (readers get float32)."""
+    base_model: bool = True
+    """Stage only: also capture the run's base model on exactly the same tokens at the same hooks
+    (``base_train/``, ``base_heldout/``), for the base-model dictionaries of the saes stage."""
     top_up: bool = True
     """Stage only: if the texts hold too few tokens, sample completions from the tuned policy."""
     max_new_tokens: int = 48

@@ -2,15 +2,16 @@
 
 [`activation_corpus`][lfp_mech.activations.corpus.activation_corpus] mixes the tuned policy's
 completions with the prompt corpus; [`split_corpus`][lfp_mech.activations.corpus.split_corpus]
-shuffles the texts, tops them up with completions sampled from the policy
-([`sample_completions`][lfp_mech.activations.corpus.sample_completions]) while they hold fewer
-tokens than the capture needs, and splits off the held-out texts."""
+splits the texts into training and held-out ones by source prompt (no prompt in both), and tops
+each side up with completions of its own prompts sampled from the policy
+([`sample_completions`][lfp_mech.activations.corpus.sample_completions]) while it holds fewer
+tokens than the capture needs."""
 
 import logging
 import math
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from lfp_mech.activations.config import ActivationConfig
@@ -18,7 +19,13 @@ from lfp_mech.activations.tokenization import take_until, token_counts
 from lfp_mech.errors import ConfigError
 from lfp_mech.models.generation import generate_texts
 
-__all__ = ["CorpusSplit", "activation_corpus", "sample_completions", "split_corpus"]
+__all__ = [
+    "CorpusSplit",
+    "activation_corpus",
+    "sample_completions",
+    "source_prompt",
+    "split_corpus",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +91,26 @@ def sample_completions(
 
 @dataclass
 class CorpusSplit:
-    """The capture's texts: training and held-out (disjoint), and how many were sampled."""
+    """The capture's texts: training and held-out, disjoint by source prompt, and how many were
+    sampled."""
 
     train: list[str]
     heldout: list[str]
     n_sampled: int
     """Completions sampled from the policy to top up the given texts."""
+    train_prompts: list[str] = field(default_factory=list)
+    """The source prompts (or texts) of the training texts."""
+    heldout_prompts: list[str] = field(default_factory=list)
+    """The source prompts (or texts) of the held-out texts: none of them is a training one."""
+
+
+def source_prompt(text: str, prompts: Collection[str]) -> str:
+    """The longest of ``prompts`` that ``text`` starts with (a completion's prompt), else the
+    text itself: texts with the same source are split together."""
+    for end in range(len(text), 0, -1):
+        if text[:end] in prompts:
+            return text[:end]
+    return text
 
 
 def split_corpus(
@@ -100,49 +121,82 @@ def split_corpus(
     *,
     prompts: Sequence[str] = (),
 ) -> CorpusSplit:
-    """Shuffle ``texts`` (``config.seed``), top them up, and split off the held-out texts.
+    """Split ``texts`` into training and held-out texts **by source prompt**, topping each side
+    up with completions of its own prompts.
 
-    Held-out texts come first until ``heldout_tokens``; the rest train. If the texts hold fewer
-    than ``n_tokens + heldout_tokens`` tokens (plus a text's worth of margin) and
-    ``config.top_up``, completions to ``prompts`` are sampled from ``hf_model`` to fill the gap,
-    and the texts are shuffled again (``seed + 1``).
-    """
+    Every text belongs to its source ([`source_prompt`][lfp_mech.activations.corpus.source_prompt]:
+    the prompt it starts with, else itself); the sources (the texts' and the unused
+    ``prompts``) are shuffled with ``config.seed``. With prompts to sample from (and
+    ``config.top_up``), a share ``heldout_tokens / (n_tokens + heldout_tokens)`` of the sources
+    is held out; without, held-out sources are taken until their texts hold ``heldout_tokens``.
+    Each side is then topped up with completions sampled from ``hf_model`` for its own prompts
+    while it holds too few tokens, so no prompt is in both splits (no held-out token comes from
+    a prompt seen in training)."""
+    prompt_set = {p for p in prompts if p.strip()}
     corpus = [t for t in texts if t.strip()]
     random.Random(config.seed).shuffle(corpus)
-    lengths = token_counts(tokenizer, corpus, config.context_length)
+    groups: dict[str, list[str]] = {}
+    for text in corpus:
+        groups.setdefault(source_prompt(text, prompt_set), []).append(text)
+    unused = sorted(prompt_set - set(groups))
+    random.Random(config.seed).shuffle(unused)
+    for prompt in unused:
+        groups[prompt] = []
+    keys = list(groups)
+    can_top_up = config.top_up and bool(prompt_set)
+    if not config.heldout_tokens:
+        n_heldout = 0
+    elif can_top_up:
+        share = config.heldout_tokens / (config.n_tokens + config.heldout_tokens)
+        n_heldout = min(len(keys) - 1, max(1, round(share * len(keys))))
+    else:
+        sizes = [sum(token_counts(tokenizer, groups[k], config.context_length)) for k in keys]
+        n_heldout = len(take_until(sizes, config.heldout_tokens))
+    sides = {"heldout": keys[:n_heldout], "train": keys[n_heldout:]}
+    split: dict[str, list[str]] = {}
     n_sampled = 0
-    if config.top_up and prompts:
-        n_sampled = _top_up(corpus, lengths, hf_model, tokenizer, list(prompts), config)
-    if n_sampled:
-        order = list(range(len(corpus)))
-        random.Random(config.seed + 1).shuffle(order)
-        corpus, lengths = [corpus[i] for i in order], [lengths[i] for i in order]
-    split = len(take_until(lengths, config.heldout_tokens)) if config.heldout_tokens else 0
-    heldout, train = corpus[:split], corpus[split:]
-    if not train:
+    for offset, (side, side_keys) in enumerate(sides.items()):
+        side_texts = [t for k in side_keys for t in groups[k]]
+        if can_top_up:
+            target = config.heldout_tokens if side == "heldout" else config.n_tokens
+            side_prompts = [k for k in side_keys if k in prompt_set]
+            side_texts, sampled = _top_up(
+                side_texts, target, hf_model, tokenizer, side_prompts, config, offset
+            )
+            n_sampled += sampled
+        split[side] = side_texts
+    if not split["train"]:
         raise ConfigError(
             f"all {len(corpus)} texts went to the held-out split: lower heldout_tokens "
             f"({config.heldout_tokens}) or pass more texts"
         )
-    return CorpusSplit(train=train, heldout=heldout, n_sampled=n_sampled)
+    return CorpusSplit(
+        train=split["train"],
+        heldout=split["heldout"],
+        n_sampled=n_sampled,
+        train_prompts=sides["train"],
+        heldout_prompts=sides["heldout"],
+    )
 
 
 def _top_up(
-    corpus: list[str],
-    lengths: list[int],
+    texts: list[str],
+    target: int,
     hf_model: Any,
     tokenizer: Any,
     prompts: list[str],
     config: ActivationConfig,
-) -> int:
-    """Append sampled completions to ``corpus`` (and their counts to ``lengths``) until they hold
-    the tokens the capture needs; returns how many were sampled."""
-    # a text's worth of margin: the held-out split ends on a text boundary
-    needed = config.n_tokens + config.heldout_tokens + config.context_length
+    seed_offset: int,
+) -> tuple[list[str], int]:
+    """``texts`` plus completions of ``prompts`` sampled until they hold ``target`` tokens (and
+    a text's worth of margin), shuffled again if any were sampled; and how many were sampled."""
+    # a text's worth of margin: the capture ends on a text boundary
+    needed = target + config.context_length
+    lengths = token_counts(tokenizer, texts, config.context_length)
     have = sum(lengths)
     n_sampled = sampled_tokens = 0
     for round_ in range(MAX_TOP_UP_ROUNDS):
-        if have >= needed:
+        if have >= needed or not prompts:
             break
         per_text = sampled_tokens / n_sampled if n_sampled else config.max_new_tokens + 8
         per_text = max(per_text, 1.0)
@@ -155,12 +209,14 @@ def _top_up(
             n_new,
             max_new_tokens=config.max_new_tokens,
             batch_size=config.generation_batch_size,
-            seed=config.seed + round_,
+            seed=config.seed + 100 * seed_offset + round_,
         )
         new_lengths = token_counts(tokenizer, sampled, config.context_length)
         sampled_tokens += sum(new_lengths)
         n_sampled += n_new
-        corpus += sampled
-        lengths += new_lengths
-        have = sum(lengths)
-    return n_sampled
+        texts = texts + sampled
+        have += sum(new_lengths)
+    if n_sampled:
+        texts = list(texts)
+        random.Random(config.seed + 1 + seed_offset).shuffle(texts)
+    return texts, n_sampled

@@ -2,18 +2,29 @@
 
 from typing import TYPE_CHECKING, Any
 
-from lfp_mech.errors import LfpMechError
+from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.stage_api import StageResults
 
 if TYPE_CHECKING:
     from lfp_mech.activations.store import ActivationStore
 
-__all__ = ["HELDOUT_DIR", "TRAIN_DIR", "ActivationsResults"]
+__all__ = ["BASE_PREFIX", "HELDOUT_DIR", "MODELS", "TRAIN_DIR", "ActivationsResults", "store_dir"]
 
 TRAIN_DIR = "train"
 """The store of the SAE training activations."""
 HELDOUT_DIR = "heldout"
 """The store of the held-out activations (SAE metrics; texts for CE loss and validation)."""
+BASE_PREFIX = "base_"
+"""The base model's stores: ``base_train/`` and ``base_heldout/`` (the same tokens)."""
+MODELS = ("tuned", "base")
+"""Whose activations: the tuned policy's (default) or the base model's."""
+
+
+def store_dir(split: str, model: str = "tuned") -> str:
+    """The folder of the ``split`` (``TRAIN_DIR``/``HELDOUT_DIR``) store of ``model``."""
+    if model not in MODELS:
+        raise ConfigError(f"model must be one of {MODELS}, got {model!r}")
+    return split if model == "tuned" else BASE_PREFIX + split
 
 
 class ActivationsResults(StageResults):
@@ -30,10 +41,8 @@ class ActivationsResults(StageResults):
 
     @property
     def train_store(self) -> "ActivationStore":
-        """The training activations (``train/``)."""
-        from lfp_mech.activations.store import ActivationStore
-
-        return ActivationStore(self.file(TRAIN_DIR))
+        """The tuned policy's training activations (``train/``)."""
+        return self.store("train")
 
     @property
     def has_heldout(self) -> bool:
@@ -43,16 +52,35 @@ class ActivationsResults(StageResults):
         return (self.path / HELDOUT_DIR / STORE_FILE).is_file()
 
     @property
+    def has_base(self) -> bool:
+        """Whether the base model's activations were captured (``base_model``)."""
+        from lfp_mech.activations.store import STORE_FILE
+
+        return (self.path / store_dir(TRAIN_DIR, "base") / STORE_FILE).is_file()
+
+    @property
     def heldout_store(self) -> "ActivationStore":
-        """The held-out activations (``heldout/``)."""
+        """The tuned policy's held-out activations (``heldout/``)."""
+        return self.store("heldout")
+
+    def store(self, split: str = "train", model: str = "tuned") -> "ActivationStore":
+        """The ``split`` (``"train"``/``"heldout"``) store of ``model`` (``"tuned"``/``"base"``;
+        the base model's are on exactly the same tokens)."""
         from lfp_mech.activations.store import ActivationStore
 
-        if not self.has_heldout:
+        if split not in (TRAIN_DIR, HELDOUT_DIR):
+            raise ConfigError(f"split must be {TRAIN_DIR!r} or {HELDOUT_DIR!r}, got {split!r}")
+        if model == "base" and not self.has_base:
+            raise LfpMechError(
+                f"{self.path} has no base-model activations: rerun the activations stage with "
+                "activations.base_model = true"
+            )
+        if split == HELDOUT_DIR and not self.has_heldout:
             raise LfpMechError(
                 f"{self.path} has no held-out activations ({HELDOUT_DIR}/): rerun the "
                 "activations stage with heldout_tokens > 0"
             )
-        return ActivationStore(self.path / HELDOUT_DIR)
+        return ActivationStore(self.path / store_dir(split, model))
 
     def train_texts(self) -> list[str]:
         """The texts of the training activations."""

@@ -15,7 +15,7 @@ base), the Xavier and shuffled-label controls right after the tuned SAE probe.
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from transformer_lens import HookedTransformer
 from lfp_mech.errors import LfpMechError
 from lfp_mech.models.coerce import ModelLike, as_hooked_model
 from lfp_mech.probes.artifacts import PRIMARY_PROBE
-from lfp_mech.probes.config import BASELINES, ProbesConfig
+from lfp_mech.probes.config import BASELINES, SIGN_ONLY, ProbesConfig
 from lfp_mech.probes.dataset import (
     ProbeDataset,
     build_probe_dataset,
@@ -47,6 +47,7 @@ from lfp_mech.probes.evaluation import (
     frequency_error_correlation,
     kendall_tau,
     paired_bootstrap_diff,
+    sign_only_predictor,
     word_frequencies,
 )
 from lfp_mech.probes.features import collect_feature_sets, ordered_hooks
@@ -58,8 +59,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ProbeAnalysis", "analyse_feedback_probes"]
 
-PROBE_ORDER = (PRIMARY_PROBE, *BASELINES)
-"""Row order of the tables: the tuned SAE probe, then the baselines."""
+PROBE_ORDER = (PRIMARY_PROBE, *BASELINES, SIGN_ONLY)
+"""Row order of the tables: the tuned SAE probe, the baselines, the sign-only reference."""
 
 _Features = dict[str, dict[str, Tensor]]
 """``{probe_name: {"pos", "neu", "neg", "words": features}}``."""
@@ -87,7 +88,8 @@ class ProbeAnalysis:
     """Each probe's predictions on ``words``."""
     evals: dict[str, ProbeEval]
     diffs: dict[str, PairedDiff]
-    """τ(tuned SAE probe) − τ(baseline), paired bootstrap, per baseline."""
+    """τ(tuned SAE probe) − τ(baseline), paired bootstrap CI and permutation p, per baseline (and
+    the sign-only reference)."""
     shuffle_null: list[float]
     """τ of ``config.n_shuffles`` probes fitted on permuted labels (the null distribution)."""
     frequencies: np.ndarray
@@ -95,6 +97,12 @@ class ProbeAnalysis:
     rho: float
     rho_p: float
     n_completions: int
+    within_sign_diffs: dict[str, PairedDiff] = field(default_factory=dict)
+    """τ(tuned SAE) − τ(base SAE) on the positive and on the negative words alone (keys
+    "positive", "negative"): the tuned − base comparison of magnitude, sign taken out."""
+    base_sae_source: str = "tuned SAEs on base activations"
+    """What the ``base_sae`` baseline reads: "base-model SAEs" (trained on the base model's
+    activations) or "tuned SAEs on base activations" (the stand-in when none was given)."""
 
     @property
     def order(self) -> list[str]:
@@ -125,7 +133,8 @@ def analyse_feedback_probes(
             [`lfp_mech.models.ModelLike`][lfp_mech.models.coerce.ModelLike]).
         tuned_model: the tuned model, in the same forms.
         sae_dirs: ``{hook_name: SAE folder or SAE}`` for the tuned model; ``base_sae_dirs``
-            (default: the same SAEs) for the base model.
+            for the base model: SAEs trained on the base model's activations (default: the
+            tuned SAEs applied to the base model, a stand-in that the summary names).
         completions: texts sampled from the tuned policy (Figure 4 word frequencies).
         triples: contrastive triples for training (default
             ``lfp_mech.data.make_triples(n_triples, seed, heldout_fraction, split="train")``).
@@ -153,9 +162,12 @@ def analyse_feedback_probes(
     carriers = (word_texts, word_spans)
     feats, widths = _model_features("tuned", tuned_model, sae_dirs, config, triples, carriers)
     base_dirs = base_sae_dirs or sae_dirs
+    base_source = "base-model SAEs" if base_sae_dirs else "tuned SAEs on base activations"
+    logger.info("probes: base_sae baseline reads %s", base_source)
     feats |= _model_features("base", base_model, base_dirs, config, triples, carriers)[0]
     tic = time.perf_counter()
     fitted = _fit_probes(feats, triples, words, true, len(templates), config)
+    fitted.predictions[SIGN_ONLY] = sign_only_predictor(true, seed=config.seed)
     evals, diffs = _evaluate(fitted.predictions, true, words, config)
     logger.info("probes: fits + evaluation in %.1f s", time.perf_counter() - tic)
     freqs = word_frequencies(completions, words)
@@ -175,11 +187,13 @@ def analyse_feedback_probes(
         predictions=fitted.predictions,
         evals=evals,
         diffs=diffs,
+        within_sign_diffs=_within_sign_diffs(fitted.predictions, true, config),
         shuffle_null=fitted.shuffle_null,
         frequencies=freq_arr,
         rho=rho,
         rho_p=rho_p,
         n_completions=len(completions),
+        base_sae_source=base_source,
     )
 
 
@@ -342,3 +356,22 @@ def _evaluate(
         if other != PRIMARY_PROBE
     }
     return evals, diffs
+
+
+def _within_sign_diffs(
+    predictions: Mapping[str, np.ndarray], true: np.ndarray, config: ProbesConfig
+) -> dict[str, PairedDiff]:
+    """τ(tuned SAE) − τ(base SAE) within each sign (paired CI and permutation p), if computed."""
+    if "base_sae" not in predictions:
+        return {}
+    out = {}
+    for sign, mask in (("positive", true > 0), ("negative", true < 0)):
+        if mask.sum() >= 3:
+            out[sign] = paired_bootstrap_diff(
+                predictions[PRIMARY_PROBE][mask],
+                predictions["base_sae"][mask],
+                true[mask],
+                n=config.n_bootstrap,
+                seed=config.seed,
+            )
+    return out

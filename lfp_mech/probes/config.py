@@ -1,12 +1,13 @@
 """Options of the ``probes`` stage: feedback probes on SAE features against VADER."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from lfp_mech.config_base import RunDevice, RunDtype, RunSeed, StageConfig
 
-__all__ = ["BASELINES", "ProbesConfig", "VADER_RANGE"]
+__all__ = ["BASELINES", "ProbesConfig", "SIGN_ONLY", "VADER_RANGE"]
 
 VADER_RANGE = 4.0
 """VADER valences lie in [-4, 4]; probe predictions are normalised to this range."""
@@ -33,6 +34,12 @@ Each pipeline baseline computes its deltas (labels) in its own feature space, as
 would if it were run on that representation.
 """
 
+SIGN_ONLY = "sign_only"
+"""The reference row of every probe table: a predictor that knows each word's sign and nothing
+about its magnitude (``sign(valence)``, words of one sign in seeded random order:
+[`sign_only_predictor`][lfp_mech.probes.evaluation.sign_only_predictor]); always computed, it is
+not a probe."""
+
 
 @dataclass
 class ProbesConfig(StageConfig):
@@ -43,8 +50,18 @@ class ProbesConfig(StageConfig):
     n_triples: int = 800
     """Contrastive triples for probe training (each gives 2 probe samples)."""
     heldout_fraction: float = 0.25
-    """Fraction of the positive/negative word pools held out of training and used for evaluation."""
-    n_carrier_templates: int = 5
+    """Fraction of the positive/negative word pools held out of training (the evaluation words
+    with ``eval_set="curated"``; with "lexicon" the evaluation also draws on every other word)."""
+    eval_set: Literal["lexicon", "curated"] = "lexicon"
+    """Words the probes are evaluated on. "lexicon": held-out words of the whole VADER lexicon
+    (every alphabetic single-word entry that is not a training word, mild words included; see
+    ``n_eval_words``); "curated": the held-out share of the shipped adjective pools (|valence| >= 1,
+    about 105 words: then about half of all word pairs cross sign and τ is mostly sign)."""
+    n_eval_words: int = 1000
+    """With ``eval_set="lexicon"``: held-out lexicon words drawn (seeded) for the evaluation
+    (0 = all ~6,900). 1,000 words (x 2 carrier sentences) keep the probes stage near its CPU
+    budget."""
+    n_carrier_templates: int = 2
     """Carrier sentences per evaluation word (its features are averaged over them)."""
     min_abs_valence: float = 0.0
     """Evaluate only on words with |VADER valence| >= this (0 = all held-out words)."""
@@ -59,8 +76,9 @@ class ProbesConfig(StageConfig):
     n_shuffles: int = 10
     """Label permutations for the shuffled-label null distribution of τ (0 = only the one
     ``shuffled`` baseline). They reuse the tuned probe's α, so each costs one Ridge fit."""
-    n_bootstrap: int = 2000
-    """Bootstrap resamples (over words) for CIs and paired differences."""
+    n_bootstrap: int = 1000
+    """Bootstrap resamples (over words, ``scipy.stats.bootstrap``) for CIs and paired differences,
+    and permutations of the paired permutation tests."""
     baselines: tuple[str, ...] = BASELINES
     """Which baselines to compute (subset of [`BASELINES`][lfp_mech.probes.config.BASELINES])."""
     seed: RunSeed = 0
@@ -83,7 +101,8 @@ class ProbesConfig(StageConfig):
             "alphas",
             "must be a non-empty list of positive floats",
         )
-        self.require_at_least(0, "n_shuffles")
+        self.require_at_least(0, "n_shuffles", "n_eval_words")
+        self.require_choice("eval_set", ("lexicon", "curated"))
         self.require_at_least(10, "n_bootstrap")
         unknown = sorted(set(self.baselines) - set(BASELINES))
         self.require(not unknown, "baselines", f"unknown {unknown}; valid: {', '.join(BASELINES)}")

@@ -6,8 +6,10 @@ in the same slot (built by [`lfp_mech.data`][lfp_mech.data]).
 input ``A(x⁺)`` labelled ``+Δ⁺ = +||A(x⁺) − A(x⁰)||₂`` and input ``A(x⁻)`` labelled
 ``−Δ⁻ = −||A(x⁻) − A(x⁰)||₂``.
 
-The probe is evaluated on lexicon words held out of every training triple
-([`evaluation_words`][lfp_mech.probes.dataset.evaluation_words],
+The probe is evaluated on lexicon words held out of every training triple (by default a seeded
+sample of the whole VADER lexicon minus the training words, mild words included:
+[`heldout_lexicon_words`][lfp_mech.probes.dataset.heldout_lexicon_words];
+[`evaluation_words`][lfp_mech.probes.dataset.evaluation_words],
 [`check_no_leak`][lfp_mech.probes.dataset.check_no_leak]): each word is put into carrier sentences
 (the triple templates, [`carrier_sentences`][lfp_mech.probes.dataset.carrier_sentences]) and its
 features averaged over them."""
@@ -35,6 +37,7 @@ __all__ = [
     "check_no_leak",
     "default_triples",
     "evaluation_words",
+    "heldout_lexicon_words",
     "triple_texts_spans",
     "triple_words",
 ]
@@ -133,15 +136,38 @@ def default_triples(config: ProbesConfig) -> list[Any]:
     )
 
 
+def heldout_lexicon_words(config: ProbesConfig) -> list[str]:
+    """The lexicon evaluation words of ``config`` (``eval_set="lexicon"``), sorted.
+
+    The split is by word: every alphabetic single-word VADER entry
+    ([`lfp_mech.data.lexicon_words`][lfp_mech.data.lexicon_words], mild words included) that is not
+    a training word of the triples ([`lfp_mech.data.heldout_words`][lfp_mech.data.heldout_words]
+    with the same seed and ``heldout_fraction``) is held out; ``config.n_eval_words`` of them are
+    drawn with ``numpy.random.default_rng(seed)`` (all of them when it is 0)."""
+    train, _ = data.heldout_words(seed=config.seed, heldout_fraction=config.heldout_fraction)
+    train_lower = {w.lower() for w in train}
+    held_out = [w for w in data.lexicon_words("all") if w not in train_lower]
+    if config.n_eval_words == 0 or config.n_eval_words >= len(held_out):
+        return held_out
+    rng = np.random.default_rng(config.seed)
+    chosen = rng.choice(len(held_out), size=config.n_eval_words, replace=False)
+    return [held_out[i] for i in sorted(chosen)]
+
+
 def evaluation_words(
     eval_words: Sequence[str] | None, config: ProbesConfig, lexicon: Mapping[str, float]
 ) -> list[str]:
-    """The words the probes are evaluated on: ``eval_words`` (default: the held-out words of
-    ``lfp_mech.data``), lower-cased, deduplicated, with |valence| >= ``config.min_abs_valence``
-    and nonzero valence."""
+    """The words the probes are evaluated on: ``eval_words`` (default: per ``config.eval_set``,
+    the held-out lexicon words of
+    [`heldout_lexicon_words`][lfp_mech.probes.dataset.heldout_lexicon_words] or the held-out
+    curated adjectives of ``lfp_mech.data``), lower-cased, deduplicated, with |valence| >=
+    ``config.min_abs_valence`` and nonzero valence."""
     if eval_words is None:
-        _, test = data.heldout_words(seed=config.seed, heldout_fraction=config.heldout_fraction)
-        eval_words = sorted(test)
+        if config.eval_set == "lexicon":
+            eval_words = heldout_lexicon_words(config)
+        else:
+            _, test = data.heldout_words(seed=config.seed, heldout_fraction=config.heldout_fraction)
+            eval_words = sorted(test)
     words = list(dict.fromkeys(w.lower() for w in eval_words))
     missing = [w for w in words if w not in lexicon]
     if missing:
@@ -150,7 +176,7 @@ def evaluation_words(
     if len(words) < 3:
         raise LfpMechError(
             f"only {len(words)} evaluation words with |valence| >= {config.min_abs_valence}; "
-            "lower probes.min_abs_valence or raise probes.heldout_fraction"
+            "lower probes.min_abs_valence or raise probes.heldout_fraction / probes.n_eval_words"
         )
     return words
 

@@ -134,14 +134,23 @@ class ProbesResults(StageResults):
         return self.summary["tau"].get(name)
 
     def headline(self) -> dict[str, Any]:
-        """The tuned SAE probe's τ, p, CI and sign accuracies, and whether it beat every baseline."""
+        """The tuned SAE probe's τ, p, CI, within-sign τ and sign accuracies, the sign-only
+        reference's τ, tuned − base SAE (CI, permutation p; None in runs from older versions) and
+        whether it beat every baseline."""
         s = self.summary
         return {
             "tau": s["tau"][PRIMARY_PROBE],
             "p_value": s["p_value"][PRIMARY_PROBE],
             "tau_ci": s["tau_ci"][PRIMARY_PROBE],
+            "tau_positive": s["tau_positive"][PRIMARY_PROBE],
+            "tau_negative": s["tau_negative"][PRIMARY_PROBE],
+            "sign_acc": s.get("sign_acc", {}).get(PRIMARY_PROBE),
             "sign_acc_positive": s["sign_acc_positive"][PRIMARY_PROBE],
             "sign_acc_negative": s["sign_acc_negative"][PRIMARY_PROBE],
+            "tau_sign_only": s.get("tau_sign_only"),
+            "tuned_minus_base_sae": s.get("headline_tuned_minus_base_sae"),
+            "tuned_minus_base_sae_within_sign": s.get("tuned_minus_base_sae_within_sign"),
+            "base_sae_source": s.get("base_sae_source"),
             "above_every_baseline": s["tuned_above_every_baseline"],
         }
 

@@ -13,18 +13,22 @@ Inputs: the base model (the run's ``model``), the tuned policy and its held-out 
 * ``summary.json`` (also returned for the manifest).
 """
 
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lfp_mech._io import json_safe, save_tensors, write_json, write_table
+from lfp_mech.errors import ConfigError
 from lfp_mech.plotting import save_figure
 from lfp_mech.probes import artifacts, plots
 from lfp_mech.probes.analysis import ProbeAnalysis, analyse_feedback_probes
 from lfp_mech.probes.dataset import triple_texts_spans
 from lfp_mech.probes.inputs import ProbeInputs, save_probe_inputs
 from lfp_mech.stage_api import SUMMARY_FILE, StageContext
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["probes_summary", "run", "write_probe_artifacts"]
 
@@ -35,17 +39,34 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from lfp_mech.saes.results import SAEsResults
 
     rlhf = RLHFResults(ctx.stage_dir("rlhf"))
+    saes = SAEsResults(ctx.stage_dir("saes"))
     analysis = analyse_feedback_probes(
         ctx.config.model,
         rlhf.policy_dir,
-        SAEsResults(ctx.stage_dir("saes")).small_sae_dirs(),
+        saes.small_sae_dirs(),
         rlhf.completion_texts("tuned"),
         ctx.options,
+        base_sae_dirs=_base_model_saes(saes, ctx.options.device),
     )
     summary = write_probe_artifacts(analysis, ctx.dir)
     from lfp_mech.probes.preference_stage import run_preference_step  # DPO runs: Table 3, Fig. 5
 
     return summary | run_preference_step(ctx)
+
+
+def _base_model_saes(saes: Any, device: str) -> dict[str, Any] | None:
+    """The SAEs trained on the base model's activations (``SAEsResults.load_saes(model="base")``),
+    or None (with a warning) when the saes stage has none: the ``base_sae`` baseline then applies
+    the tuned SAEs to the base model, and the summary's ``base_sae_source`` says so."""
+    try:
+        return saes.load_saes(model="base", device=device)
+    except (TypeError, ConfigError, FileNotFoundError) as err:
+        logger.warning(
+            "probes: no base-model SAEs in the saes stage (%s); the base_sae baseline applies "
+            "the tuned SAEs to the base model",
+            err,
+        )
+        return None
 
 
 def write_probe_artifacts(
@@ -83,6 +104,9 @@ def probes_summary(analysis: ProbeAnalysis, probe_inputs: ProbeInputs) -> dict[s
         "n_triples": len(analysis.triples),
         "n_train_samples": 2 * len(analysis.triples),
         "n_eval_words": len(analysis.words),
+        "n_eval_positive": primary.n_positive,
+        "n_eval_negative": primary.n_negative,
+        "base_sae_source": analysis.base_sae_source,
         "n_carrier_templates": analysis.n_templates,
         "hooks": analysis.hooks,
         "alpha_tuned": analysis.probes[artifacts.PRIMARY_PROBE].alpha,
@@ -90,7 +114,19 @@ def probes_summary(analysis: ProbeAnalysis, probe_inputs: ProbeInputs) -> dict[s
         "p_value": {n: evals[n].p_value for n in order},
         "tau_ci": {n: list(evals[n].tau_ci) for n in order},
         "tau_negative": {n: evals[n].tau_negative for n in order},
+        "tau_negative_ci": {n: list(evals[n].tau_negative_ci) for n in order},
         "tau_positive": {n: evals[n].tau_positive for n in order},
+        "tau_positive_ci": {n: list(evals[n].tau_positive_ci) for n in order},
+        "sign_acc": {n: evals[n].sign_acc for n in order},
+        "sign_acc_ci": {n: list(evals[n].sign_acc_ci) for n in order},
+        "tau_sign_only": primary.tau_sign_only,
+        "tau_sign_only_ci": list(primary.tau_sign_only_ci),
+        "headline_tuned_minus_base_sae": (
+            asdict(analysis.diffs["base_sae"]) if "base_sae" in analysis.diffs else None
+        ),
+        "tuned_minus_base_sae_within_sign": {
+            sign: asdict(d) for sign, d in analysis.within_sign_diffs.items()
+        },
         "sign_acc_positive": {n: evals[n].sign_acc_positive for n in order},
         "sign_acc_negative": {n: evals[n].sign_acc_negative for n in order},
         "tuned_minus": {n: asdict(d) for n, d in analysis.diffs.items()},

@@ -56,12 +56,20 @@ that replaced PPO. Steps: the paper does not state them; 1,560 updates = ~390 ba
 pass over IMDB's ~25k training reviews, as TRL 0.7's sentiment example) × 4 mini-batches."""
 
 
+PAPER_SWEEP_ALPHAS = [1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 1e-2]
+"""The α grid of the paper presets' L1 sweep (the appendix figure)."""
+
+
 def lfp_paper_saes(l1_coefficient: float) -> dict[str, Any]:
-    """The LFP paper's dictionaries: n and 2n features, tied, α on unnormalised activations,
-    Adam lr 1e-3, batch 32, one pass over 75,000 activations per layer."""
+    """The LFP paper's dictionaries: L1 ReLU SAEs with n and 2n features, tied (plus the
+    untied twins and the L1 sweep of its appendix), α on unnormalised activations, Adam lr
+    1e-3, batch 32, one pass over 75,000 activations per layer."""
     return {
+        "architecture": "l1",
         "expansion_factors": [1, 2],
         "tied": True,
+        "compare_untied": True,
+        "sweep_alphas": PAPER_SWEEP_ALPHAS,
         "l1_coefficient": l1_coefficient,
         "normalize_activations": False,
         "l1_warm_up_fraction": 0.0,
@@ -130,7 +138,13 @@ SMOKE: dict[str, Any] = {
         "eval_tokens": 500,
         "ce_texts": 8,
     },
-    "probes": {"n_triples": 60, "n_carrier_templates": 2, "n_bootstrap": 200, "n_shuffles": 2},
+    "probes": {
+        "n_triples": 60,
+        "n_carrier_templates": 2,
+        "n_bootstrap": 200,
+        "n_shuffles": 2,
+        "n_eval_words": 120,
+    },
     "validate": {"n_completions": 8, "max_new_tokens": 6, "autointerp": {"n_null": 20, "k": 4}},
     "irl": {
         "n_train_prompts": 12,
@@ -149,6 +163,13 @@ SMOKE: dict[str, Any] = {
 }
 """Every stage on the tiny random 2-layer model in well under two minutes (tests, notebooks)."""
 
+SMOKE_L1: dict[str, Any] = SMOKE | {
+    "saes": SMOKE["saes"]
+    | {"architecture": "l1", "expansion_factors": [1, 2], "tied": True, "compare_untied": True}
+}
+"""The smoke preset with the paper's L1 dictionaries (small and big, tied, untied twins, L1
+sweep): what notebooks 02 (L1 sweep) and 03 (tied vs untied) read."""
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Sized to finish within 45 min on 2 cores: 40k activation tokens per layer (the paper used
     # 75k) and 300k training activations per SAE leave room for the IRL stage's toxicity task.
@@ -157,10 +178,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": "smollm2-135m",
         "stages": {
             "activations": {"n_tokens": 40_000},
-            "saes": {"training_tokens": 300_000, "sweep_tokens": 150_000},
+            "saes": {"training_tokens": 100_000},
         },
     },
     "smoke": {"name": "smoke", "model": "tiny-llama", "stages": SMOKE},
+    "smoke-l1": {"name": "smoke-l1", "model": "tiny-llama", "stages": SMOKE_L1},
     "pythia-70m": {"name": "pythia-70m", "model": "pythia-70m", "stages": lfp_paper_stages()},
     "pythia-160m": {"name": "pythia-160m", "model": "pythia-160m", "stages": lfp_paper_stages()},
     "pythia-410m": {"name": "pythia-410m", "model": "pythia-410m", "stages": lfp_paper_stages()},

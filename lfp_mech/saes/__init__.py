@@ -1,5 +1,13 @@
 """The ``saes`` stage: sparse autoencoders (SAE-Lens) on the most divergent layers' MLP outputs.
 
+**By default** the stage trains one SAE-Lens **TopK** dictionary per layer (``k`` = 64 active
+latents per token, 4 × d_in latents; ``saes.architecture = "batchtopk"`` for BatchTopK), the
+kind of sparse dictionary the field uses today, and, with ``base_model``, the same dictionary on
+the base model's activations on the same tokens (``base/``), so tuned and base features compare
+like with like. The held-out targets are L0 ≤ 64, FVU ≤ 0.25, CE loss recovered ≥ 0.90 and dead
+latents ≤ 10% (``stage.QUALITY_TARGETS``). The paper's L1 SAEs below are
+``saes.architecture = "l1"`` (the paper presets and notebooks 02–03 use them).
+
 The LFP paper (section 3.1, appendix A.2) learns, for each of the 5 most divergent layers, two
 dictionaries of the fine-tuned model's MLP output ``x ∈ R^n``: a small one with ``n`` features
 and a big one with ``2n``::

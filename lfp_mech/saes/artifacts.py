@@ -3,9 +3,11 @@
 ::
 
     L{layer}_{small|big}/        the dictionaries (SAE-Lens folders: cfg.json,
-                                 sae_weights.safetensors, training.json)
+                                 sae_weights.safetensors, training.json); "big" only with
+                                 two expansion_factors
+    base/L{layer}_{size}/        the base model's dictionaries (saes.base_model)
     untied/L{layer}_small/       the other variant of every small SAE (tied/ when untied is main)
-    metrics.{csv,md,json}        held-out metrics of every SAE
+    metrics.{csv,md,json}        held-out metrics of every SAE (column model: tuned / base)
     l1_sweep.{csv,md,json,png}   the L1-coefficient sweep (if any)
     tied_vs_untied.{csv,md,json} the paper's appendix table (if compare_untied)
     mmcs_L{layer}.{csv,md,json}  each small feature's MMCS with the big dictionary

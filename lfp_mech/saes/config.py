@@ -1,14 +1,20 @@
 """Options of the ``saes`` stage: SAE-Lens dictionaries on the most divergent layers."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from lfp_mech.config_base import RunDevice, RunDtype, RunSeed, StageConfig
 
-__all__ = ["DEFAULT_ALPHA", "PAPER_ALPHA", "SAEConfig", "SIZES"]
+__all__ = ["ARCHITECTURES", "DEFAULT_ALPHA", "PAPER_ALPHA", "SAEConfig", "SIZES", "SPARSE"]
 
 SIZES = ("small", "big")
 """The two dictionaries per layer (paper: n and 2n features)."""
+ARCHITECTURES = ("topk", "batchtopk", "l1")
+"""The dictionaries the stage trains: SAE-Lens TopK (default) or BatchTopK SAEs with a hard
+sparsity constraint (``k`` latents per token, on average over the batch for BatchTopK), or the
+paper's ReLU SAEs with an L1 penalty (``"l1"``, tied or untied)."""
+SPARSE = ("topk", "batchtopk")
+"""The architectures with a hard sparsity constraint (no α, no tied decoder)."""
 DEFAULT_ALPHA = 6e-4
 """α for SmolLM2's MLP outputs (per-element-MSE units, see [`lfp_mech.saes`][lfp_mech.saes]): the
 largest α of the calibration grid that keeps every layer at FVU <= 0.3 and CE loss recovered >= 70%
@@ -19,24 +25,41 @@ PAPER_ALPHA = 1e-3
 
 @dataclass
 class SAEConfig(StageConfig):
-    """Options of the SAE stage: the dictionaries (sizes, tied decoder, α), their training
-    (lr, batch, activations seen), the L1 sweep, and the held-out evaluation (metrics, CE loss,
-    MMCS)."""
+    """Options of the SAE stage: the dictionaries (architecture, sizes, k or α, tied decoder),
+    their training (lr, batch, activations seen), the base-model twins, the L1 sweep, and the
+    held-out evaluation (metrics, CE loss, MMCS)."""
 
     section = "saes"
 
-    expansion_factors: tuple[int, int] = (1, 2)
-    """d_sae / d_in of the small and the big dictionary (paper: n and 2n)."""
-    tied: bool = True
-    """Tie the decoder to the encoder, ``W_dec = W_enc.T`` (paper default)."""
-    compare_untied: bool = True
+    architecture: Literal["topk", "batchtopk", "l1"] = "topk"
+    """``"topk"`` (default): SAE-Lens TopK SAEs, exactly ``k`` active latents per token (in
+    training and at inference); ``"batchtopk"``: ``k`` per token on average over a batch while
+    training, saved as JumpReLU SAEs (a per-latent threshold, so a token's code does not depend
+    on its batch, and its L0 varies around ``k``); ``"l1"``: the paper's ReLU SAEs with an L1
+    penalty ``l1_coefficient`` (tied or untied; the paper presets and the L1-sweep /
+    tied-vs-untied notebooks use it)."""
+    k: int = 64
+    """Active latents per token of the TopK/BatchTopK dictionaries (ignored for ``"l1"``)."""
+    aux_loss_coefficient: float = 1 / 32
+    """Weight of SAE-Lens's auxiliary loss that makes dead latents reconstruct the residual
+    (TopK/BatchTopK; Gao et al. 2024 use 1/32)."""
+    expansion_factors: tuple[int, ...] = (4,)
+    """d_sae / d_in of the dictionaries per layer: ``(small,)`` or ``(small, big)`` (paper: n
+    and 2n, ``(1, 2)``). With one size there is no big dictionary and no MMCS table."""
+    base_model: bool = True
+    """Also train a dictionary per layer and size on the base model's activations on the same
+    tokens, exactly like the tuned one (the activations stage captures them with
+    ``activations.base_model``): ``SAEsResults.load_saes(model="base")``."""
+    tied: bool = False
+    """Tie the decoder to the encoder, ``W_dec = W_enc.T`` (the paper's SAEs; ``"l1"`` only)."""
+    compare_untied: bool = False
     """Also train the other variant (untied if ``tied``) of every small SAE, for the
-    tied-vs-untied table."""
+    tied-vs-untied table (``"l1"`` only)."""
     l1_coefficient: float = DEFAULT_ALPHA
     """α in per-element-MSE units (SAE-Lens gets ``α·d_in``); paper 1e-3 on unnormalised
     Pythia activations."""
     lr: float = 1e-3
-    """Adam learning rate (paper 1e-3)."""
+    """Adam learning rate (paper 1e-3 for its L1 SAEs; also the TopK default here)."""
     lr_decay_fraction: float = 0.0
     """Fraction of the final steps over which the lr decays linearly to 0 (0: constant)."""
     batch_size: int = 512
@@ -49,8 +72,9 @@ class SAEConfig(StageConfig):
     """Rescale activations to mean norm ``sqrt(d_in)`` while training (folded in afterwards)."""
     decoder_init_norm: float | None = 0.1
     """Initial norm of the decoder rows (SAE-Lens heuristic; None: Kaiming init)."""
-    sweep_alphas: tuple[float, ...] = (1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 1e-2)
-    """α values of the L1 sweep (small tied SAE on one layer); empty: no sweep."""
+    sweep_alphas: tuple[float, ...] = ()
+    """α values of the L1 sweep (small L1 SAEs, tied as ``tied``, on one layer, whatever the
+    architecture); empty (default): no sweep. Paper presets: (1e-4, 3e-4, 6e-4, 1e-3, 3e-3, 1e-2)."""
     sweep_tokens: int = 200_000
     """Activations seen per SAE of the sweep."""
     sweep_layer: int | None = None
@@ -93,11 +117,23 @@ class SAEConfig(StageConfig):
     def __post_init__(self) -> None:
         factors = tuple(int(f) for f in self.expansion_factors)
         self.require(
-            len(factors) == 2 and 1 <= factors[0] <= factors[1],
+            len(factors) in (1, 2) and 1 <= factors[0] <= factors[-1],
             "expansion_factors",
-            "must be (small, big) with 1 <= small <= big",
+            "must be (small,) or (small, big) with 1 <= small <= big",
         )
-        self.expansion_factors = (factors[0], factors[1])
+        self.expansion_factors = factors
+        self.require_choice("architecture", ARCHITECTURES)
+        if self.architecture in SPARSE:
+            self.require(
+                not self.tied and not self.compare_untied,
+                "tied",
+                f"tied decoders (tied, compare_untied) exist only for the paper's L1 SAEs: set "
+                f"saes.architecture=l1, or tied=false and compare_untied=false for "
+                f"{self.architecture}",
+            )
+        self.require_positive("k")
+        self.k, self.aux_loss_coefficient = int(self.k), float(self.aux_loss_coefficient)
+        self.require_at_least(0, "aux_loss_coefficient")
         self.sweep_alphas = tuple(float(a) for a in self.sweep_alphas)
         self.l1_coefficient, self.lr = float(self.l1_coefficient), float(self.lr)
         self.require_at_least(0, "l1_coefficient")
@@ -123,9 +159,16 @@ class SAEConfig(StageConfig):
         )
 
     def check_environment(self, run: Any) -> None:
-        """Before any stage runs: a reused SAE source exists, fits the run's model and hook site,
-        and the hub is reachable if it needs it
+        """Before any stage runs: base-model dictionaries have base-model activations to train
+        on; a reused SAE source exists, fits the run's model and hook site, and the hub is
+        reachable if it needs it
         ([`check_pretrained`][lfp_mech.saes.pretrained.check_pretrained])."""
+        if self.base_model and self.pretrained is None and not run.stages.activations.base_model:
+            raise self.invalid(
+                "base_model",
+                "needs the base model's activations: set activations.base_model = true, or "
+                "saes.base_model = false",
+            )
         if self.pretrained is not None:
             from lfp_mech.saes.pretrained import check_pretrained
 

@@ -26,6 +26,7 @@ from lfp_mech.errors import ConfigError
 from lfp_mech.hooks import block_of_hook
 
 __all__ = [
+    "DENSE_FREQUENCY",
     "TIED_VS_UNTIED_METRICS",
     "ce_loss_recovered",
     "mmcs",
@@ -36,6 +37,9 @@ __all__ = [
     "tied_vs_untied_table",
 ]
 
+DENSE_FREQUENCY = 0.1
+"""A latent active on more than this fraction of tokens is "dense" (SAE-Lens and SAEBench flag
+latents with firing frequency above 10%)."""
 TIED_VS_UNTIED_METRICS = ("nmse", "l0_scaled", "fvu", "dead_fraction", "ce_recovered")
 """The metrics the tied-vs-untied table averages (the paper's: ``nmse`` and ``l0_scaled``)."""
 
@@ -70,7 +74,8 @@ def sae_metrics(
 
     Returns ``mse`` (per element), ``nmse`` (``Σ||x−x̂||²/Σ||x||²``, the paper's normalised
     reconstruction loss), ``fvu`` (``Σ||x−x̂||²/Σ||x−x̄||²``), ``l0`` (mean active features per
-    token), ``l0_scaled`` (``l0 / d_sae``) and ``dead_fraction`` (never active on ``acts``).
+    token), ``l0_scaled`` (``l0 / d_sae``), ``dead_fraction`` (never active on ``acts``) and
+    ``dense_fraction`` (active on more than ``DENSE_FREQUENCY`` of the tokens).
     """
     if acts.shape[0] == 0:
         raise ConfigError("no activations to evaluate the SAE on")
@@ -82,7 +87,7 @@ def sae_metrics(
     acts = acts.to(sae.device, torch.float32)
     mean = reduce(acts, "n d_in -> d_in", "mean")
     sq_err = sq_norm = sq_dev = l0 = 0.0
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=sae.device)
+    counts = torch.zeros(sae.cfg.d_sae, device=sae.device)
     for start in range(0, acts.shape[0], batch_size):
         x = acts[start : start + batch_size]
         features = sae.encode(x)
@@ -92,7 +97,7 @@ def sae_metrics(
         sq_dev += float(((x - mean) ** 2).sum())
         active = features > 0
         l0 += float(active.sum())
-        fired |= active.any(dim=0)
+        counts += active.sum(dim=0)
     n = acts.shape[0]
     return {
         "mse": sq_err / (n * acts.shape[1]),
@@ -100,7 +105,8 @@ def sae_metrics(
         "fvu": sq_err / max(sq_dev, 1e-12),
         "l0": l0 / n,
         "l0_scaled": l0 / n / sae.cfg.d_sae,
-        "dead_fraction": 1.0 - float(fired.float().mean()),
+        "dead_fraction": float((counts == 0).float().mean()),
+        "dense_fraction": float((counts > DENSE_FREQUENCY * n).float().mean()),
     }
 
 

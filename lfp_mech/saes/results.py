@@ -33,6 +33,7 @@ class SAEsResults(StageResults):
         saes = SAEsResults("runs/default/saes")
         saes.metrics                     # one row per SAE: fvu, l0, dead_fraction, ce_recovered
         dictionaries = saes.load_saes()  # {hook: SAE}, the small dictionaries, in layer order
+        base = saes.load_saes(model="base")  # the base model's, trained the same way
     """
 
     stage = "saes"
@@ -65,12 +66,33 @@ class SAEsResults(StageResults):
         """``"tied"`` or ``"untied"``: the variant of the main dictionaries."""
         return str(self.summary["variant"])
 
-    def sae_dirs(self, size: str = "small", variant: str | None = None) -> dict[str, Path]:
+    @property
+    def has_base(self) -> bool:
+        """Whether the stage trained base-model dictionaries (``saes.base_model``)."""
+        return bool(self.summary.get("base"))
+
+    @property
+    def architecture(self) -> str:
+        """``"batchtopk"``, ``"topk"``, ``"l1"`` (``"pretrained"`` when reused; runs older
+        than the option: ``"l1"``)."""
+        return str(self.summary.get("architecture", "l1"))
+
+    def sae_dirs(
+        self, size: str = "small", variant: str | None = None, model: str = "tuned"
+    ) -> dict[str, Path]:
         """``{hook: folder}`` of the ``size`` dictionaries (``"small"``/``"big"``), in layer order.
 
         ``variant`` (default: the main one) picks the comparison twins of the small SAEs when it
-        is the other variant (``untied/L{layer}_small``).
+        is the other variant (``untied/L{layer}_small``). ``model="base"``: the dictionaries
+        trained on the base model's activations (``base/L{layer}_{size}``).
         """
+        if model not in ("tuned", "base"):
+            raise ConfigError(f"model must be 'tuned' or 'base', got {model!r}")
+        if model == "base" and not self.has_base:
+            raise ConfigError(
+                "the saes stage trained no base-model dictionaries: rerun it with "
+                "saes.base_model = true (and activations.base_model = true)"
+            )
         if size not in SIZES:
             raise ConfigError(f"size must be one of {SIZES}, got {size!r}")
         if size not in self.sizes:
@@ -81,6 +103,10 @@ class SAEsResults(StageResults):
         if variant not in (None, "tied", "untied"):
             raise ConfigError(f"variant must be 'tied' or 'untied', got {variant!r}")
         prefix = "" if variant is None or variant == self.variant else f"{variant}/"
+        if model == "base":
+            if prefix:
+                raise ConfigError("the base model has only the main variant's dictionaries")
+            prefix = "base/"
         return {
             hook: self.file(prefix + sae_folder(layer, size))
             for layer, hook in self._hooks().items()
@@ -91,12 +117,18 @@ class SAEsResults(StageResults):
         return self.sae_dirs("small")
 
     def load_saes(
-        self, size: str = "small", device: str = "cpu", variant: str | None = None
+        self,
+        size: str = "small",
+        device: str = "cpu",
+        variant: str | None = None,
+        model: str = "tuned",
     ) -> dict[str, "SAE"]:
-        """``{hook: SAE}`` of the ``size`` dictionaries (SAE-Lens ``SAE``s in eval mode)."""
+        """``{hook: SAE}`` of the ``size`` dictionaries (SAE-Lens ``SAE``s in eval mode) of the
+        tuned policy (default) or, with ``model="base"``, of the base model (trained exactly
+        like the tuned ones on its activations on the same tokens)."""
         from lfp_mech.saes.io import load_saes
 
-        return load_saes(self.sae_dirs(size, variant), device=device)
+        return load_saes(self.sae_dirs(size, variant, model), device=device)
 
     def training_info(self, layer: int, size: str = "small") -> dict[str, Any]:
         """``training.json`` of one SAE: steps, samples, seconds, α, hook."""
@@ -106,8 +138,9 @@ class SAEsResults(StageResults):
 
     @property
     def metrics(self) -> "pd.DataFrame":
-        """Held-out metrics, one row per SAE: layer, size, variant, d_sae, mse, nmse, fvu, l0,
-        l0_scaled, dead_fraction, ce_clean, ce_sae, ce_zero, ce_recovered."""
+        """Held-out metrics, one row per SAE: model (``tuned``/``base``), layer, size,
+        architecture, variant, k, d_sae, mse, nmse, fvu, l0, l0_scaled, dead_fraction,
+        dense_fraction, ce_clean, ce_sae, ce_zero, ce_recovered, delta_lm_loss."""
         return self.table(METRICS)
 
     @property
@@ -150,12 +183,14 @@ class SAEsResults(StageResults):
 
     @property
     def checks(self) -> dict[str, bool]:
-        """The quality checks of the small dictionaries (FVU, CE recovered, dead fraction)."""
+        """The quality checks of the tuned model's small dictionaries (L0, FVU, CE recovered,
+        dead fraction; ``summary["base"]["checks"]``: the base model's)."""
         return dict(self.summary["checks"])
 
     @property
     def alpha(self) -> float:
-        """The L1 coefficient α of the dictionaries (per-element-MSE units; NaN when reused)."""
+        """The L1 coefficient α of the dictionaries (per-element-MSE units; NaN when reused or
+        TopK/BatchTopK)."""
         alpha = self.summary["alpha"]
         return float("nan") if alpha is None else float(alpha)
 

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from lfp_mech.saes.artifacts import (
     sae_folder,
     variant_name,
 )
-from lfp_mech.saes.config import SIZES, SAEConfig
+from lfp_mech.saes.config import SIZES, SPARSE, SAEConfig
 from lfp_mech.saes.io import load_sae
 from lfp_mech.saes.metrics import (
     TIED_VS_UNTIED_METRICS,
@@ -55,18 +55,26 @@ from lfp_mech.saes.sweep import SWEEP_COLUMNS, l1_sweep
 from lfp_mech.saes.training import hooks_for_layers, train_saes
 from lfp_mech.stage_api import SUMMARY_FILE, StageContext
 
-__all__ = ["METRIC_COLUMNS", "run", "train_and_evaluate"]
+__all__ = [
+    "BASE_DIR",
+    "METRIC_COLUMNS",
+    "QUALITY_TARGETS",
+    "BaseModelData",
+    "run",
+    "train_and_evaluate",
+]
 
 logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
-    "layer", "size", "variant", "d_sae", "mse", "nmse", "fvu", "l0", "l0_scaled",
-    "dead_fraction", "ce_clean", "ce_sae", "ce_zero", "ce_recovered",
+    "model", "layer", "size", "architecture", "variant", "k", "d_sae", "mse", "nmse", "fvu",
+    "l0", "l0_scaled", "dead_fraction", "dense_fraction", "ce_clean", "ce_sae", "ce_zero",
+    "ce_recovered", "delta_lm_loss",
 ]  # fmt: skip
 """The columns of the ``metrics`` table."""
 MANIFEST_KEYS = (
-    "layers", "n_saes", "alpha", "max_small_fvu", "min_small_ce_recovered",
-    "max_small_dead_fraction", "mean_small_l0", "checks",
+    "layers", "n_saes", "architecture", "k", "alpha", "max_small_fvu", "min_small_ce_recovered",
+    "max_small_dead_fraction", "mean_small_l0", "checks", "base",
 )  # fmt: skip
 """The summary keys the stage returns for the run manifest (``summary.json`` has them all)."""
 ALPHA_MEANING = (
@@ -75,17 +83,49 @@ ALPHA_MEANING = (
     "l1_coefficient = alpha * d_in"
 )
 
+QUALITY_TARGETS = {"l0": 64.0, "fvu": 0.25, "ce_recovered": 0.90, "dead_fraction": 0.10}
+"""What a dictionary the later stages use must reach on held-out tokens: L0 <= 64, FVU <= 0.25,
+CE loss recovered >= 0.90, dead fraction <= 10% (the ``checks`` of the summary)."""
+BASE_DIR = "base"
+"""The base model's dictionaries: ``base/L{layer}_{size}/``."""
+
 SAEKey = tuple[tuple[int, str], bool]
 """``((layer, size), tied)``: one trained dictionary."""
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Train (or reuse) and evaluate SAEs on the activations stage's stores of the tuned
-    policy."""
+    policy and, with ``base_model``, of the base model on the same tokens."""
+    config: SAEConfig = ctx.options
     activations = ActivationsResults(ctx.stage_dir("activations"))
     train, heldout = activations.train_store, activations.heldout_store
     policy = RLHFResults(ctx.stage_dir("rlhf")).policy_dir
-    return train_and_evaluate(train, heldout, policy, ctx.dir, ctx.options)
+    base = None
+    if config.base_model and not config.pretrained:
+        if not activations.has_base:
+            raise ConfigError(
+                "saes.base_model = true needs the base model's activations: rerun the "
+                "activations stage with activations.base_model = true (--force activations), "
+                "or set saes.base_model = false"
+            )
+        base = BaseModelData(
+            activations.store("train", "base"),
+            activations.store("heldout", "base"),
+            ctx.config.model,
+        )
+    return train_and_evaluate(train, heldout, policy, ctx.dir, config, base=base)
+
+
+@dataclass
+class BaseModelData:
+    """What the base-model dictionaries train and are evaluated on."""
+
+    train: ActivationStore
+    """The base model's training activations (the tuned store's tokens)."""
+    heldout: ActivationStore
+    """The base model's held-out activations."""
+    model: Any
+    """The base model (a [`ModelLike`][lfp_mech.models.coerce.ModelLike]) for the CE loss."""
 
 
 def train_and_evaluate(
@@ -94,6 +134,8 @@ def train_and_evaluate(
     model: Any,
     out_dir: str | os.PathLike[str],
     config: SAEConfig,
+    *,
+    base: "BaseModelData | None" = None,
 ) -> dict[str, Any]:
     """Train (or, with ``config.pretrained``, reuse: [`lfp_mech.saes.pretrained`][lfp_mech.saes.pretrained]),
     save and evaluate the SAEs of every layer in ``train``; write the stage's folder.
@@ -105,6 +147,8 @@ def train_and_evaluate(
             [`ModelLike`][lfp_mech.models.coerce.ModelLike], e.g. the tuned policy's folder) for the
             CE-loss evaluation; ``None`` skips it.
         out_dir: the stage's folder.
+        base: the base model's stores and model: its dictionaries are trained exactly like the
+            tuned ones into ``base/`` (no sweep, no other variant) and evaluated beside them.
 
     Returns the manifest summary ([`MANIFEST_KEYS`][lfp_mech.saes.stage.MANIFEST_KEYS]);
     ``summary.json`` has more."""
@@ -116,7 +160,9 @@ def train_and_evaluate(
     if config.pretrained:
         with _timed(timings, "load_pretrained"):
             paths, tied = reuse_pretrained(train, hooks, out_dir, config)
-        config, other = replace(config, tied=tied), {}
+        # a reused tied SAE is an L1 one (only those are tied): keep the config consistent
+        config = replace(config, tied=tied, architecture="l1" if tied else config.architecture)
+        other = {}
     else:
         paths, other = _train_all(train, hooks, heldout_acts, out_dir, config, timings, summary)
     with _timed(timings, "evaluation"):
@@ -124,7 +170,8 @@ def train_and_evaluate(
         rows = _metric_rows(loaded, hooks, heldout_acts, out_dir, config)
         saes = {key: sae for key, (sae, _) in loaded.items()}
         _add_ce_losses(rows, model, heldout, hooks, saes, config)
-    write_table(out_dir / METRICS, rows, METRIC_COLUMNS)
+    base_rows = _base_dictionaries(base, hooks, out_dir, config, timings) if base else []
+    write_table(out_dir / METRICS, rows + base_rows, METRIC_COLUMNS)
     if other:
         comparison = tied_vs_untied_table(rows)
         columns = ["variant", "n_layers", *TIED_VS_UNTIED_METRICS]
@@ -132,6 +179,7 @@ def train_and_evaluate(
         summary["tied_vs_untied"] = comparison
     high = _mmcs_tables(saes, hooks, out_dir, config)
     summary |= _summary(train, hooks, paths, rows, high, heldout_acts, out_dir, config)
+    summary["base"] = _quality(base_rows, config) if base_rows else None
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     for name, ok in summary["checks"].items():
         if not ok:
@@ -212,19 +260,24 @@ def _metric_rows(
     heldout_acts: Mapping[str, Float[Tensor, "n d_in"]],
     out_dir: Path,
     config: SAEConfig,
+    model: str = "tuned",
 ) -> list[dict[str, Any]]:
-    """One row per SAE: layer, size, variant, widths, α and
+    """One row per SAE: model, layer, size, architecture, variant, k, widths, α and
     [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics] (held out)."""
     rows = []
+    sparse = config.architecture in SPARSE and not config.pretrained
     for ((layer, size), tied), (sae, path) in saes.items():
         rows.append(
             {
+                "model": model,
                 "layer": layer,
                 "size": size,
+                "architecture": "pretrained" if config.pretrained else config.architecture,
                 "variant": variant_name(tied),
+                "k": config.k if sparse else math.nan,
                 "d_in": sae.cfg.d_in,
                 "d_sae": sae.cfg.d_sae,
-                "alpha": config.l1_coefficient,
+                "alpha": math.nan if sparse else config.l1_coefficient,
                 **sae_metrics(sae, heldout_acts[hooks[layer]]),
                 "path": str(path.relative_to(out_dir)),
             }
@@ -248,6 +301,7 @@ def _add_ce_losses(
             row.update(ce[(row["layer"], row["size"], row["variant"])])
         else:
             row.update(ce_clean=math.nan, ce_sae=math.nan, ce_zero=math.nan, ce_recovered=math.nan)
+        row["delta_lm_loss"] = row["ce_sae"] - row["ce_clean"]
 
 
 def _ce_evaluation(
@@ -264,7 +318,7 @@ def _ce_evaluation(
     if not texts:
         raise LfpMechError("no held-out texts for the CE-loss evaluation; set ce_texts > 0")
     # the model in the run's dtype; the SAEs stay float32 (SAE-Lens casts their input)
-    hooked = as_hooked_model(model, device=config.device, dtype=config.dtype)
+    hooked = as_hooked_model(model, device=config.device, dtype=config.dtype, seed=config.seed)
     by_hook: dict[str, list[SAEKey]] = {}
     for key in sorted(saes):
         by_hook.setdefault(hooks[key[0][0]], []).append(key)
@@ -324,21 +378,56 @@ def _mmcs_tables(
 
 
 def _quality(rows: Sequence[Mapping[str, Any]], config: SAEConfig) -> dict[str, Any]:
-    """The worst small main-variant dictionary's FVU, CE recovered and dead fraction, their
-    mean L0, and the checks they pass."""
+    """The worst small main-variant dictionary's L0, FVU, CE recovered and dead fraction, their
+    mean L0, and the [`QUALITY_TARGETS`][lfp_mech.saes.stage.QUALITY_TARGETS] they all meet."""
     variant = variant_name(config.tied)
     small = [r for r in rows if r["size"] == "small" and r["variant"] == variant]
+    targets = QUALITY_TARGETS
     return {
+        "max_small_l0": max(r["l0"] for r in small),
         "max_small_fvu": max(r["fvu"] for r in small),
         "min_small_ce_recovered": min(r["ce_recovered"] for r in small),
+        "max_small_delta_lm_loss": max(r["delta_lm_loss"] for r in small),
         "max_small_dead_fraction": max(r["dead_fraction"] for r in small),
+        "max_small_dense_fraction": max(r["dense_fraction"] for r in small),
         "mean_small_l0": sum(r["l0"] for r in small) / len(small),
         "checks": {
-            "small_fvu_le_0.3": all(r["fvu"] <= 0.3 for r in small),
-            "small_ce_recovered_ge_0.7": all(r["ce_recovered"] >= 0.7 for r in small),
-            "small_dead_fraction_le_0.2": all(r["dead_fraction"] <= 0.2 for r in small),
+            f"small_l0_le_{targets['l0']:g}": all(r["l0"] <= targets["l0"] for r in small),
+            f"small_fvu_le_{targets['fvu']:g}": all(r["fvu"] <= targets["fvu"] for r in small),
+            f"small_ce_recovered_ge_{targets['ce_recovered']:g}": all(
+                r["ce_recovered"] >= targets["ce_recovered"] for r in small
+            ),
+            f"small_dead_fraction_le_{targets['dead_fraction']:g}": all(
+                r["dead_fraction"] <= targets["dead_fraction"] for r in small
+            ),
         },
     }
+
+
+def _base_dictionaries(
+    base: "BaseModelData",
+    hooks: Mapping[int, str],
+    out_dir: Path,
+    config: SAEConfig,
+    timings: dict[str, float],
+) -> list[dict[str, Any]]:
+    """Train the base model's dictionaries exactly like the tuned ones (same options, same
+    tokens) into ``base/``, and their metric rows (``model = "base"``, CE loss on the base
+    model)."""
+    heldout_acts = {
+        hook: base.heldout.load_all(hook, config.eval_tokens) for hook in hooks.values()
+    }
+    model_name = str(base.train.meta.get("model", ""))
+    with _timed(timings, "train_base"):
+        paths = train_saes(
+            base.train, list(hooks), out_dir / BASE_DIR, config, model_name=model_name
+        )
+    with _timed(timings, "evaluation_base"):
+        loaded = _load(paths, {}, config)
+        rows = _metric_rows(loaded, hooks, heldout_acts, out_dir, config, model="base")
+        saes = {key: sae for key, (sae, _) in loaded.items()}
+        _add_ce_losses(rows, base.model, base.heldout, hooks, saes, config)
+    return rows
 
 
 def _summary(
@@ -360,11 +449,15 @@ def _summary(
         "sizes": [size for size in SIZES if any(key[1] == size for key in paths)],
         "variant": variant_name(config.tied),
         "pretrained": config.pretrained,
-        "alpha": None if config.pretrained else config.l1_coefficient,
+        "architecture": "pretrained" if config.pretrained else config.architecture,
+        "k": config.k if config.architecture in SPARSE and not config.pretrained else None,
+        "alpha": None
+        if config.pretrained or config.architecture in SPARSE
+        else config.l1_coefficient,
         "sae_lens_l1_coefficient": {
             hook: config.l1_coefficient * train.d_in_of(hook)
             for hook in hooks.values()
-            if not config.pretrained
+            if not config.pretrained and config.architecture == "l1"
         },
         "alpha_meaning": ALPHA_MEANING,
         "train_tokens_in_store": train.n_tokens,

@@ -29,7 +29,8 @@ def l1_sweep(
     tied: bool | None = None,
     expansion_factor: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Train one SAE per α and measure reconstruction and L0 on held-out activations.
+    """Train one L1 SAE per α (whatever ``config.architecture``) and measure reconstruction and
+    L0 on held-out activations.
 
     The paper's appendix figure (reconstruction loss and "true sparsity" vs α, Pythia-70m).
 
@@ -68,6 +69,7 @@ def l1_sweep(
             tied=tied,
             alpha=alpha,
             n_samples=config.sweep_tokens,
+            architecture="l1",
             track=f"l1_sweep/alpha_{alpha:g}",
         )
         rows.append({**stats, "d_sae": d_in * factor, **sae_metrics(sae, heldout_acts)})

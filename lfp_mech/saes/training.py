@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from sae_lens.config import LoggingConfig, SAETrainerConfig
-from sae_lens.saes.sae import SAEMetadata, TrainStepOutput
+from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens.saes.sae import SAEMetadata, TrainingSAE, TrainStepOutput
 from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
 from torch import Tensor
 
@@ -34,6 +36,7 @@ from lfp_mech.saes.tied import TiedStandardTrainingSAE
 from lfp_mech.tracking import Tracker, open_tracker, tracker_name
 
 __all__ = [
+    "DEAD_WINDOW_SAMPLES",
     "Batches",
     "TrackedSAETrainer",
     "build_training_sae",
@@ -46,6 +49,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+DEAD_WINDOW_SAMPLES = 50_000
+"""SAE-Lens's dead-latent window, in activations: a latent silent that long counts as dead
+(for the TopK auxiliary loss)."""
 
 Batches = Callable[[int], Iterator[Float[Tensor, "batch d_in"]]]
 """A batch source: ``batches(epoch)`` yields one epoch of ``[batch, d_in]`` activations."""
@@ -60,16 +67,19 @@ def build_training_sae(
     config: SAEConfig,
     n_steps: int,
     metadata: Mapping[str, Any] | None = None,
-) -> StandardTrainingSAE:
-    """A fresh SAE-Lens training SAE (tied or untied) with α converted to SAE-Lens units.
+    architecture: str | None = None,
+) -> TrainingSAE[Any]:
+    """A fresh SAE-Lens training SAE of ``architecture`` (default ``config.architecture``).
 
-    SAE-Lens gets ``l1_coefficient = α · d_in`` (see [`lfp_mech.saes`][lfp_mech.saes] for what α
-    means); the initialisation is seeded with ``config.seed``."""
-    sae_cfg = StandardTrainingSAEConfig(
+    ``"batchtopk"``/``"topk"``: SAE-Lens's BatchTopK/TopK SAE with ``config.k`` latents and
+    its dead-latent auxiliary loss (``config.aux_loss_coefficient``); ``"l1"``: the standard ReLU
+    SAE (tied or untied) with α converted to SAE-Lens units, ``l1_coefficient = α · d_in`` (see
+    [`lfp_mech.saes`][lfp_mech.saes] for what α means). The initialisation is seeded with
+    ``config.seed``."""
+    architecture = architecture or config.architecture
+    common: dict[str, Any] = dict(
         d_in=d_in,
         d_sae=d_sae,
-        l1_coefficient=alpha * d_in,
-        l1_warm_up_steps=int(config.l1_warm_up_fraction * n_steps),
         # float32 whatever the run's dtype: the L1 penalty, Adam's second moments and the
         # decoder-norm terms are small differences of large sums, which bf16's 8-bit mantissa
         # would swamp (and SAE-Lens's trainer keeps no fp32 master copy). The activations are
@@ -81,6 +91,24 @@ def build_training_sae(
         else "none",
         decoder_init_norm=config.decoder_init_norm,
         metadata=SAEMetadata(**dict(metadata or {})),
+    )
+    if architecture != "l1":
+        if not 1 <= config.k <= d_sae:
+            raise ConfigError(f"saes.k = {config.k}: must be between 1 and d_sae ({d_sae})")
+        sparse_cls = BatchTopKTrainingSAE if architecture == "batchtopk" else TopKTrainingSAE
+        sparse_cfg_cls = (
+            BatchTopKTrainingSAEConfig if architecture == "batchtopk" else TopKTrainingSAEConfig
+        )
+        sparse_cfg = sparse_cfg_cls(
+            k=config.k, aux_loss_coefficient=config.aux_loss_coefficient, **common
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            return sparse_cls(sparse_cfg)
+    sae_cfg = StandardTrainingSAEConfig(
+        l1_coefficient=alpha * d_in,
+        l1_warm_up_steps=int(config.l1_warm_up_fraction * n_steps),
+        **common,
     )
     cls = TiedStandardTrainingSAE if tied else StandardTrainingSAE
     with torch.random.fork_rng(devices=[]):
@@ -99,10 +127,12 @@ def train_sae(
     n_samples: int | None = None,
     metadata: Mapping[str, Any] | None = None,
     track: str | None = None,
-) -> tuple[StandardTrainingSAE, dict[str, Any]]:
+    architecture: str | None = None,
+) -> tuple[TrainingSAE[Any], dict[str, Any]]:
     """Train one SAE with SAE-Lens's ``SAETrainer`` on ``batches(epoch)`` (one epoch each).
 
-    ``alpha`` defaults to ``config.l1_coefficient``, ``n_samples`` (activations seen, rounded
+    ``architecture`` defaults to ``config.architecture`` (the L1 sweep passes ``"l1"``);
+    ``alpha`` (L1 only) defaults to ``config.l1_coefficient``, ``n_samples`` (activations seen, rounded
     down to whole batches) to ``config.training_tokens``. ``track`` names its tracker when
     tracking is active ([`lfp_mech.tracking`][lfp_mech.tracking]: loss, L0, FVU per step).
     Returns the trained SAE (activation normalisation folded in: it takes raw activations) and
@@ -111,8 +141,16 @@ def train_sae(
     alpha = config.l1_coefficient if alpha is None else alpha
     n_samples = n_samples or config.training_tokens
     n_steps = n_samples // config.batch_size
+    architecture = architecture or config.architecture
     sae = build_training_sae(
-        d_in, d_sae, tied=tied, alpha=alpha, config=config, n_steps=n_steps, metadata=metadata
+        d_in,
+        d_sae,
+        tied=tied,
+        alpha=alpha,
+        config=config,
+        n_steps=n_steps,
+        metadata=metadata,
+        architecture=architecture,
     )
     trainer_cfg = SAETrainerConfig(
         total_training_samples=n_steps * config.batch_size,
@@ -123,13 +161,15 @@ def train_sae(
         lr_scheduler_name="constant",
         device=config.device,
         n_batches_for_norm_estimate=max(1, min(20, n_steps)),
-        dead_feature_window=max(1, n_steps),
+        # a latent silent for DEAD_WINDOW_SAMPLES activations is dead: the TopK auxiliary loss
+        # trains those on the residual (the L1 SAEs do not use the window)
+        dead_feature_window=max(1, min(n_steps, DEAD_WINDOW_SAMPLES // config.batch_size)),
         feature_sampling_window=10 * max(1, n_steps),
         logger=LoggingConfig(log_to_wandb=False),
     )
     provider = _endless(batches, config.batch_size)
     start = time.perf_counter()
-    info = {"alpha": alpha, "d_in": d_in, "d_sae": d_sae, "tied": tied}
+    info = {"architecture": architecture, "alpha": alpha, "d_in": d_in, "d_sae": d_sae}
     tracker = open_tracker(track, info) if track else Tracker()
     with tracker, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -140,8 +180,10 @@ def train_sae(
         "samples": n_steps * config.batch_size,
         "seconds": round(seconds, 2),
         "samples_per_second": round(n_steps * config.batch_size / max(seconds, 1e-9), 1),
-        "alpha": alpha,
-        "sae_lens_l1_coefficient": alpha * d_in,
+        "architecture": architecture,
+        "k": config.k if architecture != "l1" else None,
+        "alpha": alpha if architecture == "l1" else None,
+        "sae_lens_l1_coefficient": alpha * d_in if architecture == "l1" else None,
         "tied": tied,
     }
     return trained, stats
@@ -185,7 +227,7 @@ def train_saes(
     out_dir: str | os.PathLike[str],
     config: SAEConfig | None = None,
     *,
-    sizes: Sequence[str] = SIZES,
+    sizes: Sequence[str] | None = None,
     model_name: str = "",
 ) -> dict[tuple[int, str], Path]:
     """Train and save an SAE per (layer, size) on ``store``'s activations of each layer.
@@ -198,9 +240,13 @@ def train_saes(
     """
     config = config or SAEConfig()
     hooks = hooks_for_layers(store, layers)
-    bad = [s for s in sizes if s not in SIZES]
+    sizes = SIZES[: len(config.expansion_factors)] if sizes is None else sizes
+    bad = [s for s in sizes if s not in SIZES[: len(config.expansion_factors)]]
     if bad:
-        raise ConfigError(f"unknown SAE size(s) {bad}; sizes: {SIZES}")
+        raise ConfigError(
+            f"unknown SAE size(s) {bad}; sizes: {SIZES[: len(config.expansion_factors)]} "
+            f"(expansion_factors = {config.expansion_factors})"
+        )
     out_dir = Path(out_dir)
     paths = {}
     for layer, hook in hooks.items():

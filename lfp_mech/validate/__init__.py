@@ -31,7 +31,7 @@ Modules:
   [`ablation_table`][lfp_mech.validate.table.ablation_table],
   [`AblationResult`][lfp_mech.validate.table.AblationResult], t intervals;
 * [`features`][lfp_mech.validate.features] — which features to validate
-  ([`choose_features`][lfp_mech.validate.features.choose_features]: highest MMCS and largest probe
+  ([`choose_features`][lfp_mech.validate.features.choose_features]: highest MMCS and largest standardised probe
   weights per hook);
 * [`autointerp`][lfp_mech.validate.autointerp] — corpus, scan, offline and LLM labelers,
   [`describe_features`][lfp_mech.validate.autointerp.describe.describe_features];
@@ -60,6 +60,7 @@ __getattr__, __dir__ = lazy_exports(
         "ablation_table": "table",
         "activation_frequency": "frequency",
         "choose_features": "features",
+        "standardized_weights": "features",
         "feature_means": "ablation",
         "frequency_rows": "frequency",
         "generate_with_ablation": "ablation",
@@ -77,6 +78,7 @@ __getattr__, __dir__ = lazy_exports(
         "describe_with_llm": "autointerp.llm",
         "discretize": "autointerp.llm",
         "label_feature": "autointerp.label",
+        "adjusted_p_values": "autointerp.label",
         "layer_of_hook": "lfp_mech.hooks",
         "load_lexicon": "autointerp.label",
         "scan_features": "autointerp.scan",
@@ -114,6 +116,7 @@ __all__ = [
     "activation_frequency",
     "activation_frequency_figure",
     "predicted_delta_figure",
+    "adjusted_p_values",
     "choose_features",
     "corpus_batches",
     "describe_features",
@@ -123,6 +126,7 @@ __all__ = [
     "frequency_rows",
     "generate_with_ablation",
     "label_feature",
+    "standardized_weights",
     "layer_of_hook",
     "load_lexicon",
     "matched_random_features",

@@ -28,10 +28,20 @@ class AutointerpConfig(StageConfig):
     """Corpus texts per forward pass."""
     max_len: int = 64
     """Corpus texts are cut to this many tokens (BOS included)."""
-    n_null: int = 200
-    """Random features per SAE whose statistics form the null distribution."""
+    n_null: int = 1000
+    """Random features per SAE whose statistics form the null distribution (at most every other
+    feature of the SAE). The smallest p-value is ``1 / (1 + n_null)``: with ~80 described features
+    and Benjamini–Hochberg at 0.05, n_null = 200 (p ≥ 0.005) lets no feature pass unless ≥ 8 share
+    the smallest p; the default takes every feature of a 576-wide SAE."""
     alpha: float = 0.05
-    """A feature is task-related when its p-value is below this."""
+    """A feature is task-related when its p-value (with ``correction="bh"``: its
+    Benjamini–Hochberg adjusted p-value over all described features) is below this."""
+    correction: Literal["bh", "none"] = "bh"
+    """Multiple-comparison correction of the task-related test over the described features:
+    "bh" (Benjamini–Hochberg false discovery rate, ``scipy.stats.false_discovery_control``) or
+    "none" (each feature at ``alpha``, the old rule: ~``alpha`` × n false positives expected). The
+    permutation p-values are at least ``1 / (1 + n_null)``, so with BH a feature can pass only if
+    enough features have small p-values; raise ``n_null`` for a finer p."""
     lexicon: Literal["vader"] = "vader"
     """Word lexicon of the offline labeler ("vader": the VADER valences of the reward)."""
     sentiment_word_threshold: float = 1.0
@@ -59,6 +69,7 @@ class AutointerpConfig(StageConfig):
         self.require_at_least(0, "n_null")
         self.require_between("alpha", 0, 1, low_open=True, high_open=True)
         self.require_choice("lexicon", ("vader",))
+        self.require_choice("correction", ("bh", "none"))
         self.require_choice("use_llm", ("auto", "never", "always"))
         self.require_choice("label_source", ("offline", "llm"))
 
@@ -72,8 +83,10 @@ class ValidateConfig(StageConfig):
 
     section = "validate"
 
-    n_completions: int = 96
-    """Completions per (model, condition) cell of the ablation table (paper: 1000)."""
+    n_completions: int = 465
+    """Completions per (model, condition) cell of the ablation table (paper: 1000). The default
+    gives a 95% CI of about ±0.1 on a cell's mean VADER reward: ``n = (1.96 · sd / 0.1)²`` with
+    the tuned policy's reward sd ≈ 1.1 → 465."""
     max_new_tokens: int = 20
     """New tokens per completion (the RLHF stage's completions are 8–20 tokens)."""
     prefix_tokens: int = 30
@@ -100,6 +113,11 @@ class ValidateConfig(StageConfig):
     n_features_per_hook: int = 8
     """Features chosen per hook: this many highest-MMCS features plus this many with the
     largest absolute probe weights (their union; fewer when the two lists overlap)."""
+    weight_selection: Literal["standardized", "raw"] = "standardized"
+    """How "largest probe weight" is measured: "standardized" — |coefficient × the feature's
+    standard deviation over the probe's inputs| (how much the feature moves the prediction; the
+    Ridge coefficient on standardised features); "raw" — |coefficient| on raw features (which is
+    coefficient / std of the standardised fit, and favours rarely active features)."""
     autointerp: AutointerpConfig = field(default_factory=AutointerpConfig)
     """Options of the feature descriptions."""
     seed: RunSeed = 0
@@ -123,4 +141,5 @@ class ValidateConfig(StageConfig):
         self.require_at_least(0, "temperature")
         self.require_choice("mode", ("zero", "mean"))
         self.require_choice("ablate", ("task_related", "chosen"))
+        self.require_choice("weight_selection", ("standardized", "raw"))
         self.require_between("confidence", 0, 1, low_open=True, high_open=True)

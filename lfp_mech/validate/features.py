@@ -1,16 +1,23 @@
 """Which features to validate: per hook, the dictionary's most robust features (highest MMCS
-between the small and the big SAE) and the features the probe weighs most."""
+between the small and the big SAE) and the features the probe weighs most.
+
+"Weighs most" is measured on standardised weights by default
+([`standardized_weights`][lfp_mech.validate.features.standardized_weights]: coefficient × the
+feature's standard deviation over the probe's inputs, i.e. how far the feature moves the
+prediction). The raw coefficient of a probe fitted on standardised features is coefficient / std,
+which ranks rarely active features (tiny std) first."""
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from lfp_mech.errors import LfpMechError
 from lfp_mech.hooks import sort_hooks
 
-__all__ = ["choose_features", "high_mmcs_by_hook"]
+__all__ = ["choose_features", "high_mmcs_by_hook", "standardized_weights"]
 
 
 def choose_features(
@@ -46,6 +53,22 @@ def choose_features(
             "were the probes trained on other SAEs? rerun the probes stage (--force probes)"
         )
     return choice
+
+
+def standardized_weights(
+    probe_weight: Float[Tensor, " n_features"], probe_features: Mapping[str, Tensor]
+) -> Float[Tensor, " n_features"]:
+    """``coefficient × std`` per feature: the probe's raw weights times each feature's standard
+    deviation over the probe's inputs (``{hook: Float[n_inputs, d_sae]}``, concatenated in model
+    order like ``A_concat``). A feature that never varies on the inputs gets 0."""
+    stds = [probe_features[h].detach().double().std(dim=0) for h in sort_hooks(probe_features)]
+    std = torch.cat(stds).to(probe_weight.device) if stds else torch.zeros(0)
+    if std.numel() != probe_weight.numel():
+        raise LfpMechError(
+            f"probe has {probe_weight.numel()} weights but its inputs have {std.numel()} features: "
+            "rerun the probes stage (--force probes)"
+        )
+    return probe_weight.double() * torch.nan_to_num(std, nan=0.0)
 
 
 def high_mmcs_by_hook(high_mmcs_features: Mapping[str, Mapping[str, Any]]) -> dict[str, list[int]]:

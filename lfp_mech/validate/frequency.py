@@ -8,12 +8,15 @@ words stand in, and every row says which inputs were used.
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float
+from scipy import stats
 from torch import Tensor
 
 from lfp_mech.errors import ConfigError
@@ -111,7 +114,9 @@ def frequency_rows(
     Without: corpus tokens of VADER words with ``|valence| >=
     config.autointerp.sentiment_word_threshold`` (the scans' ``frequency_selected``).
     ``source``/``inputs`` say which inputs were used, ``n_inputs`` how many were selected out of
-    ``n_inputs_total``; ``active_share_all_inputs`` is the share over all of them. Groups per
+    ``n_inputs_total``; ``active_share_all_inputs`` is the share over all of them;
+    ``ratio_ci_low``/``ratio_ci_high`` a bootstrap CI of ``ratio_to_average`` over the selected
+    probe inputs (NaN for corpus tokens). Groups per
     hook: "task-related", "chosen" (when not empty) and "all features".
     """
     use_probe = probe_acts is not None and probe_predictions is not None
@@ -119,8 +124,11 @@ def frequency_rows(
     rows = []
     for hook, scan in scans.items():
         d_sae = scan.frequency.numel()
+        active = None
         if selection is not None:
             share, overall = _probe_shares(hook, probe_acts, selection, d_sae)
+            if selection.n_selected:
+                active = probe_acts[hook].detach().float().cpu()[selection.mask] > 0
             meta = {"source": "probe inputs", "inputs": selection.inputs}
             meta |= {"n_inputs": selection.n_selected, "n_inputs_total": selection.n_total}
         else:
@@ -137,8 +145,47 @@ def frequency_rows(
             ("chosen", choice.get(hook, [])),
             ("all features", list(range(d_sae))),
         ]
-        rows += _group_rows(hook, share, overall, groups, meta)
+        new_rows = _group_rows(hook, share, overall, groups, meta)
+        for row, ids in zip(new_rows, [ids for _, ids in groups if ids], strict=True):
+            row |= _ratio_ci(active, ids, config)
+        rows += new_rows
     return rows
+
+
+def _ratio_ci(
+    active: Bool[Tensor, "n_selected d_sae"] | None, ids: Sequence[int], config: ValidateConfig
+) -> dict[str, float]:
+    """``ratio_ci_low`` / ``ratio_ci_high``: percentile bootstrap CI (``scipy.stats.bootstrap``
+    over the selected probe inputs, ``config.confidence``, seeded) of the group's ratio to the
+    average feature; NaN without per-input activity (corpus tokens) or with < 2 inputs."""
+    if active is None or active.shape[0] < 2:
+        return {"ratio_ci_low": math.nan, "ratio_ci_high": math.nan}
+    on = active.numpy().astype(np.float64)
+    index = np.asarray(list(ids), dtype=np.int64)
+
+    def ratio(rows: np.ndarray) -> float:
+        sub = on[rows.astype(np.int64)]
+        average = sub.mean()
+        return float(sub[:, index].mean() / average) if average > 0 else math.nan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap(
+            (np.arange(on.shape[0]),),
+            ratio,
+            n_resamples=1000,
+            vectorized=False,
+            method="percentile",
+            confidence_level=config.confidence,
+            rng=np.random.default_rng(config.seed),
+        )
+    boots = np.asarray(result.bootstrap_distribution, dtype=np.float64)
+    boots = boots[np.isfinite(boots)]
+    if boots.size == 0:
+        return {"ratio_ci_low": math.nan, "ratio_ci_high": math.nan}
+    tail = 100 * (1 - config.confidence) / 2
+    low, high = np.percentile(boots, [tail, 100 - tail])
+    return {"ratio_ci_low": float(low), "ratio_ci_high": float(high)}
 
 
 def _select_probe_inputs(predictions: Tensor, config: ValidateConfig) -> _Selection:

@@ -36,7 +36,7 @@ from lfp_mech.validate.artifacts import (
 from lfp_mech.validate.autointerp.describe import Descriptions, describe_features
 from lfp_mech.validate.config import ValidateConfig
 from lfp_mech.validate.feature_ids import FeatureIds, as_id_list
-from lfp_mech.validate.features import choose_features, high_mmcs_by_hook
+from lfp_mech.validate.features import choose_features, high_mmcs_by_hook, standardized_weights
 from lfp_mech.validate.frequency import frequency_rows
 from lfp_mech.validate.table import AblationResult, ablation_table, truncate_prompts
 
@@ -61,14 +61,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     saes_results = SAEsResults(ctx.stage_dir("saes"))
     probes = ProbesResults(ctx.stage_dir("probes"))
     saes = saes_results.load_saes("small", device=config.device)
+    probe_inputs = probes.probe_inputs()
     choice = choose_features(
         high_mmcs_by_hook(saes_results.high_mmcs_features()),
-        probes.probe_weights(),
+        _selection_weights(probes.probe_weights(), probe_inputs, config),
         {hook: int(sae.cfg.d_sae) for hook, sae in saes.items()},
         config.n_features_per_hook,
     )
     write_json(ctx.dir / FEATURE_CHOICE_FILE, choice)
-    probe_inputs = probes.probe_inputs()
     if probe_inputs is None:
         logger.warning(
             "the probes stage wrote no probe inputs (a run from an older version): Table 7 uses "
@@ -86,6 +86,19 @@ def run(ctx: StageContext) -> dict[str, Any]:
         probe_acts=None if probe_inputs is None else probe_inputs.features,
         probe_predictions=None if probe_inputs is None else probe_inputs.predicted_delta,
     )
+
+
+def _selection_weights(weight: Tensor, probe_inputs: Any, config: ValidateConfig) -> Tensor:
+    """The probe weights the features are chosen by (``config.weight_selection``)."""
+    if config.weight_selection == "raw":
+        return weight
+    if probe_inputs is None:
+        raise ConfigError(
+            "validate.weight_selection='standardized' needs the probe's inputs "
+            "(probes/probe_inputs.safetensors, absent in runs from older versions): rerun with "
+            "--force probes, or set validate.weight_selection=raw"
+        )
+    return standardized_weights(weight, probe_inputs.features)
 
 
 def run_validation(
@@ -273,6 +286,11 @@ def _summary(
     return {
         "n_features_described": len(described.rows),
         "n_task_related": sum(bool(r["task_related"]) for r in described.rows),
+        "n_task_related_uncorrected": sum(
+            bool(r.get("task_related_uncorrected")) for r in described.rows
+        ),
+        "task_related_correction": config.autointerp.correction,
+        "weight_selection": config.weight_selection,
         "llm_descriptions": described.used_llm,
         "ablated_set": ablated_set,
         "n_ablated": sum(len(v) for v in result.features["task"].values()),

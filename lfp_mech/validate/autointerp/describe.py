@@ -21,6 +21,7 @@ from lfp_mech.hooks import layer_of_hook
 from lfp_mech.validate.autointerp.corpus import Corpus, tokenize_corpus
 from lfp_mech.validate.autointerp.label import (
     DEAD_LABEL,
+    adjusted_p_values,
     label_feature,
     load_lexicon,
     valence_statistics,
@@ -109,7 +110,31 @@ def describe_features(
             exs = scan.examples(f, corpus)
             examples[hook][f] = exs
             rows.append(_row(hook, f, scan, exs, null_stats, lexicon, config, client))
+    _correct_task_related(rows, config)
     return Descriptions(rows, scans, examples, client is not None, config.label_source, nulls)
+
+
+def _correct_task_related(rows: list[dict[str, Any]], config: AutointerpConfig) -> None:
+    """Test the offline label of all described features together: ``q_value`` is the p-value
+    adjusted by ``config.correction`` over every row; ``task_related`` becomes ``q < alpha`` (and
+    the feature fires on a sentiment word); ``task_related_uncorrected`` keeps ``p < alpha``."""
+    q_values = adjusted_p_values([r["p_value"] for r in rows], config.correction)
+    for row, q in zip(rows, q_values, strict=True):
+        row["task_related_uncorrected"] = bool(row["task_related"])
+        row["q_value"] = float(q)
+        row["task_related"] = bool(
+            row["task_related"] and q < config.alpha and row["sentiment_share"] > 0
+        )
+    n_raw = sum(r["task_related_uncorrected"] for r in rows)
+    n_kept = sum(r["task_related"] for r in rows)
+    logger.info(
+        "task-related test: %d of %d features at p < %g, %d after %s correction",
+        n_raw,
+        len(rows),
+        config.alpha,
+        n_kept,
+        config.correction,
+    )
 
 
 def _llm_client(config: AutointerpConfig, client: LLMClient | None) -> LLMClient | None:

@@ -5,7 +5,9 @@ For the VADER task the words containing a feature's top-``k`` tokens are looked 
 lexicon; the statistic is their mean *absolute* valence ("how sentiment-laden are the words this
 feature fires on"). Its null distribution is the same statistic for random live features of the
 same SAE: ``p = (1 + #{null ≥ stat}) / (1 + n_null)`` (one-sided, permutation style) and a
-z-score against the null's mean and spread. A feature is task-related when ``p < alpha``.
+z-score against the null's mean and spread. A feature is task-related when ``p < alpha``; the
+description stage tests all chosen features together and corrects with Benjamini–Hochberg
+([`adjusted_p_values`][lfp_mech.validate.autointerp.label.adjusted_p_values]).
 """
 
 import math
@@ -17,7 +19,13 @@ import numpy as np
 
 from lfp_mech.errors import ConfigError
 
-__all__ = ["OfflineLabel", "label_feature", "load_lexicon", "valence_statistics"]
+__all__ = [
+    "OfflineLabel",
+    "adjusted_p_values",
+    "label_feature",
+    "load_lexicon",
+    "valence_statistics",
+]
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,20 @@ def label_feature(
         top = _most_common(shown, n_words)
         description = f"no clear sentiment: {', '.join(top)}"
     return OfflineLabel(description, related, p, z, stat, mean_val, share, top)
+
+
+def adjusted_p_values(p_values: Sequence[float], correction: str = "bh") -> np.ndarray:
+    """The p-values adjusted for testing them all together: ``"bh"`` — Benjamini–Hochberg
+    (``scipy.stats.false_discovery_control``: ``q < alpha`` controls the false discovery rate at
+    ``alpha``); ``"none"`` — unchanged. An empty list gives an empty array."""
+    p = np.asarray(list(p_values), dtype=np.float64)
+    if correction not in ("bh", "none"):
+        raise ConfigError(f"correction must be 'bh' or 'none', got {correction!r}")
+    if correction == "none" or p.size == 0:
+        return p
+    from scipy import stats
+
+    return np.asarray(stats.false_discovery_control(p, method="bh"), dtype=np.float64)
 
 
 def _null_test(stat: float, null_statistics: Sequence[float]) -> tuple[float, float]:
