@@ -23,13 +23,13 @@ from lfp_mech.irl.controls import expressed_lexicon_bound, log_ratio_control
 from lfp_mech.irl.demonstrations import Demonstrations, generate_demonstrations
 from lfp_mech.irl.evaluation import summarize_runs
 from lfp_mech.irl.persistence import save_reward_model
-from lfp_mech.irl.reward_model import RewardModel
-from lfp_mech.irl.tasks import IRLTask, get_task, task_prompts, task_texts
-from lfp_mech.irl.training import IRLRuns, run_seeds
+from lfp_mech.irl.selection import build_reward_model, inputs_cache, select_on_validation
+from lfp_mech.irl.tasks import IRLTask, get_task, task_prompts, task_texts, validation_prompts
+from lfp_mech.irl.training import VAL_METRICS, IRLRuns, run_seeds
 from lfp_mech.models.coerce import ModelLike
 from lfp_mech.tracking import tracker_name
 
-__all__ = ["ProbeFn", "run_task"]
+__all__ = ["ProbeFn", "TaskTexts", "run_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,46 +71,78 @@ def run_task(
     spec = get_task(task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    demos, other = _demonstrations(base, expert, spec, out_dir, config)
+    texts = _demonstrations(base, expert, spec, out_dir, config)
+    demos, other = texts.demos, texts.heldout
     true_reward = get_reward(spec.reward)
-    # The reward model stays float32 whatever the run's dtype: it is trained with plain Adam (no
-    # fp32 master weights) on max-margin differences of rewards, which bf16 would round away.
-    rm = RewardModel.from_base(
-        base,
-        mode=config.mode,
-        n_trainable_blocks=config.n_trainable_blocks,
-        max_length=config.max_length,
-        pooling=config.pooling,
-        n_layers=config.n_layers,
-        context_layer=config.context_layer,
-        device=config.device,
+    # Every choice on the validation split: the readout / lr grid, then each seed's epoch and
+    # threshold and the selected run inside run_seeds; the held-out texts are scored once.
+    chosen, grid = select_on_validation(
+        base, demos, true_reward, config, out_dir, val_texts=texts.validation
     )
-    cache = out_dir / files.REWARD_INPUTS_FILE
+    if grid:
+        write_table(out_dir / files.GRID_STEM, grid)
+    rm = build_reward_model(base, chosen)
     runs = run_seeds(
-        rm, demos, true_reward, config, other_texts=other, cache_path=cache,
-        track=tracker_name(out_dir),
+        rm, demos, true_reward, chosen, other_texts=other, val_texts=texts.validation,
+        cache_path=inputs_cache(out_dir, chosen), track=tracker_name(out_dir),
     )  # fmt: skip
+    config = chosen
     summary = summarize_runs(runs.rows)
-    extra = {"task": spec.name, "selected_run": runs.best, "true_reward": spec.reward}
+    extra = {
+        "task": spec.name,
+        "selected_run": runs.best,
+        "selected_on": "validation",
+        "true_reward": spec.reward,
+    }
     save_reward_model(rm, out_dir / files.REWARD_MODEL_DIR, extra=extra)
     write_table(out_dir / files.RUNS_STEM, runs.rows)
+    write_table(out_dir / files.EPOCHS_STEM, runs.epoch_rows)
     controls = _controls(base, expert, spec, demos, runs, config, probe_fn)
     write_jsonl(out_dir / f"{files.HELDOUT_STEM}.jsonl", _heldout_rows(runs, controls))
     _save_figures(out_dir, spec, runs, controls.probe, config)
     summary.update(_details(spec, demos, runs, controls, config, out_dir))
+    summary["validation"] = _validation_stats(runs)
+    summary["selected_config"] = {
+        "pooling": config.pooling, "context_layer": config.context_layer, "lr": config.lr,
+        "chosen_on": "validation" if grid else "the only candidate",
+    }  # fmt: skip
     write_json(out_dir / files.TASK_SUMMARY_FILE, summary)
     return _headline(spec, summary, runs, controls, out_dir)
 
 
+@dataclass(frozen=True)
+class TaskTexts:
+    """The texts of one experiment: demonstrations (train / val / test prompts completed by
+    both models), the extra validation texts and the extra held-out texts."""
+
+    demos: Demonstrations
+    validation: list[str]
+    heldout: list[str]
+
+    @property
+    def used_prompts(self) -> list[str]:
+        """Every prompt that produced an IRL text (policies are compared on none of them)."""
+        return [p for split in ("train", "val", "test") for p in self.demos.prompts[split]]
+
+
 def _demonstrations(
     base: ModelLike, expert: ModelLike, spec: IRLTask, out_dir: Path, config: IRLConfig
-) -> tuple[Demonstrations, list[str]]:
-    """The two models' completions of the task's train/test prompts, and its other texts."""
+) -> TaskTexts:
+    """The two models' completions of the task's train / validation / test prompts, and its
+    extra validation and held-out texts (disjoint: see
+    [`lfp_mech.irl.tasks`][lfp_mech.irl.tasks])."""
     train = task_prompts(spec.prompt_set, "train", config.n_train_prompts, config.seed)
     test = task_prompts(spec.prompt_set, "test", config.n_test_prompts, config.seed)
-    demos = generate_demonstrations(expert, base, train, test, config, cache_dir=out_dir)
-    other = task_texts(spec, config.n_other_texts, exclude=train + test, seed=config.seed)
-    return demos, other
+    val = validation_prompts(spec.prompt_set, config.n_val_prompts, train, config.seed)
+    demos = generate_demonstrations(
+        expert, base, train, test, config, cache_dir=out_dir, prompts_val=val
+    )
+    used = train + val + test
+    other = task_texts(spec, config.n_other_texts, exclude=used, seed=config.seed)
+    val_other = task_texts(
+        spec, config.n_val_texts, exclude=used, seed=config.seed, split="validation"
+    )
+    return TaskTexts(demos, val_other, other)
 
 
 def _controls(
@@ -141,6 +173,25 @@ def _controls(
         )
         controls.lexicon_bound = bound
     return controls
+
+
+def _validation_stats(runs: IRLRuns) -> dict[str, dict[str, float]]:
+    """Over seeds (each at its chosen epoch): the validation metrics' mean, std, median, min,
+    max — the numbers the choices were made on, beside the held-out ones."""
+    import numpy as np
+
+    out = {}
+    for metric in VAL_METRICS:
+        values = np.asarray([r[f"val_{metric}"] for r in runs.rows], dtype=float)
+        values = values[~np.isnan(values)]
+        out[metric] = {
+            "mean": float(values.mean()) if len(values) else float("nan"),
+            "std": float(values.std()) if len(values) else float("nan"),
+            "median": float(np.median(values)) if len(values) else float("nan"),
+            "min": float(values.min()) if len(values) else float("nan"),
+            "max": float(values.max()) if len(values) else float("nan"),
+        }
+    return out
 
 
 def _heldout_rows(runs: IRLRuns, controls: _Controls) -> list[dict[str, Any]]:
@@ -174,16 +225,20 @@ def _save_figures(
     from lfp_mech.irl.plots import plot_seed_agreement, plot_seed_heatmaps, plot_three_way
     from lfp_mech.plotting import save_figure
 
-    heatmaps = plot_seed_heatmaps(runs.rows, title=f"IRL ({spec.name}): seeds × epochs")
+    heatmaps = plot_seed_heatmaps(
+        runs.epoch_rows,
+        ("val_acc", "val_auroc"),
+        title=f"IRL ({spec.name}): seeds × epochs, validation split",
+    )
     save_figure(heatmaps, out_dir / files.HEATMAPS_FIGURE)
-    seeds = [r["seed"] for r in runs.rows if r["epoch"] == config.n_epochs]
+    seeds = [r["seed"] for r in runs.rows]
     agreement = plot_seed_agreement(runs.final_scores, seeds=seeds)
     save_figure(agreement, out_dir / files.SEED_AGREEMENT_FIGURE)
     three_way = plot_three_way(
         runs.heldout_true.numpy(),
         runs.best_scores.numpy(),
         None if probe is None else probe.numpy(),
-        title=f"{spec.name}: held-out texts (best IRL run)",
+        title=f"{spec.name}: held-out texts (IRL run selected on validation)",
     )
     save_figure(three_way, out_dir / files.THREE_WAY_FIGURE)
 
@@ -232,9 +287,15 @@ def _headline(
         "acc_median": final["acc"]["median"],
         "acc_mean": final["acc"]["mean"],
         "acc_std": final["acc"]["std"],
+        "acc_min": final["acc"]["min"],
+        "acc_max": final["acc"]["max"],
+        "balanced_acc_median": final["balanced_acc"]["median"],
         "f1_median": final["f1"]["median"],
+        "auroc_median": final["auroc"]["median"],
         "spearman_median": final["spearman"]["median"],
+        "val_acc_median": summary["validation"]["acc"]["median"],
         "best_acc": summary["best_run"]["acc"],
+        "best_selected_on": summary["best_run_selected_on"],
         "majority_baseline_acc": summary["majority_baseline_acc"],
         "supervised_ceiling_acc": runs.supervised_ceiling["acc"],
         "n_runs": summary["n_runs"],
