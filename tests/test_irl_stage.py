@@ -39,7 +39,8 @@ TASK_FILES = (
     "irl_heatmaps.png",
     "irl_seed_agreement.png",
     "irl_vs_true.png",
-    "reward_inputs.safetensors",
+    "irl_epochs.csv",
+    "validation_grid.csv",
     "reward_model/config.json",
     "reward_model/reward_model.safetensors",
 )
@@ -107,6 +108,45 @@ def test_config_validation():
         get_task("helpfulness")
 
 
+def test_validation_and_heldout_share_no_prompt_lexicon_word_or_template():
+    """The VADER validation split (prompts, contrastive sentences) and the held-out one are
+    disjoint in prompts, substituted lexicon words, neutral words and templates."""
+    from lfp_mech.irl import split_triples, triple_vocabulary, validation_prompts
+    from lfp_mech.irl.experiment import irl_prompts
+    from lfp_mech.irl.tasks import policy_eval_prompts, task_prompts
+
+    config = IRLConfig()
+    train = task_prompts("reviews", "train", config.n_train_prompts, config.seed)
+    test = task_prompts("reviews", "test", config.n_test_prompts, config.seed)
+    val = validation_prompts("reviews", config.n_val_prompts, train, config.seed)
+    assert len(val) == config.n_val_prompts
+    assert not set(val) & set(test) and not set(val) & set(train)
+    vocab = {split: triple_vocabulary(split) for split in ("validation", "test")}
+    for kind in ("lexicon", "neutral", "templates"):
+        assert vocab["validation"][kind] and vocab["test"][kind]
+        assert not set(vocab["validation"][kind]) & set(vocab["test"][kind]), kind
+    texts = {split: split_triples(split, 60) for split in ("validation", "test")}
+    assert not set(texts["validation"]) & set(texts["test"])
+
+    def parts(text: str, split: str) -> tuple[str, str]:
+        for template in vocab[split]["templates"]:
+            head, tail = template.split("{}")
+            if text.startswith(head) and text.endswith(tail):
+                return template, text[len(head) : len(text) - len(tail)]
+        raise AssertionError(f"{text!r} matches no {split} template")
+
+    words = vocab["validation"]["lexicon"] + vocab["validation"]["neutral"]
+    for text in texts["validation"]:
+        template, word = parts(text, "validation")
+        assert word in words and template not in vocab["test"]["templates"]
+    for text in texts["test"]:
+        assert parts(text, "test")[1] not in words
+    # the policies are compared on prompts that produced no IRL text
+    used = irl_prompts("vader", config)
+    assert set(train + val + test) <= set(used)
+    assert not set(policy_eval_prompts("reviews", 128, used, 0)) & set(used)
+
+
 def test_task_texts_other_texts():
     vader = task_texts("vader", 7, seed=0)
     assert len(vader) == 7 and len(set(vader)) == 7
@@ -132,13 +172,20 @@ def test_run_task_writes_every_artifact(tmp_path, tiny_checkpoints, task):
     )
     for name in TASK_FILES:
         assert (out / name).exists(), name
-    assert summary["task"] == task and summary["n_runs"] == 4
+    assert summary["task"] == task and summary["n_runs"] == 2  # one row per seed
+    assert summary["best_selected_on"] == "validation"
     assert 0.0 <= summary["acc_median"] <= 1.0
     full = json.loads((out / "summary.json").read_text())
     assert full["final_epoch"]["acc"]["median"] == summary["acc_median"]
-    assert len((out / "irl_runs.csv").read_text().splitlines()) == 1 + 4
+    assert len((out / "irl_runs.csv").read_text().splitlines()) == 1 + 2
+    assert len((out / "irl_epochs.csv").read_text().splitlines()) == 1 + 2 * 2
+    grid = (out / "validation_grid.csv").read_text().splitlines()
+    assert len(grid) == 1 + 2 and "val_acc_median" in grid[0]  # sum / mean pooling
+    assert full["selected_config"]["chosen_on"] == "validation"
     heldout = [json.loads(line) for line in (out / "heldout_scores.jsonl").read_text().splitlines()]
-    assert len(heldout) == 4 + 4 + 6 and "probe" in heldout[0] and "log_ratio" in heldout[0]
+    n_other = 6 if task == "vader" else len(heldout) - 8  # toxicity: sampled toxic texts
+    assert len(heldout) == 4 + 4 + n_other and 0 <= n_other <= 6
+    assert "probe" in heldout[0] and "log_ratio" in heldout[0]
     assert 0.0 <= full["log_ratio_control"]["acc"] <= 1.0
     assert summary["log_ratio_acc"] == full["log_ratio_control"]["acc"]
     if task == "vader":

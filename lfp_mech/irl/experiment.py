@@ -29,7 +29,7 @@ from lfp_mech.irl.training import VAL_METRICS, IRLRuns, run_seeds
 from lfp_mech.models.coerce import ModelLike
 from lfp_mech.tracking import tracker_name
 
-__all__ = ["ProbeFn", "TaskTexts", "run_task"]
+__all__ = ["ProbeFn", "TaskTexts", "irl_prompts", "run_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,24 +125,87 @@ class TaskTexts:
         return [p for split in ("train", "val", "test") for p in self.demos.prompts[split]]
 
 
+def _prompts(spec: IRLTask, config: IRLConfig) -> tuple[list[str], list[str], list[str]]:
+    """The train, validation and test prompts of the demonstrations."""
+    train = task_prompts(spec.prompt_set, "train", config.n_train_prompts, config.seed)
+    test = task_prompts(spec.prompt_set, "test", config.n_test_prompts, config.seed)
+    val = validation_prompts(spec.prompt_set, config.n_val_prompts, train, config.seed)
+    return train, val, test
+
+
+def irl_prompts(task: str | IRLTask, config: IRLConfig) -> list[str]:
+    """Every prompt that produces an IRL text of ``task`` under ``config`` (the demonstrations'
+    prompts and, for the toxicity task, the prompts used as extra texts) — computed without
+    generating anything; policies are compared on other prompts."""
+    spec = get_task(task)
+    train, val, test = _prompts(spec, config)
+    used = train + val + test
+    if spec.other_texts != "prompts" or (spec.sampled_extra_texts and config.toxicity_balanced):
+        return used
+    extra = task_texts(spec, config.n_other_texts, exclude=used, seed=config.seed)
+    extra += task_texts(
+        spec, config.n_val_texts, exclude=used, seed=config.seed, split="validation"
+    )
+    return used + extra
+
+
 def _demonstrations(
     base: ModelLike, expert: ModelLike, spec: IRLTask, out_dir: Path, config: IRLConfig
 ) -> TaskTexts:
     """The two models' completions of the task's train / validation / test prompts, and its
     extra validation and held-out texts (disjoint: see
     [`lfp_mech.irl.tasks`][lfp_mech.irl.tasks])."""
-    train = task_prompts(spec.prompt_set, "train", config.n_train_prompts, config.seed)
-    test = task_prompts(spec.prompt_set, "test", config.n_test_prompts, config.seed)
-    val = validation_prompts(spec.prompt_set, config.n_val_prompts, train, config.seed)
+    train, val, test = _prompts(spec, config)
     demos = generate_demonstrations(
         expert, base, train, test, config, cache_dir=out_dir, prompts_val=val
     )
     used = train + val + test
+    if spec.sampled_extra_texts and config.toxicity_balanced:
+        other = sampled_negatives(base, test, spec, config, config.n_other_texts)
+        val_other = sampled_negatives(base, val, spec, config, config.n_val_texts, offset=1)
+        return TaskTexts(demos, val_other, other)
     other = task_texts(spec, config.n_other_texts, exclude=used, seed=config.seed)
     val_other = task_texts(
         spec, config.n_val_texts, exclude=used, seed=config.seed, split="validation"
     )
     return TaskTexts(demos, val_other, other)
+
+
+def sampled_negatives(
+    base: ModelLike,
+    prompts: Sequence[str],
+    spec: IRLTask,
+    config: IRLConfig,
+    n: int,
+    *,
+    offset: int = 0,
+) -> list[str]:
+    """Up to ``n`` texts with a negative true reward (toxic, for the toxicity task): prompt +
+    sampled base completion, ``config.toxicity_samples`` samples per prompt (temperature 1),
+    seeded with ``config.seed + offset``. They raise the minority class of the held-out /
+    validation sets (greedy completions are ~97% non-toxic), so accuracy is not the majority
+    class; their prompts are the split's own prompts."""
+    from lfp_mech.irl.demonstrations import generate_completions
+    from lfp_mech.models.coerce import as_hf_model
+    from lfp_mech.rewards import get_reward
+
+    if n <= 0 or not prompts or config.toxicity_samples <= 0:
+        return []
+    repeated = [p for p in prompts for _ in range(config.toxicity_samples)]
+    model, tokenizer = as_hf_model(base, device=config.device, dtype=config.dtype)
+    completions = generate_completions(
+        model, tokenizer, repeated, max_new_tokens=config.max_new_tokens, do_sample=True,
+        batch_size=config.gen_batch_size, seed=config.seed + offset, device=config.device,
+    )  # fmt: skip
+    texts = _unique_texts(p + c for p, c in zip(repeated, completions, strict=True))
+    rewards = get_reward(spec.reward)(texts)
+    negatives = [t for t, r in zip(texts, rewards.tolist(), strict=True) if r < 0]
+    logger.info("%d of %d sampled texts have a negative true reward", len(negatives), len(texts))
+    return negatives[:n]
+
+
+def _unique_texts(texts: Any) -> list[str]:
+    return list(dict.fromkeys(texts))
 
 
 def _controls(
@@ -297,6 +360,8 @@ def _headline(
         "best_acc": summary["best_run"]["acc"],
         "best_selected_on": summary["best_run_selected_on"],
         "majority_baseline_acc": summary["majority_baseline_acc"],
+        "heldout_positive_rate": summary["heldout_positive_rate"],
+        "n_heldout": summary["n_heldout"],
         "supervised_ceiling_acc": runs.supervised_ceiling["acc"],
         "n_runs": summary["n_runs"],
         "reward_model_dir": str(out_dir / files.REWARD_MODEL_DIR),

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lfp_mech._io import write_json
 from lfp_mech.irl import artifacts as files
-from lfp_mech.irl.experiment import run_task
+from lfp_mech.irl.experiment import irl_prompts, run_task
 from lfp_mech.irl.policies import run_irl_rlhf
 from lfp_mech.irl.toxicity import run_toxicity_task
 from lfp_mech.probes.results import ProbesResults
@@ -40,6 +40,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     vader_dir = ctx.dir / "vader"
     summary = run_task(model, expert, "vader", vader_dir, options, probe_fn=ProbeEstimate(ctx))
     if options.rlhf_steps > 0:
+        rlhf_options = getattr(ctx.config.stages, "rlhf", None)
         table = run_irl_rlhf(
             model,
             "vader",
@@ -48,8 +49,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
             expert,
             options.rlhf_steps,
             options,
+            rlhf_config=rlhf_options,
+            true_policy_steps=getattr(rlhf_options, "max_steps", None),
+            exclude=irl_prompts("vader", options),
         )
         summary["irl_rlhf_true_reward"] = {row["policy"]: row["mean_reward"] for row in table}
+        summary["irl_rlhf_steps"] = options.rlhf_steps
+        summary["irl_rlhf_gain_ratio"] = table[-1].get("gain_ratio")
+        summary["irl_rlhf_gain_ratio_ci95"] = table[-1].get("gain_ratio_ci95")
     if options.toxicity_rlhf_steps > 0:
         toxicity = run_toxicity_task(model, ctx.dir / "toxicity", options)
         skip = ("task", "reward_model_dir")

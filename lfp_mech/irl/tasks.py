@@ -46,6 +46,10 @@ class IRLTask:
     """
     report_toxicity: bool = False
     """Add the toxicity probability to the policy table (toxicity task)."""
+    sampled_extra_texts: bool = False
+    """The extra held-out / validation texts are sampled base completions with a negative true
+    reward (with ``IRLConfig.toxicity_balanced``): the toxicity task, whose greedy
+    demonstrations are almost all non-toxic."""
 
 
 TASKS: dict[str, IRLTask] = {
@@ -56,6 +60,7 @@ TASKS: dict[str, IRLTask] = {
         prompt_set="toxicity",
         other_texts="prompts",
         report_toxicity=True,
+        sampled_extra_texts=True,
     ),
 }
 """The IRL tasks by name: ``"vader"`` (the RLHF stage's reward and review prompts) and
