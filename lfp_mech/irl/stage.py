@@ -14,6 +14,7 @@ Reads the rlhf, saes and probes stages through their results classes; writes ``s
 [`lfp_mech.irl.results.IRLResults`][lfp_mech.irl.results.IRLResults].
 """
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +33,22 @@ from lfp_mech.stage_api import SUMMARY_FILE, StageContext
 
 __all__ = ["ProbeEstimate", "run"]
 
+logger = logging.getLogger(__name__)
+
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """IRL on the VADER task, IRL-RLHF on its reward, then the toxicity task; the summary."""
     options, model = ctx.options, ctx.config.model
     expert = RLHFResults(ctx.stage_dir("rlhf")).policy_dir
     vader_dir = ctx.dir / "vader"
-    summary = run_task(model, expert, "vader", vader_dir, options, probe_fn=ProbeEstimate(ctx))
+    probes_ran = (
+        ProbesResults(ctx.stage_dir("probes")).exists()
+        and SAEsResults(ctx.stage_dir("saes")).exists()
+    )
+    if not probes_ran:
+        logger.info("no probes stage in this run: the three-way comparison has no probe column")
+    probe_fn = ProbeEstimate(ctx) if probes_ran else None
+    summary = run_task(model, expert, "vader", vader_dir, options, probe_fn=probe_fn)
     if options.rlhf_steps > 0:
         rlhf_options = getattr(ctx.config.stages, "rlhf", None)
         table = run_irl_rlhf(
