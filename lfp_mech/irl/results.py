@@ -56,8 +56,9 @@ class IRLTaskResults(StageResults):
 
     @property
     def final_epoch(self) -> "pd.DataFrame":
-        """Over seeds, last epoch of each: one row per metric, columns mean, std, median, min,
-        max (the honest headline; ``summary["best_run"]`` is the optimistic best-of-N)."""
+        """Over seeds, each at the epoch chosen on validation and scored once on the held-out
+        texts: one row per metric, columns mean, std, median, min, max (the headline;
+        ``summary["best_run"]`` is the run selected on validation)."""
         import pandas as pd
 
         return pd.DataFrame(self.summary["final_epoch"]).T
@@ -74,12 +75,28 @@ class IRLTaskResults(StageResults):
         """One row per completion: split, role (expert / non_expert), index, prompt, completion."""
         return self.jsonl(files.DEMONSTRATIONS_FILE.removesuffix(".jsonl"))
 
+    @property
+    def epochs(self) -> "pd.DataFrame":
+        """Validation metrics per seed × epoch (what the epochs were chosen on)."""
+        return self.table(files.EPOCHS_STEM)
+
+    @property
+    def validation_grid(self) -> "pd.DataFrame | None":
+        """The readout × lr grid on the validation split (None with a single candidate)."""
+        if not (self.path / f"{files.GRID_STEM}.csv").exists():
+            return None
+        return self.table(files.GRID_STEM)
+
     def headline(self) -> dict[str, Any]:
-        """Median accuracy, F1 and Spearman over seeds, the best run, the baselines and controls."""
+        """Median accuracy, balanced accuracy, F1, AUROC and Spearman over seeds, the run
+        selected on validation, the baselines and controls."""
         s = self.summary
         final = s["final_epoch"]
         return {
             "acc_median": final["acc"]["median"],
+            "balanced_acc_median": final["balanced_acc"]["median"],
+            "auroc_median": final["auroc"]["median"],
+            "val_acc_median": s["validation"]["acc"]["median"],
             "f1_median": final["f1"]["median"],
             "spearman_median": final["spearman"]["median"],
             "best_acc": s["best_run"]["acc"],

@@ -42,8 +42,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     expert = RLHFResults(ctx.stage_dir("rlhf")).policy_dir
     vader_dir = ctx.dir / "vader"
     probes_ran = (
-        ProbesResults(ctx.stage_dir("probes")).exists
-        and SAEsResults(ctx.stage_dir("saes")).exists
+        ProbesResults(ctx.stage_dir("probes")).exists and SAEsResults(ctx.stage_dir("saes")).exists
     )
     if not probes_ran:
         logger.info("no probes stage in this run: the three-way comparison has no probe column")

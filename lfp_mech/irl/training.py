@@ -245,17 +245,7 @@ def run_seeds(
     true_all = true_reward(data.texts).float().cpu()
     fit_val, held = _encode(rm, data, config, cache_path, score_heldout)
     timings = {"encode_s": time.perf_counter() - t0}
-    rm.reset(config.seed)
-    features = rm.pooled_features(fit_val, batch_size=config.eval_batch_size)
-    rm.fit_readout_scale(features[data.fit_idx])
-    ceiling: dict[str, float | int] = {}
-    if held is not None:
-        held_features = rm.pooled_features(held, batch_size=config.eval_batch_size)
-        ceiling = supervised_ceiling(
-            features[data.fit_idx], true_all[data.fit_idx], held_features,
-            true_all[data.held_idx],
-        ).as_dict()  # fmt: skip
-        logger.info("supervised ceiling (true labels, same features): acc %.3f", ceiling["acc"])
+    ceiling = _fit_scale_and_ceiling(rm, fit_val, held, data, true_all, config)
     rows: list[dict[str, Any]] = []
     epoch_rows: list[dict[str, Any]] = []
     final_scores = torch.zeros(config.n_seeds, len(data.held_idx))
@@ -298,6 +288,29 @@ def run_seeds(
         epoch_rows=epoch_rows,
         val_texts=[data.texts[i] for i in data.val_idx.tolist()],
     )
+
+
+def _fit_scale_and_ceiling(
+    rm: RewardModel,
+    fit_val: RewardInputs,
+    held: RewardInputs | None,
+    data: _Texts,
+    true_all: Tensor,
+    config: IRLConfig,
+) -> dict[str, float | int]:
+    """Scale the readouts on the training texts; the supervised ceiling on the held-out texts
+    (empty without them)."""
+    rm.reset(config.seed)
+    features = rm.pooled_features(fit_val, batch_size=config.eval_batch_size)
+    rm.fit_readout_scale(features[data.fit_idx])
+    if held is None:
+        return {}
+    held_features = rm.pooled_features(held, batch_size=config.eval_batch_size)
+    ceiling = supervised_ceiling(
+        features[data.fit_idx], true_all[data.fit_idx], held_features, true_all[data.held_idx]
+    ).as_dict()
+    logger.info("supervised ceiling (true labels, same features): acc %.3f", ceiling["acc"])
+    return ceiling
 
 
 VAL_METRICS = ("acc", "balanced_acc", "f1", "auroc", "spearman")
