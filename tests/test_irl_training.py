@@ -304,3 +304,30 @@ def test_expressed_lexicon_bound_keeps_the_words_the_expert_moved():
     assert torch.equal(bound["expressed"]["scores"], torch.tensor([0.0, 2.0, -2.0, 0.0]))
     assert bound["seen"]["acc"] == 0.75 and bound["expressed"]["acc"] == 0.5
     assert bound["seen"]["threshold"] == 0.0
+
+
+# --------------------------------------------------------------------------- IRL-RLHF helpers
+
+
+def test_gain_ratio_point_and_bootstrap_interval():
+    from lfp_mech.irl.policies import gain_ratio
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.0, 0.1, 200)
+    true = base + 2.0
+    irl = base + 1.0
+    out = gain_ratio(base, true, irl, n_boot=500)
+    assert out["gain_ratio"] == pytest.approx(0.5)
+    assert out["gain_ratio_ci95"][0] <= 0.5 <= out["gain_ratio_ci95"][1]
+    assert out["gain"] == pytest.approx(1.0) and out["gain_true_reward_policy"] == pytest.approx(
+        2.0
+    )
+
+
+def test_monitored_reward_records_the_true_reward_without_changing_the_trained_one():
+    from lfp_mech.irl.policies import MonitoredReward
+
+    monitored = MonitoredReward(lambda t: torch.ones(len(t)), marker_reward)
+    out = monitored(["a zebra", "a cat"])
+    assert torch.equal(out, torch.ones(2))
+    assert monitored.rows == [{"call": 1, "irl_reward_mean": 1.0, "true_reward_mean": 0.0}]
