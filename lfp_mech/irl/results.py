@@ -179,6 +179,37 @@ class IRLTaskResults(StageResults):
             columns["expressed-lexicon bound"] = pd.Series(summary["lexicon_bound"]["expressed"])
         return pd.DataFrame(columns).loc[list(metrics)].astype(float)
 
+    def protocol_table(
+        self, metrics: "tuple[str, ...]" = ("acc", "balanced_acc", "f1", "auroc", "spearman")
+    ) -> "pd.DataFrame":
+        """The measurement table of the validation protocol, one row per metric: the validation
+        median over seeds (what the choices were made on), the held-out median, mean ± sd and
+        min–max over seeds, the run selected on validation (held-out), and the controls on the
+        same held-out texts."""
+        import pandas as pd
+
+        s, final = self.summary, self.final_epoch
+        validation = s.get("validation", {})
+        rows = {}
+        for m in metrics:
+            row = {
+                "validation median": validation.get(m, {}).get("median", float("nan")),
+                "held-out median": final.loc[m, "median"],
+                "held-out mean ± sd": f"{final.loc[m, 'mean']:.3f} ± {final.loc[m, 'std']:.3f}",
+                "held-out min–max": f"{final.loc[m, 'min']:.3f}–{final.loc[m, 'max']:.3f}",
+                "selected on validation": s["best_run"].get(m, float("nan")),
+            }
+            for label, key in (
+                ("supervised ceiling", "supervised_ceiling"),
+                ("log-ratio", "log_ratio_control"),
+            ):
+                row[label] = (s.get(key) or {}).get(m, float("nan"))
+            row["lexicon bound"] = ((s.get("lexicon_bound") or {}).get("expressed") or {}).get(
+                m, float("nan")
+            )
+            rows[m] = row
+        return pd.DataFrame(rows).T
+
     def plot_seed_heatmaps(self) -> "Figure":
         """Accuracy and Spearman per seed × epoch (``irl_heatmaps.png``)."""
         from lfp_mech.irl.plots import plot_seed_heatmaps
