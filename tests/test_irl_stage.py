@@ -383,3 +383,18 @@ def test_run_task_on_smollm2_slice(tmp_path, smollm2_hf):
     loaded = load_reward_model(tmp_path / "reward_model")
     scores = loaded.score([h["text"] for h in heldout[:6]])
     assert torch.allclose(scores, torch.tensor([h["irl_reward"] for h in heldout[:6]]), atol=1e-3)
+
+
+def test_jigsaw_toxicity_prompts_fail_early_with_the_offline_alternative(monkeypatch):
+    """The hub path of the toxicity task: without the hub, one clear error before training."""
+    from lfp_mech.errors import HubUnavailableError
+    from lfp_mech.irl.toxicity import check_prompts_reachable, task_spec
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = IRLConfig(toxicity_prompts="jigsaw")
+    assert (
+        task_spec(config).prompt_set == "jigsaw" and task_spec(IRLConfig()).prompt_set == "toxicity"
+    )
+    with pytest.raises(HubUnavailableError, match="'toxicity' shipped with lfp_mech"):
+        check_prompts_reachable(config)
+    check_prompts_reachable(IRLConfig(toxicity_rlhf_steps=0, toxicity_prompts="jigsaw"))  # unused

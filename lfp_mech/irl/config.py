@@ -126,6 +126,12 @@ class IRLConfig(StageConfig):
     """Toxicity task: the held-out and validation texts are sampled balanced by the offline
     classifier (as many toxic as non-toxic, toxic ones from ``toxicity_samples`` sampled base
     completions per prompt), so accuracy is not the majority class."""
+    toxicity_prompts: Literal["toxicity", "jigsaw"] = "toxicity"
+    """Prompts of the toxicity task: "toxicity" (offline, shipped) or "jigsaw" (the IRL paper's
+    Jigsaw toxic-comment prefixes; needs the Hugging Face hub — the stage checks it first and
+    stops with a message naming the offline set when the hub is unreachable). The toxicity
+    reward uses s-nlp/roberta_toxicity_classifier when it is in the HF cache, else the offline
+    classifier."""
     toxicity_samples: int = 4
     """Sampled base-model completions per held-out / validation prompt, the pool of toxic texts
     of the balanced toxicity sets."""
@@ -154,6 +160,7 @@ class IRLConfig(StageConfig):
         self.require_choice("mode", ("cached", "full"))
         self.require_choice("pooling", POOLINGS)
         self.require_choice("threshold_method", ("accuracy", "median"))
+        self.require_choice("toxicity_prompts", ("toxicity", "jigsaw"))
         self.require_optional_at_least(1, "n_layers")
         if self.context_layer != "auto":
             self.require_optional_at_least(1, "context_layer")

@@ -232,7 +232,7 @@ def irl_rlhf_config(
 
 def run_irl_rlhf(
     base: ModelLike,
-    task: str,
+    task: str | IRLTask,
     reward_model_dir: Path,
     out_dir: Path,
     true_policy: ModelLike,
@@ -256,7 +256,7 @@ def run_irl_rlhf(
     from lfp_mech.rlhf import train_policy
 
     prompt_set = get_task(task).prompt_set
-    cfg = irl_rlhf_config(task, steps, config, lr=lr, rlhf_config=rlhf_config)
+    cfg = irl_rlhf_config(get_task(task).name, steps, config, lr=lr, rlhf_config=rlhf_config)
     prompts = load_prompts(prompt_set, "train")
     if true_policy_steps != steps:
         true_policy = str(

@@ -25,7 +25,7 @@ from lfp_mech._io import write_json
 from lfp_mech.irl import artifacts as files
 from lfp_mech.irl.experiment import irl_prompts, run_task
 from lfp_mech.irl.policies import run_irl_rlhf
-from lfp_mech.irl.toxicity import run_toxicity_task
+from lfp_mech.irl.toxicity import check_prompts_reachable, run_toxicity_task
 from lfp_mech.probes.results import ProbesResults
 from lfp_mech.rlhf.results import RLHFResults
 from lfp_mech.saes.results import SAEsResults
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 def run(ctx: StageContext) -> dict[str, Any]:
     """IRL on the VADER task, IRL-RLHF on its reward, then the toxicity task; the summary."""
     options, model = ctx.options, ctx.config.model
+    check_prompts_reachable(options)  # the hub's Jigsaw prompts, before any training
     expert = RLHFResults(ctx.stage_dir("rlhf")).policy_dir
     vader_dir = ctx.dir / "vader"
     probes_ran = (
