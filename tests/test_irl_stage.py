@@ -283,6 +283,9 @@ def test_stage_runs_the_tasks_and_results_read_them_back(tmp_path, tiny_checkpoi
     ctx = _context(
         tmp_path, tiny_checkpoints, rlhf_steps=0, toxicity_irl_rlhf_steps=0, rlhf_eval_prompts=4
     )
+    for stage in ("saes", "probes"):  # the probe estimate is used when both stages ran
+        (ctx.run_dir / stage).mkdir()
+        (ctx.run_dir / stage / "summary.json").write_text("{}")
     summary = irl_stage.run(ctx)
     assert summary["task"] == "vader" and summary["n_runs"] == 2  # one row per seed
     assert "irl_rlhf_true_reward" not in summary
