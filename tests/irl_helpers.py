@@ -49,6 +49,8 @@ def small_config(**overrides) -> IRLConfig:
         n_train_prompts=4,
         n_test_prompts=4,
         n_other_texts=6,
+        n_val_prompts=4,
+        n_val_texts=6,
         max_new_tokens=4,
         gen_batch_size=4,
         n_seeds=2,

@@ -39,7 +39,8 @@ TASK_FILES = (
     "irl_heatmaps.png",
     "irl_seed_agreement.png",
     "irl_vs_true.png",
-    "reward_inputs.safetensors",
+    "irl_epochs.csv",
+    "validation_grid.csv",
     "reward_model/config.json",
     "reward_model/reward_model.safetensors",
 )
@@ -107,6 +108,45 @@ def test_config_validation():
         get_task("helpfulness")
 
 
+def test_validation_and_heldout_share_no_prompt_lexicon_word_or_template():
+    """The VADER validation split (prompts, contrastive sentences) and the held-out one are
+    disjoint in prompts, substituted lexicon words, neutral words and templates."""
+    from lfp_mech.irl import split_triples, triple_vocabulary, validation_prompts
+    from lfp_mech.irl.experiment import irl_prompts
+    from lfp_mech.irl.tasks import policy_eval_prompts, task_prompts
+
+    config = IRLConfig()
+    train = task_prompts("reviews", "train", config.n_train_prompts, config.seed)
+    test = task_prompts("reviews", "test", config.n_test_prompts, config.seed)
+    val = validation_prompts("reviews", config.n_val_prompts, train, config.seed)
+    assert len(val) == config.n_val_prompts
+    assert not set(val) & set(test) and not set(val) & set(train)
+    vocab = {split: triple_vocabulary(split) for split in ("validation", "test")}
+    for kind in ("lexicon", "neutral", "templates"):
+        assert vocab["validation"][kind] and vocab["test"][kind]
+        assert not set(vocab["validation"][kind]) & set(vocab["test"][kind]), kind
+    texts = {split: split_triples(split, 60) for split in ("validation", "test")}
+    assert not set(texts["validation"]) & set(texts["test"])
+
+    def parts(text: str, split: str) -> tuple[str, str]:
+        for template in vocab[split]["templates"]:
+            head, tail = template.split("{}")
+            if text.startswith(head) and text.endswith(tail):
+                return template, text[len(head) : len(text) - len(tail)]
+        raise AssertionError(f"{text!r} matches no {split} template")
+
+    words = vocab["validation"]["lexicon"] + vocab["validation"]["neutral"]
+    for text in texts["validation"]:
+        template, word = parts(text, "validation")
+        assert word in words and template not in vocab["test"]["templates"]
+    for text in texts["test"]:
+        assert parts(text, "test")[1] not in words
+    # the policies are compared on prompts that produced no IRL text
+    used = irl_prompts("vader", config)
+    assert set(train + val + test) <= set(used)
+    assert not set(policy_eval_prompts("reviews", 128, used, 0)) & set(used)
+
+
 def test_task_texts_other_texts():
     vader = task_texts("vader", 7, seed=0)
     assert len(vader) == 7 and len(set(vader)) == 7
@@ -132,13 +172,20 @@ def test_run_task_writes_every_artifact(tmp_path, tiny_checkpoints, task):
     )
     for name in TASK_FILES:
         assert (out / name).exists(), name
-    assert summary["task"] == task and summary["n_runs"] == 4
+    assert summary["task"] == task and summary["n_runs"] == 2  # one row per seed
+    assert summary["best_selected_on"] == "validation"
     assert 0.0 <= summary["acc_median"] <= 1.0
     full = json.loads((out / "summary.json").read_text())
     assert full["final_epoch"]["acc"]["median"] == summary["acc_median"]
-    assert len((out / "irl_runs.csv").read_text().splitlines()) == 1 + 4
+    assert len((out / "irl_runs.csv").read_text().splitlines()) == 1 + 2
+    assert len((out / "irl_epochs.csv").read_text().splitlines()) == 1 + 2 * 2
+    grid = (out / "validation_grid.csv").read_text().splitlines()
+    assert len(grid) == 1 + 2 and "val_acc_median" in grid[0]  # sum / mean pooling
+    assert full["selected_config"]["chosen_on"] == "validation"
     heldout = [json.loads(line) for line in (out / "heldout_scores.jsonl").read_text().splitlines()]
-    assert len(heldout) == 4 + 4 + 6 and "probe" in heldout[0] and "log_ratio" in heldout[0]
+    n_other = 6 if task == "vader" else len(heldout) - 8  # toxicity: sampled toxic texts
+    assert len(heldout) == 4 + 4 + n_other and 0 <= n_other <= 6
+    assert "probe" in heldout[0] and "log_ratio" in heldout[0]
     assert 0.0 <= full["log_ratio_control"]["acc"] <= 1.0
     assert summary["log_ratio_acc"] == full["log_ratio_control"]["acc"]
     if task == "vader":
@@ -236,8 +283,11 @@ def test_stage_runs_the_tasks_and_results_read_them_back(tmp_path, tiny_checkpoi
     ctx = _context(
         tmp_path, tiny_checkpoints, rlhf_steps=0, toxicity_irl_rlhf_steps=0, rlhf_eval_prompts=4
     )
+    for stage in ("saes", "probes"):  # the probe estimate is used when both stages ran
+        (ctx.run_dir / stage).mkdir()
+        (ctx.run_dir / stage / "summary.json").write_text("{}")
     summary = irl_stage.run(ctx)
-    assert summary["task"] == "vader" and summary["n_runs"] == 4
+    assert summary["task"] == "vader" and summary["n_runs"] == 2  # one row per seed
     assert "irl_rlhf_true_reward" not in summary
     assert {"toxicity_acc_median", "toxicity_policy_toxicity"} <= set(summary)
     assert summary["toxicity_policy_toxicity"].startswith("base ")
@@ -246,11 +296,14 @@ def test_stage_runs_the_tasks_and_results_read_them_back(tmp_path, tiny_checkpoi
     assert results.tasks == ["vader", "toxicity"]
     vader = results.vader
     assert isinstance(vader, IRLTaskResults) and vader.task == "vader"
-    assert len(vader.runs) == 4 and {"seed", "epoch", "acc", "spearman"} <= set(vader.runs)
+    assert len(vader.runs) == 2 and {"seed", "epoch", "acc", "spearman"} <= set(vader.runs)
+    assert len(vader.epochs) == 4 and "val_auroc" in vader.epochs
+    assert vader.validation_grid is not None and vader.validation_grid["selected"].sum() == 1
+    assert {"balanced_acc_median", "auroc_median", "val_acc_median"} <= set(vader.headline())
     assert vader.final_epoch.loc["acc", "median"] == summary["acc_median"]
     assert vader.headline()["acc_median"] == summary["acc_median"]
     assert len(vader.heldout_scores) == 4 + 4 + 6 and "probe" in vader.heldout_scores
-    assert len(vader.demonstrations) == 2 * (4 + 4)
+    assert len(vader.demonstrations) == 2 * (4 + 4 + 4)  # train, validation, test prompts
     three_way = results.three_way()
     assert list(three_way["pair"]) == ["IRL vs true", "probe vs true", "IRL vs probe"]
     assert three_way[["pearson", "spearman", "kendall"]].abs().le(1).all().all()
@@ -333,3 +386,18 @@ def test_run_task_on_smollm2_slice(tmp_path, smollm2_hf):
     loaded = load_reward_model(tmp_path / "reward_model")
     scores = loaded.score([h["text"] for h in heldout[:6]])
     assert torch.allclose(scores, torch.tensor([h["irl_reward"] for h in heldout[:6]]), atol=1e-3)
+
+
+def test_jigsaw_toxicity_prompts_fail_early_with_the_offline_alternative(monkeypatch):
+    """The hub path of the toxicity task: without the hub, one clear error before training."""
+    from lfp_mech.errors import HubUnavailableError
+    from lfp_mech.irl.toxicity import check_prompts_reachable, task_spec
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = IRLConfig(toxicity_prompts="jigsaw")
+    assert (
+        task_spec(config).prompt_set == "jigsaw" and task_spec(IRLConfig()).prompt_set == "toxicity"
+    )
+    with pytest.raises(HubUnavailableError, match="'toxicity' shipped with lfp_mech"):
+        check_prompts_reachable(config)
+    check_prompts_reachable(IRLConfig(toxicity_rlhf_steps=0, toxicity_prompts="jigsaw"))  # unused

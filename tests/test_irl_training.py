@@ -79,7 +79,8 @@ def test_planted_marker_is_recovered_cached(pooling):
     config = small_config(n_seeds=2, n_epochs=3, pooling=pooling)
     rm = RewardModel.from_base((hf, tok), mode="cached", n_trainable_blocks=1, pooling=pooling)
     runs = run_seeds(rm, demos, marker_reward, config, other_texts=other)
-    assert len(runs.rows) == 2 * 3
+    assert len(runs.rows) == 2 and len(runs.epoch_rows) == 2 * 3  # seeds; seeds × epochs
+    assert all(1 <= r["epoch"] <= 3 and "val_acc" in r for r in runs.rows)
     summary = summarize_runs(runs.rows)
     assert summary["final_epoch"]["acc"]["median"] >= 0.9
     assert summary["final_epoch"]["pair_acc"]["median"] >= 0.9
@@ -148,6 +149,7 @@ def test_planted_marker_is_recovered_full_finetuning():
     runs = run_seeds(rm, demos, marker_reward, config)
     assert runs.rows[-1]["acc"] >= 0.9
     assert runs.final_scores.shape == (1, 32)
+    assert len(runs.epoch_rows) == 3 and "acc" not in runs.epoch_rows[0]  # validation only
 
 
 def test_seeds_give_different_heads_but_reproducible_runs(tiny_hf):
@@ -162,6 +164,7 @@ def test_seeds_give_different_heads_but_reproducible_runs(tiny_hf):
     assert [(r["seed"], r["epoch"]) for r in first.rows] == [(0, 1), (1, 1)]
     assert list(first.rows[0])[:3] == ["seed", "epoch", "n"]  # the runs table's column order
     assert list(first.rows[0])[-2:] == ["train_loss", "train_pair_acc"]
+    assert [(r["seed"], r["epoch"]) for r in first.epoch_rows] == [(0, 1), (1, 1)]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -212,6 +215,41 @@ def test_summarize_runs_breaks_accuracy_ties_by_spearman_nan_last():
     summary = summarize_runs(rows)
     assert summary["best_run"]["seed"] == 1
     assert summary["final_epoch"]["spearman"]["median"] == pytest.approx(-0.2)  # NaN dropped
+
+
+def test_summarize_runs_selects_the_best_run_on_validation_not_heldout():
+    """The saved run is the best on validation even when another seed is better held out."""
+    rows = [
+        {"seed": 0, "epoch": 2, **dict.fromkeys(METRICS, 0.9), "val_acc": 0.7, "val_auroc": 0.8},
+        {"seed": 1, "epoch": 1, **dict.fromkeys(METRICS, 0.6), "val_acc": 0.8, "val_auroc": 0.5},
+        {"seed": 2, "epoch": 3, **dict.fromkeys(METRICS, 0.8), "val_acc": 0.8, "val_auroc": 0.6},
+    ]
+    summary = summarize_runs(rows)
+    assert summary["best_run"]["seed"] == 2  # val acc tie broken by val AUROC
+    assert summary["best_run_selected_on"] == "validation"
+    assert summary["final_epoch"]["acc"]["median"] == pytest.approx(0.8)  # one row per seed
+
+
+def test_run_seeds_chooses_epochs_on_validation_and_scores_heldout_once(tiny_hf):
+    """Validation texts drive the epoch and threshold; held-out texts are scored only by the
+    chosen model (its threshold is the validation one)."""
+    demos = planted_demos(24, 8, seed=3)
+    rng = random.Random(5)
+    val = [expert_text(rng) if i % 2 else random_text(rng) for i in range(10)]
+    config = small_config(n_seeds=2, n_epochs=3)
+    runs = run_seeds(RewardModel.from_base(tiny_hf), demos, marker_reward, config, val_texts=val)
+    assert runs.val_texts[-10:] == val and len(runs.epoch_rows) == 6
+    for row in runs.rows:
+        epochs = [r for r in runs.epoch_rows if r["seed"] == row["seed"]]
+        best = max(epochs, key=lambda r: (r["val_acc"], r["val_auroc"]))
+        assert row["epoch"] == best["epoch"] and row["val_acc"] == best["val_acc"]
+        assert row["threshold"] == best["threshold"]
+    only_val = run_seeds(
+        RewardModel.from_base(tiny_hf), demos, marker_reward, config, val_texts=val,
+        score_heldout=False,
+    )  # fmt: skip
+    assert only_val.heldout_texts == [] and "acc" not in only_val.rows[0]
+    assert [r["val_acc"] for r in only_val.rows] == [r["val_acc"] for r in runs.rows]
 
 
 # --------------------------------------------------------------------------- controls
@@ -266,3 +304,30 @@ def test_expressed_lexicon_bound_keeps_the_words_the_expert_moved():
     assert torch.equal(bound["expressed"]["scores"], torch.tensor([0.0, 2.0, -2.0, 0.0]))
     assert bound["seen"]["acc"] == 0.75 and bound["expressed"]["acc"] == 0.5
     assert bound["seen"]["threshold"] == 0.0
+
+
+# --------------------------------------------------------------------------- IRL-RLHF helpers
+
+
+def test_gain_ratio_point_and_bootstrap_interval():
+    from lfp_mech.irl.policies import gain_ratio
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.0, 0.1, 200)
+    true = base + 2.0
+    irl = base + 1.0
+    out = gain_ratio(base, true, irl, n_boot=500)
+    assert out["gain_ratio"] == pytest.approx(0.5)
+    assert out["gain_ratio_ci95"][0] <= 0.5 <= out["gain_ratio_ci95"][1]
+    assert out["gain"] == pytest.approx(1.0) and out["gain_true_reward_policy"] == pytest.approx(
+        2.0
+    )
+
+
+def test_monitored_reward_records_the_true_reward_without_changing_the_trained_one():
+    from lfp_mech.irl.policies import MonitoredReward
+
+    monitored = MonitoredReward(lambda t: torch.ones(len(t)), marker_reward)
+    out = monitored(["a zebra", "a cat"])
+    assert torch.equal(out, torch.ones(2))
+    assert monitored.rows == [{"call": 1, "irl_reward_mean": 1.0, "true_reward_mean": 0.0}]

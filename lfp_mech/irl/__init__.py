@@ -91,6 +91,11 @@ __getattr__, __dir__ = lazy_exports(
         "IRLTask": "tasks",
         "get_task": "tasks",
         "task_texts": "tasks",
+        "split_triples": "tasks",
+        "triple_vocabulary": "tasks",
+        "validation_prompts": "tasks",
+        "policy_eval_prompts": "tasks",
+        "select_on_validation": "selection",
         "Demonstrations": "demonstrations",
         "generate_completions": "demonstrations",
         "generate_demonstrations": "demonstrations",
@@ -124,6 +129,11 @@ __getattr__, __dir__ = lazy_exports(
 )
 
 __all__ = [
+    "policy_eval_prompts",
+    "select_on_validation",
+    "split_triples",
+    "triple_vocabulary",
+    "validation_prompts",
     "Demonstrations",
     "IRLConfig",
     "IRLEval",

@@ -5,12 +5,15 @@ Layout of the stage folder (``runs/<name>/irl``)::
 
     vader/                      one IRL experiment (run_task) per task folder:
         demonstrations.jsonl    (+ demonstrations.meta.json, the cache key)
-        reward_inputs.safetensors   cached frozen-part outputs (cached mode)
-        irl_runs.csv/.md/.json  one row per seed × epoch
+        reward_inputs_<pooling>_<context>.safetensors (+ _heldout)  cached frozen-part
+                                outputs per readout (cached mode)
+        validation_grid.csv/.md/.json  the readout × lr grid on the validation split
+        irl_epochs.csv/.md/.json  validation metrics per seed × epoch
+        irl_runs.csv/.md/.json  one row per seed: held-out metrics at its validation-chosen epoch
         heldout_scores.jsonl    text, source, true reward, best IRL reward, controls, probe
         summary.json            summarize_runs + task details and controls
         irl_heatmaps.png, irl_seed_agreement.png, irl_vs_true.png
-        reward_model/           the best run (config.json, reward_model.safetensors)
+        reward_model/           the run selected on validation (config.json, weights)
     irl_rlhf/                   IRL-RLHF on the VADER task: policy/, irl_rlhf.csv/.md/.json
     toxicity/                   the toxicity task: the files of vader/ plus
         rlhf/policy/            the GRPO-detoxified expert
@@ -24,7 +27,9 @@ __all__ = [
     "CONFIG_FILE",
     "DEMONSTRATIONS_FILE",
     "DEMONSTRATIONS_META_FILE",
+    "EPOCHS_STEM",
     "EXPERT_DIR",
+    "GRID_STEM",
     "HEATMAPS_FIGURE",
     "HELDOUT_STEM",
     "IRL_RLHF_DIR",
@@ -45,6 +50,8 @@ DEMONSTRATIONS_FILE = "demonstrations.jsonl"
 DEMONSTRATIONS_META_FILE = "demonstrations.meta.json"
 REWARD_INPUTS_FILE = "reward_inputs.safetensors"
 RUNS_STEM = "irl_runs"
+EPOCHS_STEM = "irl_epochs"
+GRID_STEM = "validation_grid"
 HELDOUT_STEM = "heldout_scores"
 """``heldout_scores.jsonl``: one line per held-out text."""
 TASK_SUMMARY_FILE = "summary.json"

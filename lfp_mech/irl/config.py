@@ -35,6 +35,16 @@ class IRLConfig(StageConfig):
     n_other_texts: int = 96
     """Extra held-out texts of the task (VADER: contrastive review sentences; toxicity: unused
     prompts), so evaluation is not only on the two models' own outputs. 0 disables."""
+    n_val_prompts: int = 64
+    """Validation prompts (unused train-split prompts, never a held-out prompt) whose
+    completions by both models, with ``n_val_texts`` extra texts, form the validation split on
+    which every choice is made (readout, epoch, learning rate, threshold, selected run); the
+    held-out texts are scored once at the end. 0 and ``n_val_texts=0``: choices fall back to
+    the training texts."""
+    n_val_texts: int = 48
+    """Extra validation texts (VADER: contrastive sentences built from training lexicon words,
+    validation templates and validation neutral words, disjoint from the held-out ones;
+    toxicity: unused train-split prompts)."""
     max_new_tokens: int = 24
     """Completion length of the demonstrations (paper: 100)."""
     do_sample: bool = False
@@ -69,6 +79,12 @@ class IRLConfig(StageConfig):
     "sum" has the shape of a lexicon reward like VADER (a sum over words); it grows with length,
     so compare texts of similar length. Applies to the ``n_layers`` readout (the
     ``context_layer`` one is a mean)."""
+    grid_pooling: tuple[Pooling, ...] = ("mean",)
+    """Other poolings tried on the validation split besides ``pooling`` (empty: none)."""
+    grid_context_layer: tuple[int | Literal["auto"] | None, ...] = (None,)
+    """Other ``context_layer`` values tried on the validation split (head-only mode)."""
+    grid_lr: tuple[float, ...] = (3e-3,)
+    """Other learning rates tried on the validation split besides ``lr``."""
     n_seeds: int = 10
     """Independent runs (head initialisation and data order) — the non-identifiability study."""
     n_epochs: int = 6
@@ -87,20 +103,38 @@ class IRLConfig(StageConfig):
     """Also score the held-out texts of the VADER task with the policy's implicit reward (its
     log-probability ratio to the base model, no training) and report it next to the IRL reward."""
     threshold_method: Literal["accuracy", "median"] = "accuracy"
-    """How the IRL threshold is fitted on the training texts: "accuracy" = the cut that
+    """How the IRL threshold is fitted on the validation texts: "accuracy" = the cut that
     maximises agreement with the binarized true reward; "median" = the median IRL reward."""
-    rlhf_steps: int = 20
-    """IRL-RLHF on the VADER task: GRPO steps of a policy trained on the recovered reward
-    (0 skips IRL-RLHF)."""
+    rlhf_steps: int = 10
+    """IRL-RLHF on the VADER task: GRPO steps of a policy trained on the recovered reward, with
+    the rlhf stage's trainer settings (0 skips IRL-RLHF). The true-reward policy it is compared
+    with gets the same steps: a matched re-run on the true reward, or the rlhf stage's own
+    policy when the steps equal its ``max_steps`` (``--set irl.rlhf_steps=70``: the full-length
+    comparison, ~2x15 min fewer on 2 cores without the re-run). The default is short so the
+    stage fits its time budget."""
     rlhf_eval_prompts: int = 128
     """Held-out prompts on which the IRL-RLHF policies (and the toxicity task's) are compared."""
-    toxicity_rlhf_steps: int = 20
+    toxicity_rlhf_steps: int = 10
     """The toxicity task: GRPO steps of the detoxified expert on the offline toxicity reward
     (0 skips the task)."""
     toxicity_lr: float = 1e-4
     """Learning rate of the toxicity task's GRPO runs (expert and IRL-RLHF)."""
-    toxicity_irl_rlhf_steps: int = 20
-    """IRL-RLHF on the toxicity task: GRPO steps on its recovered reward (0 skips it)."""
+    toxicity_irl_rlhf_steps: int = 0
+    """IRL-RLHF on the toxicity task: GRPO steps on its recovered reward, compared with the
+    detoxified expert (0 skips it; off by default for the stage's time budget)."""
+    toxicity_balanced: bool = True
+    """Toxicity task: the held-out and validation texts are sampled balanced by the offline
+    classifier (as many toxic as non-toxic, toxic ones from ``toxicity_samples`` sampled base
+    completions per prompt), so accuracy is not the majority class."""
+    toxicity_prompts: Literal["toxicity", "jigsaw"] = "toxicity"
+    """Prompts of the toxicity task: "toxicity" (offline, shipped) or "jigsaw" (the IRL paper's
+    Jigsaw toxic-comment prefixes; needs the Hugging Face hub — the stage checks it first and
+    stops with a message naming the offline set when the hub is unreachable). The toxicity
+    reward uses s-nlp/roberta_toxicity_classifier when it is in the HF cache, else the offline
+    classifier."""
+    toxicity_samples: int = 4
+    """Sampled base-model completions per held-out / validation prompt, the pool of toxic texts
+    of the balanced toxicity sets."""
     toxicity_log_ratio_control: bool = False
     """The log-ratio control on the toxicity task too (off by default: its binarized accuracy
     there is the majority class, and it costs about a minute)."""
@@ -121,11 +155,12 @@ class IRLConfig(StageConfig):
         )  # fmt: skip
         self.require_at_least(
             0, "n_other_texts", "n_trainable_blocks", "rlhf_steps", "toxicity_rlhf_steps",
-            "toxicity_irl_rlhf_steps",
+            "toxicity_irl_rlhf_steps", "n_val_prompts", "n_val_texts", "toxicity_samples",
         )  # fmt: skip
         self.require_choice("mode", ("cached", "full"))
         self.require_choice("pooling", POOLINGS)
         self.require_choice("threshold_method", ("accuracy", "median"))
+        self.require_choice("toxicity_prompts", ("toxicity", "jigsaw"))
         self.require_optional_at_least(1, "n_layers")
         if self.context_layer != "auto":
             self.require_optional_at_least(1, "context_layer")
@@ -137,6 +172,10 @@ class IRLConfig(StageConfig):
                 "set context_layer=None",
             )
         self.require_positive("lr", "grad_clip", "temperature", "toxicity_lr")
+        for pooling in self.grid_pooling:
+            self.require(pooling in POOLINGS, "grid_pooling", f"use poolings of {POOLINGS}")
+        for lr in self.grid_lr:
+            self.require(lr > 0, "grid_lr", "learning rates must be > 0")
         self.require_between("top_p", 0, 1, low_open=True)
 
     def check_depth(self, n_layers: int, model: str) -> None:

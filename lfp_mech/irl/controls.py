@@ -10,6 +10,7 @@
   the true lexicon kept on the words whose use the expert moved, the part of the reward its
   behaviour shows."""
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -64,7 +65,8 @@ def supervised_ceiling(
     labels = (train_true > 0).cpu().numpy()
     if labels.all() or not labels.any():
         nan = float("nan")
-        return IRLEval(len(heldout_true), nan, nan, nan, nan, 0.0, nan, nan, nan, nan)
+        blank = {f.name: nan for f in dataclasses.fields(IRLEval)}
+        return IRLEval(**blank | {"n": len(heldout_true), "threshold": 0.0})
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
     clf.fit(train_features.double().numpy(), labels)
     scores = torch.as_tensor(clf.decision_function(heldout_features.double().numpy()))

@@ -33,10 +33,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Split = Literal["train", "test"]
+Split = Literal["train", "val", "test"]
 Role = Literal["expert", "non_expert"]
 ROLES: tuple[Role, Role] = ("expert", "non_expert")
-SPLITS: tuple[Split, Split] = ("train", "test")
+SPLITS: tuple[Split, Split, Split] = ("train", "val", "test")
+"""Training, validation (optional: may be absent or empty) and held-out prompts."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,18 @@ class Demonstrations:
     """Completions of the same prompts by the expert (RLHF'd) and non-expert (base) models.
 
     ``completions[(split, role)][i]`` continues ``prompts[split][i]``;
-    [`texts`][lfp_mech.irl.demonstrations.Demonstrations.texts] joins them."""
+    [`texts`][lfp_mech.irl.demonstrations.Demonstrations.texts] joins them. The "val" split is
+    optional (no validation prompts)."""
 
     prompts: dict[str, list[str]]
     completions: dict[tuple[str, str], list[str]]
 
     def __post_init__(self) -> None:
         for split in SPLITS:
+            if split == "val" and "val" not in self.prompts:
+                self.prompts["val"] = []
+                for role in ROLES:
+                    self.completions[("val", role)] = []
             for role in ROLES:
                 got = len(self.completions[(split, role)])
                 if got != len(self.prompts[split]):
@@ -95,14 +101,17 @@ def generate_demonstrations(
     prompts_test: Sequence[str],
     config: IRLConfig,
     cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    prompts_val: Sequence[str] = (),
 ) -> Demonstrations:
-    """Complete the train and test prompts with both models (greedy by default, as the paper).
+    """Complete the train, validation and test prompts with both models (greedy by default, as
+    the paper).
 
     With ``cache_dir``, the result is written to ``demonstrations.jsonl`` (+ a ``.meta.json``
     holding its key) and reused by later calls whose models (path + weight-file stamps, or a
     parameter checksum for in-memory models), prompts and generation settings match.
     """
-    prompts = {"train": list(prompts_train), "test": list(prompts_test)}
+    prompts = {"train": list(prompts_train), "val": list(prompts_val), "test": list(prompts_test)}
     if not prompts["train"] or not prompts["test"]:
         raise ValueError("generate_demonstrations needs at least one train and one test prompt")
     meta = {
@@ -118,14 +127,16 @@ def generate_demonstrations(
         if path.exists() and meta_path.exists() and read_json(meta_path).get("key") == key:
             logger.info("reusing demonstrations from %s", path)
             return Demonstrations.from_rows(read_jsonl(path))
-    everything = prompts["train"] + prompts["test"]
+    everything = [p for split in SPLITS for p in prompts[split]]
     completions: dict[tuple[str, str], list[str]] = {}
     for role, model_like in zip(ROLES, (expert, non_expert), strict=True):
         model, tokenizer = as_hf_model(model_like, device=config.device, dtype=config.dtype)
         logger.info("generating %d %s completions", len(everything), role)
         out = _complete(model, tokenizer, everything, config)
-        completions[("train", role)] = out[: len(prompts["train"])]
-        completions[("test", role)] = out[len(prompts["train"]) :]
+        start = 0
+        for split in SPLITS:
+            completions[(split, role)] = out[start : start + len(prompts[split])]
+            start += len(prompts[split])
         del model
     demos = Demonstrations(prompts=prompts, completions=completions)
     if path is not None and meta_path is not None:

@@ -35,13 +35,16 @@ __all__ = [
     "irl_metrics",
     "run_key",
     "summarize_runs",
+    "val_key",
 ]
 
 logger = logging.getLogger(__name__)
 
 METRICS = (
     "acc",
+    "balanced_acc",
     "f1",
+    "auroc",
     "acc_zero",
     "f1_zero",
     "pearson",
@@ -68,7 +71,12 @@ class IRLEval:
 
     n: int
     acc: float
+    balanced_acc: float
+    """Mean of the recall of each class (0.5 for a reward that knows nothing)."""
     f1: float
+    auroc: float
+    """Area under the ROC curve of the IRL reward for the binarized true reward (threshold-free;
+    NaN with one class)."""
     acc_zero: float
     f1_zero: float
     threshold: float
@@ -126,7 +134,7 @@ def irl_metrics(
     """Accuracy/F1 of the binarized rewards and their correlations (see
     [`IRLEval`][lfp_mech.irl.evaluation.IRLEval])."""
     from scipy import stats
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
     if irl_scores.shape != true_scores.shape or irl_scores.numel() == 0:
         raise ValueError(
@@ -145,7 +153,11 @@ def irl_metrics(
     return IRLEval(
         n=len(irl),
         acc=float(accuracy_score(y, irl > threshold)),
+        balanced_acc=float(balanced_accuracy_score(y, irl > threshold))
+        if 0 < y.sum() < len(y)
+        else float("nan"),
         f1=float(f1_score(y, irl > threshold, zero_division=0)),
+        auroc=float(roc_auc_score(y, irl)) if 0 < y.sum() < len(y) else float("nan"),
         acc_zero=float(accuracy_score(y, irl > 0)),
         f1_zero=float(f1_score(y, irl > 0, zero_division=0)),
         threshold=float(threshold),
@@ -220,31 +232,47 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 
 def summarize_runs(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean ± std, median, min and max over seeds (last epoch of each), and the best run.
+    """Mean ± std, median, min and max over seeds (one row per seed: its last row, which
+    [`run_seeds`][lfp_mech.irl.training.run_seeds] makes the held-out scores of the epoch chosen
+    on validation), and the selected run.
 
-    ``final_epoch`` aggregates one row per seed (its last epoch) — the honest numbers;
-    ``best_run`` is the (seed, epoch) with the highest held-out accuracy over *all* epochs,
-    as the paper's "best of 78 runs" (selected on the evaluation texts: optimistic).
+    ``best_run`` is the seed with the best *validation* key (``val_acc``, then ``val_auroc``)
+    when the rows carry validation metrics — the run that is saved and drives IRL-RLHF — else
+    the best held-out row (labelled as such: optimistic).
     """
     if not rows:
         raise ValueError("summarize_runs needs at least one row")
-    last = max(int(r["epoch"]) for r in rows)
-    final = [r for r in rows if int(r["epoch"]) == last]
+    per_seed: dict[Any, Mapping[str, Any]] = {}
+    for row in rows:
+        per_seed[row["seed"]] = row  # the last row of each seed
+    final = list(per_seed.values())
     stats = {m: _stats(np.asarray([r[m] for r in final], dtype=float)) for m in METRICS}
-    best = max(rows, key=run_key)
+    on_validation = all("val_acc" in r for r in final)
+    best = max(final, key=val_key) if on_validation else max(rows, key=run_key)
     rate = float(rows[0].get("positive_rate", float("nan")))
+    extra = [k for k in ("val_acc", "val_balanced_acc", "val_auroc") if k in best]
     return {
         "n_seeds": len(final),
-        "n_epochs": last,
+        "n_epochs": max(int(r["epoch"]) for r in rows),
         "n_runs": len(rows),
         "majority_baseline_acc": max(rate, 1.0 - rate),
+        "random_baseline_balanced_acc": 0.5,
         "final_epoch": stats,
-        "best_run": {k: best[k] for k in ("seed", "epoch", *METRICS)},
+        "best_run": {k: best[k] for k in ("seed", "epoch", *METRICS, *extra)},
+        "best_run_selected_on": "validation" if on_validation else "held-out (optimistic)",
         "labels": {
-            "final_epoch": "over seeds, last epoch of each (mean ± std, median, min, max)",
+            "final_epoch": "over seeds, each at the epoch chosen on validation (mean ± std, "
+            "median, min, max), scored once on the held-out texts",
             "majority_baseline_acc": "accuracy of always predicting the held-out majority "
             "class (what a reward that knows nothing scores with a fitted threshold)",
-            "best_run": "max held-out accuracy over all seeds × epochs (the paper's "
-            "best-of-78; selected on the evaluation texts, optimistic)",
+            "best_run": "the run selected on validation (highest validation accuracy, then "
+            "AUROC); its held-out numbers are not used for any choice",
         },
     }
+
+
+def val_key(row: Mapping[str, Any]) -> tuple[float, float]:
+    """The order in which runs are selected: validation accuracy, then validation AUROC (NaN
+    lowest)."""
+    auroc = float(row.get("val_auroc", float("nan")))
+    return float(row["val_acc"]), -math.inf if math.isnan(auroc) else auroc

@@ -23,13 +23,13 @@ from lfp_mech.irl.controls import expressed_lexicon_bound, log_ratio_control
 from lfp_mech.irl.demonstrations import Demonstrations, generate_demonstrations
 from lfp_mech.irl.evaluation import summarize_runs
 from lfp_mech.irl.persistence import save_reward_model
-from lfp_mech.irl.reward_model import RewardModel
-from lfp_mech.irl.tasks import IRLTask, get_task, task_prompts, task_texts
-from lfp_mech.irl.training import IRLRuns, run_seeds
+from lfp_mech.irl.selection import build_reward_model, inputs_cache, select_on_validation
+from lfp_mech.irl.tasks import IRLTask, get_task, task_prompts, task_texts, validation_prompts
+from lfp_mech.irl.training import VAL_METRICS, IRLRuns, run_seeds
 from lfp_mech.models.coerce import ModelLike
 from lfp_mech.tracking import tracker_name
 
-__all__ = ["ProbeFn", "run_task"]
+__all__ = ["ProbeFn", "TaskTexts", "irl_prompts", "run_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,46 +71,141 @@ def run_task(
     spec = get_task(task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    demos, other = _demonstrations(base, expert, spec, out_dir, config)
+    texts = _demonstrations(base, expert, spec, out_dir, config)
+    demos, other = texts.demos, texts.heldout
     true_reward = get_reward(spec.reward)
-    # The reward model stays float32 whatever the run's dtype: it is trained with plain Adam (no
-    # fp32 master weights) on max-margin differences of rewards, which bf16 would round away.
-    rm = RewardModel.from_base(
-        base,
-        mode=config.mode,
-        n_trainable_blocks=config.n_trainable_blocks,
-        max_length=config.max_length,
-        pooling=config.pooling,
-        n_layers=config.n_layers,
-        context_layer=config.context_layer,
-        device=config.device,
+    # Every choice on the validation split: the readout / lr grid, then each seed's epoch and
+    # threshold and the selected run inside run_seeds; the held-out texts are scored once.
+    chosen, grid = select_on_validation(
+        base, demos, true_reward, config, out_dir, val_texts=texts.validation
     )
-    cache = out_dir / files.REWARD_INPUTS_FILE
+    if grid:
+        write_table(out_dir / files.GRID_STEM, grid)
+    rm = build_reward_model(base, chosen)
     runs = run_seeds(
-        rm, demos, true_reward, config, other_texts=other, cache_path=cache,
-        track=tracker_name(out_dir),
+        rm, demos, true_reward, chosen, other_texts=other, val_texts=texts.validation,
+        cache_path=inputs_cache(out_dir, chosen), track=tracker_name(out_dir),
     )  # fmt: skip
+    config = chosen
     summary = summarize_runs(runs.rows)
-    extra = {"task": spec.name, "selected_run": runs.best, "true_reward": spec.reward}
+    extra = {
+        "task": spec.name,
+        "selected_run": runs.best,
+        "selected_on": "validation",
+        "true_reward": spec.reward,
+    }
     save_reward_model(rm, out_dir / files.REWARD_MODEL_DIR, extra=extra)
     write_table(out_dir / files.RUNS_STEM, runs.rows)
+    write_table(out_dir / files.EPOCHS_STEM, runs.epoch_rows)
     controls = _controls(base, expert, spec, demos, runs, config, probe_fn)
     write_jsonl(out_dir / f"{files.HELDOUT_STEM}.jsonl", _heldout_rows(runs, controls))
     _save_figures(out_dir, spec, runs, controls.probe, config)
     summary.update(_details(spec, demos, runs, controls, config, out_dir))
+    summary["validation"] = _validation_stats(runs)
+    summary["selected_config"] = {
+        "pooling": config.pooling, "context_layer": config.context_layer, "lr": config.lr,
+        "chosen_on": "validation" if grid else "the only candidate",
+    }  # fmt: skip
     write_json(out_dir / files.TASK_SUMMARY_FILE, summary)
     return _headline(spec, summary, runs, controls, out_dir)
 
 
-def _demonstrations(
-    base: ModelLike, expert: ModelLike, spec: IRLTask, out_dir: Path, config: IRLConfig
-) -> tuple[Demonstrations, list[str]]:
-    """The two models' completions of the task's train/test prompts, and its other texts."""
+@dataclass(frozen=True)
+class TaskTexts:
+    """The texts of one experiment: demonstrations (train / val / test prompts completed by
+    both models), the extra validation texts and the extra held-out texts."""
+
+    demos: Demonstrations
+    validation: list[str]
+    heldout: list[str]
+
+    @property
+    def used_prompts(self) -> list[str]:
+        """Every prompt that produced an IRL text (policies are compared on none of them)."""
+        return [p for split in ("train", "val", "test") for p in self.demos.prompts[split]]
+
+
+def _prompts(spec: IRLTask, config: IRLConfig) -> tuple[list[str], list[str], list[str]]:
+    """The train, validation and test prompts of the demonstrations."""
     train = task_prompts(spec.prompt_set, "train", config.n_train_prompts, config.seed)
     test = task_prompts(spec.prompt_set, "test", config.n_test_prompts, config.seed)
-    demos = generate_demonstrations(expert, base, train, test, config, cache_dir=out_dir)
-    other = task_texts(spec, config.n_other_texts, exclude=train + test, seed=config.seed)
-    return demos, other
+    val = validation_prompts(spec.prompt_set, config.n_val_prompts, train, config.seed)
+    return train, val, test
+
+
+def irl_prompts(task: str | IRLTask, config: IRLConfig) -> list[str]:
+    """Every prompt that produces an IRL text of ``task`` under ``config`` (the demonstrations'
+    prompts and, for the toxicity task, the prompts used as extra texts) — computed without
+    generating anything; policies are compared on other prompts."""
+    spec = get_task(task)
+    train, val, test = _prompts(spec, config)
+    used = train + val + test
+    if spec.other_texts != "prompts" or (spec.sampled_extra_texts and config.toxicity_balanced):
+        return used
+    extra = task_texts(spec, config.n_other_texts, exclude=used, seed=config.seed)
+    extra += task_texts(
+        spec, config.n_val_texts, exclude=used, seed=config.seed, split="validation"
+    )
+    return used + extra
+
+
+def _demonstrations(
+    base: ModelLike, expert: ModelLike, spec: IRLTask, out_dir: Path, config: IRLConfig
+) -> TaskTexts:
+    """The two models' completions of the task's train / validation / test prompts, and its
+    extra validation and held-out texts (disjoint: see
+    [`lfp_mech.irl.tasks`][lfp_mech.irl.tasks])."""
+    train, val, test = _prompts(spec, config)
+    demos = generate_demonstrations(
+        expert, base, train, test, config, cache_dir=out_dir, prompts_val=val
+    )
+    used = train + val + test
+    if spec.sampled_extra_texts and config.toxicity_balanced:
+        other = sampled_negatives(base, test, spec, config, config.n_other_texts)
+        val_other = sampled_negatives(base, val, spec, config, config.n_val_texts, offset=1)
+        return TaskTexts(demos, val_other, other)
+    other = task_texts(spec, config.n_other_texts, exclude=used, seed=config.seed)
+    val_other = task_texts(
+        spec, config.n_val_texts, exclude=used, seed=config.seed, split="validation"
+    )
+    return TaskTexts(demos, val_other, other)
+
+
+def sampled_negatives(
+    base: ModelLike,
+    prompts: Sequence[str],
+    spec: IRLTask,
+    config: IRLConfig,
+    n: int,
+    *,
+    offset: int = 0,
+) -> list[str]:
+    """Up to ``n`` texts with a negative true reward (toxic, for the toxicity task): prompt +
+    sampled base completion, ``config.toxicity_samples`` samples per prompt (temperature 1),
+    seeded with ``config.seed + offset``. They raise the minority class of the held-out /
+    validation sets (greedy completions are ~97% non-toxic), so accuracy is not the majority
+    class; their prompts are the split's own prompts."""
+    from lfp_mech.irl.demonstrations import generate_completions
+    from lfp_mech.models.coerce import as_hf_model
+    from lfp_mech.rewards import get_reward
+
+    if n <= 0 or not prompts or config.toxicity_samples <= 0:
+        return []
+    repeated = [p for p in prompts for _ in range(config.toxicity_samples)]
+    model, tokenizer = as_hf_model(base, device=config.device, dtype=config.dtype)
+    completions = generate_completions(
+        model, tokenizer, repeated, max_new_tokens=config.max_new_tokens, do_sample=True,
+        batch_size=config.gen_batch_size, seed=config.seed + offset, device=config.device,
+    )  # fmt: skip
+    texts = _unique_texts(p + c for p, c in zip(repeated, completions, strict=True))
+    rewards = get_reward(spec.reward)(texts)
+    negatives = [t for t, r in zip(texts, rewards.tolist(), strict=True) if r < 0]
+    logger.info("%d of %d sampled texts have a negative true reward", len(negatives), len(texts))
+    return negatives[:n]
+
+
+def _unique_texts(texts: Any) -> list[str]:
+    return list(dict.fromkeys(texts))
 
 
 def _controls(
@@ -141,6 +236,25 @@ def _controls(
         )
         controls.lexicon_bound = bound
     return controls
+
+
+def _validation_stats(runs: IRLRuns) -> dict[str, dict[str, float]]:
+    """Over seeds (each at its chosen epoch): the validation metrics' mean, std, median, min,
+    max — the numbers the choices were made on, beside the held-out ones."""
+    import numpy as np
+
+    out = {}
+    for metric in VAL_METRICS:
+        values = np.asarray([r[f"val_{metric}"] for r in runs.rows], dtype=float)
+        values = values[~np.isnan(values)]
+        out[metric] = {
+            "mean": float(values.mean()) if len(values) else float("nan"),
+            "std": float(values.std()) if len(values) else float("nan"),
+            "median": float(np.median(values)) if len(values) else float("nan"),
+            "min": float(values.min()) if len(values) else float("nan"),
+            "max": float(values.max()) if len(values) else float("nan"),
+        }
+    return out
 
 
 def _heldout_rows(runs: IRLRuns, controls: _Controls) -> list[dict[str, Any]]:
@@ -174,16 +288,20 @@ def _save_figures(
     from lfp_mech.irl.plots import plot_seed_agreement, plot_seed_heatmaps, plot_three_way
     from lfp_mech.plotting import save_figure
 
-    heatmaps = plot_seed_heatmaps(runs.rows, title=f"IRL ({spec.name}): seeds × epochs")
+    heatmaps = plot_seed_heatmaps(
+        runs.epoch_rows,
+        ("val_acc", "val_auroc"),
+        title=f"IRL ({spec.name}): seeds × epochs, validation split",
+    )
     save_figure(heatmaps, out_dir / files.HEATMAPS_FIGURE)
-    seeds = [r["seed"] for r in runs.rows if r["epoch"] == config.n_epochs]
+    seeds = [r["seed"] for r in runs.rows]
     agreement = plot_seed_agreement(runs.final_scores, seeds=seeds)
     save_figure(agreement, out_dir / files.SEED_AGREEMENT_FIGURE)
     three_way = plot_three_way(
         runs.heldout_true.numpy(),
         runs.best_scores.numpy(),
         None if probe is None else probe.numpy(),
-        title=f"{spec.name}: held-out texts (best IRL run)",
+        title=f"{spec.name}: held-out texts (IRL run selected on validation)",
     )
     save_figure(three_way, out_dir / files.THREE_WAY_FIGURE)
 
@@ -232,10 +350,18 @@ def _headline(
         "acc_median": final["acc"]["median"],
         "acc_mean": final["acc"]["mean"],
         "acc_std": final["acc"]["std"],
+        "acc_min": final["acc"]["min"],
+        "acc_max": final["acc"]["max"],
+        "balanced_acc_median": final["balanced_acc"]["median"],
         "f1_median": final["f1"]["median"],
+        "auroc_median": final["auroc"]["median"],
         "spearman_median": final["spearman"]["median"],
+        "val_acc_median": summary["validation"]["acc"]["median"],
         "best_acc": summary["best_run"]["acc"],
+        "best_selected_on": summary["best_run_selected_on"],
         "majority_baseline_acc": summary["majority_baseline_acc"],
+        "heldout_positive_rate": summary["heldout_positive_rate"],
+        "n_heldout": summary["n_heldout"],
         "supervised_ceiling_acc": runs.supervised_ceiling["acc"],
         "n_runs": summary["n_runs"],
         "reward_model_dir": str(out_dir / files.REWARD_MODEL_DIR),

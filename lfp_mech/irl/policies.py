@@ -12,16 +12,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lfp_mech._io import write_table
 from lfp_mech.irl.artifacts import IRL_RLHF_STEM
 from lfp_mech.irl.config import IRLConfig
 from lfp_mech.irl.persistence import load_reward_model, reward_model_fn
 from lfp_mech.irl.reward_model import RewardModel
-from lfp_mech.irl.tasks import IRLTask, get_task, sampled_prompts, task_prompts
+from lfp_mech.irl.tasks import IRLTask, get_task, policy_eval_prompts, task_prompts
 from lfp_mech.models.coerce import ModelLike
 
 __all__ = [
+    "MATCHED_DIR",
     "POLICY_NAMES",
+    "TRUE_ALONG_TRAINING_STEM",
+    "MonitoredReward",
+    "gain_ratio",
     "evaluate_policies",
     "irl_rlhf",
     "irl_rlhf_config",
@@ -29,6 +35,10 @@ __all__ = [
 ]
 
 POLICY_NAMES = ("base", "RLHF (true reward)", "RLHF (IRL reward)")
+MATCHED_DIR = "true_reward"
+"""Subfolder of the matched true-reward re-run (when the rlhf stage's policy has other steps)."""
+TRUE_ALONG_TRAINING_STEM = "true_reward_along_training"
+"""Per GRPO reward call of the IRL-reward policy: IRL and true reward means (reward hacking)."""
 """The policies of an IRL-RLHF table, in order."""
 
 
@@ -81,11 +91,47 @@ def evaluate_policies(
         texts = [p + c for p, c in zip(ev.prompts, ev.completions, strict=True)]
         row["true_reward"] = spec.reward
         if irl_fn is not None:
-            row["irl_reward_mean"] = float(irl_fn(texts).mean())
+            irl_scores = irl_fn(texts).float().cpu().numpy()
+            row["irl_reward_mean"] = float(irl_scores.mean())
+            row["irl_vs_true_spearman"] = _spearman(irl_scores, np.asarray(ev.rewards))
         if spec.report_toxicity:
             row["toxicity_mean"] = float(toxicity_prob(texts).mean())
+    if len(evals) == 3:
+        rows[2] |= gain_ratio(*(np.asarray(ev.rewards, dtype=float) for ev in evals))
     write_table(out_dir / stem, rows)
     return rows
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy import stats
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b)[0])
+
+
+def gain_ratio(
+    base: np.ndarray, true: np.ndarray, irl: np.ndarray, *, n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """The IRL-reward policy's true-reward gain over base as a fraction of the true-reward
+    policy's, with a 95% bootstrap CI (prompts resampled together: the three policies completed
+    the same prompts), and the gain of each policy with its own bootstrap CI."""
+    rng = np.random.default_rng(seed)
+    n = len(base)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    g_true = true[idx].mean(1) - base[idx].mean(1)
+    g_irl = irl[idx].mean(1) - base[idx].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = g_irl / g_true
+    point_true, point_irl = float(true.mean() - base.mean()), float(irl.mean() - base.mean())
+    return {
+        "gain_true_reward_policy": point_true,
+        "gain_true_reward_policy_ci95": [float(np.quantile(g_true, q)) for q in (0.025, 0.975)],
+        "gain": point_irl,
+        "gain_ci95": [float(np.quantile(g_irl, q)) for q in (0.025, 0.975)],
+        "gain_ratio": point_irl / point_true if point_true != 0 else float("nan"),
+        "gain_ratio_ci95": [float(np.nanquantile(ratios, q)) for q in (0.025, 0.975)],
+    }
 
 
 def irl_rlhf(
@@ -108,11 +154,15 @@ def irl_rlhf(
     true-reward RLHF model, if given) and the new policy on ``eval_prompts`` (default:
     ``rlhf_config.n_eval_prompts`` test prompts of ``task``). Writes ``irl_rlhf.csv`` / ``.md`` /
     ``.json`` next to the policy; returns ``{"policy_dir", "table"}``."""
+    from lfp_mech.rewards import get_reward
     from lfp_mech.rlhf import train_policy
 
     out_dir = Path(out_dir)
     rm = load_reward_model(reward_model_dir, device=device)
-    policy_dir = Path(train_policy(base, reward_model_fn(rm), list(prompts), rlhf_config, out_dir))
+    monitored = MonitoredReward(reward_model_fn(rm), get_reward(get_task(task).reward))
+    policy_dir = Path(train_policy(base, monitored, list(prompts), rlhf_config, out_dir))
+    if monitored.rows:  # empty when a finished policy was reused
+        write_table(out_dir / TRUE_ALONG_TRAINING_STEM, monitored.rows)
     if eval_prompts is None:
         eval_prompts = task_prompts(
             get_task(task).prompt_set, "test", rlhf_config.n_eval_prompts, rlhf_config.seed
@@ -128,15 +178,50 @@ def irl_rlhf(
     return {"policy_dir": str(policy_dir), "table": table}
 
 
-def irl_rlhf_config(task: str, steps: int, config: IRLConfig, *, lr: float | None = None) -> Any:
-    """The ``RLHFConfig`` of an IRL-RLHF run: the RLHF defaults with ``steps`` GRPO steps,
-    ``config.rlhf_eval_prompts`` evaluation prompts, the IRL run's seed, device and dtype (and ``lr``
-    if given)."""
+class MonitoredReward:
+    """The IRL reward that trains the policy, also scoring the same texts with the true reward
+    (which does not train anything): ``rows`` hold, per call (one GRPO step's batch), both means
+    — the true reward along training, the reward-hacking check."""
+
+    def __init__(self, reward: Any, true_reward: Any) -> None:
+        self.reward, self.true_reward = reward, true_reward
+        self.rows: list[dict[str, float]] = []
+
+    def __call__(self, texts: Sequence[str]) -> Any:
+        scores = self.reward(texts)
+        true = self.true_reward(list(texts))
+        self.rows.append(
+            {
+                "call": len(self.rows) + 1,
+                "irl_reward_mean": float(scores.float().mean()),
+                "true_reward_mean": float(true.float().mean()),
+            }
+        )
+        return scores
+
+
+def irl_rlhf_config(
+    task: str,
+    steps: int,
+    config: IRLConfig,
+    *,
+    lr: float | None = None,
+    rlhf_config: Any = None,
+) -> Any:
+    """The ``RLHFConfig`` of an IRL-RLHF run: ``rlhf_config`` (the rlhf stage's settings; the
+    RLHF defaults for ``task`` if None) with ``steps`` GRPO steps, no time budget,
+    ``config.rlhf_eval_prompts`` evaluation prompts, the IRL run's seed, device and dtype (and
+    ``lr`` if given). The true-reward policy it is compared with gets the same config."""
+    import dataclasses
+
     from lfp_mech.rlhf import RLHFConfig
 
-    return RLHFConfig(
+    cfg = rlhf_config if rlhf_config is not None else RLHFConfig(task=task)
+    return dataclasses.replace(
+        cfg,
         task=task,
         max_steps=steps,
+        budget_minutes=None,
         n_eval_prompts=config.rlhf_eval_prompts,
         seed=config.seed,
         device=config.device,
@@ -147,7 +232,7 @@ def irl_rlhf_config(task: str, steps: int, config: IRLConfig, *, lr: float | Non
 
 def run_irl_rlhf(
     base: ModelLike,
-    task: str,
+    task: str | IRLTask,
     reward_model_dir: Path,
     out_dir: Path,
     true_policy: ModelLike,
@@ -155,22 +240,41 @@ def run_irl_rlhf(
     config: IRLConfig,
     *,
     lr: float | None = None,
+    rlhf_config: Any = None,
+    true_policy_steps: int | None = None,
+    exclude: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """IRL-RLHF as the stage runs it: a policy trained on ``reward_model_dir``'s reward for
-    ``steps`` GRPO steps on the task's train prompts (into ``out_dir``), compared with ``base``
-    and ``true_policy`` on ``config.rlhf_eval_prompts`` test prompts; returns the table rows."""
+    """IRL-RLHF as the stage runs it, at equal steps: a policy trained on
+    ``reward_model_dir``'s reward for ``steps`` GRPO steps on the task's train prompts (into
+    ``out_dir``), with [`irl_rlhf_config`][lfp_mech.irl.policies.irl_rlhf_config]; the true-reward
+    policy is ``true_policy`` when it was trained for the same steps (``true_policy_steps``),
+    else a matched re-run on the true reward with the very same config (``out_dir /
+    "true_reward"``). Both are compared with ``base`` on ``config.rlhf_eval_prompts`` test prompts
+    that produced no IRL text (``exclude``); returns the table rows."""
     from lfp_mech.data import load_prompts
+    from lfp_mech.rewards import get_reward
+    from lfp_mech.rlhf import train_policy
 
     prompt_set = get_task(task).prompt_set
+    cfg = irl_rlhf_config(get_task(task).name, steps, config, lr=lr, rlhf_config=rlhf_config)
+    prompts = load_prompts(prompt_set, "train")
+    if true_policy_steps != steps:
+        true_policy = str(
+            train_policy(
+                base, get_reward(get_task(task).reward), prompts, cfg, out_dir / MATCHED_DIR
+            )
+        )
     result = irl_rlhf(
         base,
         reward_model_dir,
-        load_prompts(prompt_set, "train"),
-        irl_rlhf_config(task, steps, config, lr=lr),
+        prompts,
+        cfg,
         out_dir,
         true_policy=true_policy,
         task=task,
-        eval_prompts=sampled_prompts(prompt_set, config.rlhf_eval_prompts, config.seed),
+        eval_prompts=policy_eval_prompts(
+            prompt_set, config.rlhf_eval_prompts, exclude, config.seed
+        ),
         device=config.device,
     )
     return result["table"]

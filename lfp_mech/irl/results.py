@@ -56,8 +56,9 @@ class IRLTaskResults(StageResults):
 
     @property
     def final_epoch(self) -> "pd.DataFrame":
-        """Over seeds, last epoch of each: one row per metric, columns mean, std, median, min,
-        max (the honest headline; ``summary["best_run"]`` is the optimistic best-of-N)."""
+        """Over seeds, each at the epoch chosen on validation and scored once on the held-out
+        texts: one row per metric, columns mean, std, median, min, max (the headline;
+        ``summary["best_run"]`` is the run selected on validation)."""
         import pandas as pd
 
         return pd.DataFrame(self.summary["final_epoch"]).T
@@ -74,12 +75,28 @@ class IRLTaskResults(StageResults):
         """One row per completion: split, role (expert / non_expert), index, prompt, completion."""
         return self.jsonl(files.DEMONSTRATIONS_FILE.removesuffix(".jsonl"))
 
+    @property
+    def epochs(self) -> "pd.DataFrame":
+        """Validation metrics per seed × epoch (what the epochs were chosen on)."""
+        return self.table(files.EPOCHS_STEM)
+
+    @property
+    def validation_grid(self) -> "pd.DataFrame | None":
+        """The readout × lr grid on the validation split (None with a single candidate)."""
+        if not (self.path / f"{files.GRID_STEM}.csv").exists():
+            return None
+        return self.table(files.GRID_STEM)
+
     def headline(self) -> dict[str, Any]:
-        """Median accuracy, F1 and Spearman over seeds, the best run, the baselines and controls."""
+        """Median accuracy, balanced accuracy, F1, AUROC and Spearman over seeds, the run
+        selected on validation, the baselines and controls."""
         s = self.summary
         final = s["final_epoch"]
         return {
             "acc_median": final["acc"]["median"],
+            "balanced_acc_median": final["balanced_acc"]["median"],
+            "auroc_median": final["auroc"]["median"],
+            "val_acc_median": s["validation"]["acc"]["median"],
             "f1_median": final["f1"]["median"],
             "spearman_median": final["spearman"]["median"],
             "best_acc": s["best_run"]["acc"],
@@ -161,6 +178,37 @@ class IRLTaskResults(StageResults):
         if (summary.get("lexicon_bound") or {}).get("expressed"):
             columns["expressed-lexicon bound"] = pd.Series(summary["lexicon_bound"]["expressed"])
         return pd.DataFrame(columns).loc[list(metrics)].astype(float)
+
+    def protocol_table(
+        self, metrics: "tuple[str, ...]" = ("acc", "balanced_acc", "f1", "auroc", "spearman")
+    ) -> "pd.DataFrame":
+        """The measurement table of the validation protocol, one row per metric: the validation
+        median over seeds (what the choices were made on), the held-out median, mean ± sd and
+        min–max over seeds, the run selected on validation (held-out), and the controls on the
+        same held-out texts."""
+        import pandas as pd
+
+        s, final = self.summary, self.final_epoch
+        validation = s.get("validation", {})
+        rows = {}
+        for m in metrics:
+            row = {
+                "validation median": validation.get(m, {}).get("median", float("nan")),
+                "held-out median": final.loc[m, "median"],
+                "held-out mean ± sd": f"{final.loc[m, 'mean']:.3f} ± {final.loc[m, 'std']:.3f}",
+                "held-out min–max": f"{final.loc[m, 'min']:.3f}–{final.loc[m, 'max']:.3f}",
+                "selected on validation": s["best_run"].get(m, float("nan")),
+            }
+            for label, key in (
+                ("supervised ceiling", "supervised_ceiling"),
+                ("log-ratio", "log_ratio_control"),
+            ):
+                row[label] = (s.get(key) or {}).get(m, float("nan"))
+            row["lexicon bound"] = ((s.get("lexicon_bound") or {}).get("expressed") or {}).get(
+                m, float("nan")
+            )
+            rows[m] = row
+        return pd.DataFrame(rows).T
 
     def plot_seed_heatmaps(self) -> "Figure":
         """Accuracy and Spearman per seed × epoch (``irl_heatmaps.png``)."""

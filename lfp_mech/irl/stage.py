@@ -14,6 +14,7 @@ Reads the rlhf, saes and probes stages through their results classes; writes ``s
 [`lfp_mech.irl.results.IRLResults`][lfp_mech.irl.results.IRLResults].
 """
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,9 +23,9 @@ from torch import Tensor
 
 from lfp_mech._io import write_json
 from lfp_mech.irl import artifacts as files
-from lfp_mech.irl.experiment import run_task
+from lfp_mech.irl.experiment import irl_prompts, run_task
 from lfp_mech.irl.policies import run_irl_rlhf
-from lfp_mech.irl.toxicity import run_toxicity_task
+from lfp_mech.irl.toxicity import check_prompts_reachable, run_toxicity_task
 from lfp_mech.probes.results import ProbesResults
 from lfp_mech.rlhf.results import RLHFResults
 from lfp_mech.saes.results import SAEsResults
@@ -32,14 +33,24 @@ from lfp_mech.stage_api import SUMMARY_FILE, StageContext
 
 __all__ = ["ProbeEstimate", "run"]
 
+logger = logging.getLogger(__name__)
+
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """IRL on the VADER task, IRL-RLHF on its reward, then the toxicity task; the summary."""
     options, model = ctx.options, ctx.config.model
+    check_prompts_reachable(options)  # the hub's Jigsaw prompts, before any training
     expert = RLHFResults(ctx.stage_dir("rlhf")).policy_dir
     vader_dir = ctx.dir / "vader"
-    summary = run_task(model, expert, "vader", vader_dir, options, probe_fn=ProbeEstimate(ctx))
+    probes_ran = (
+        ProbesResults(ctx.stage_dir("probes")).exists and SAEsResults(ctx.stage_dir("saes")).exists
+    )
+    if not probes_ran:
+        logger.info("no probes stage in this run: the three-way comparison has no probe column")
+    probe_fn = ProbeEstimate(ctx) if probes_ran else None
+    summary = run_task(model, expert, "vader", vader_dir, options, probe_fn=probe_fn)
     if options.rlhf_steps > 0:
+        rlhf_options = getattr(ctx.config.stages, "rlhf", None)
         table = run_irl_rlhf(
             model,
             "vader",
@@ -48,8 +59,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
             expert,
             options.rlhf_steps,
             options,
+            rlhf_config=rlhf_options,
+            true_policy_steps=getattr(rlhf_options, "max_steps", None),
+            exclude=irl_prompts("vader", options),
         )
         summary["irl_rlhf_true_reward"] = {row["policy"]: row["mean_reward"] for row in table}
+        summary["irl_rlhf_steps"] = options.rlhf_steps
+        summary["irl_rlhf_gain_ratio"] = table[-1].get("gain_ratio")
+        summary["irl_rlhf_gain_ratio_ci95"] = table[-1].get("gain_ratio_ci95")
     if options.toxicity_rlhf_steps > 0:
         toxicity = run_toxicity_task(model, ctx.dir / "toxicity", options)
         skip = ("task", "reward_model_dir")

@@ -30,10 +30,14 @@ IRL_PAPER: dict[str, Any] = {
     "eval_batch_size": 16,
     "pooling": "last",
     "max_length": 256,
+    "grid_pooling": [],
+    "grid_context_layer": [],
+    "grid_lr": [],
 }
 """The IRL paper's sizes (Joselowitz et al. 2024): 500/500 prompts, 100-token greedy
 completions, the whole LM fine-tuned with a last-token head, batch 2, lr 1e-5, 13 seeds × 6
-epochs (78 runs)."""
+epochs (78 runs); no readout / lr grid (the paper's setting; validation still chooses each seed's
+epoch and threshold)."""
 
 LFP_PAPER_RLHF: dict[str, Any] = {
     "method": "grpo",
@@ -150,6 +154,9 @@ SMOKE: dict[str, Any] = {
         "n_train_prompts": 12,
         "n_test_prompts": 8,
         "n_other_texts": 8,
+        "n_val_prompts": 4,
+        "n_val_texts": 6,
+        "toxicity_samples": 2,
         "max_new_tokens": 8,
         "rlhf_steps": 2,
         "rlhf_eval_prompts": 4,

@@ -87,7 +87,7 @@ STAGES: tuple[StageSpec, ...] = (
         "irl", "irl",
         "recover the reward from behaviour (max-margin IRL), compare with the probe, "
         "re-train a policy on the recovered reward",
-        "IRLResults", ("probes",),
+        "IRLResults", ("rlhf",),
         (*_TORCH, "trl", "accelerate", "sae-lens", "scikit-learn", "scipy", "vaderSentiment",
          "alt-profanity-check"),
     ),
