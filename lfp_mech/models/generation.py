@@ -10,6 +10,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lfp_mech.models.hf_hooks import HookSpec, hf_hooks
+
 
 def generate_texts(
     model: PreTrainedModel,
@@ -26,6 +28,7 @@ def generate_texts(
     seed: int = 0,
     device: str | torch.device = "cpu",
     desc: str = "generate",
+    hooks: HookSpec = (),
 ) -> tuple[list[str], list[int]]:
     """Complete each prompt with an HF causal LM: ``(completions, n_new_tokens_before_eos)``.
 
@@ -35,6 +38,11 @@ def generate_texts(
     ``temperature``; each batch draws from its own RNG seeded with ``seed + batch start``, so a
     completion does not depend on what ran before, and the global RNG is left untouched.
     Completions hold only the new text, special tokens dropped.
+
+    ``hooks`` (``[(TransformerLens hook name, fn), ...]``, e.g. an SAE-feature ablation on
+    ``blocks.3.hook_mlp_out`` or a steering vector added to ``blocks.3.hook_resid_post``) edit
+    the activations of every forward while generating, KV cache on; they are removed afterwards,
+    also on error (see [`hf_hooks`][lfp_mech.models.hf_hooks.hf_hooks]).
     """
     prompts = list(prompts)
     if not prompts:
@@ -57,22 +65,28 @@ def generate_texts(
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=None, leave=False):
-            index = order[start : start + batch_size]
-            batch = tokenizer(
-                [prompts[i] for i in index], return_tensors="pt", padding=True, padding_side="left"
-            ).to(device)
-            with torch.no_grad(), torch.random.fork_rng(devices=_rng_devices(device)):
-                torch.manual_seed(seed + start)
-                out = model.generate(**batch, generation_config=config)
-            new_tokens = out[:, batch["input_ids"].shape[1] :]
-            if eos is None:
-                counts = [new_tokens.shape[1]] * len(index)
-            else:
-                counts = ((new_tokens == eos).long().cumsum(-1) == 0).sum(-1).tolist()
-            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i, text, count in zip(index, decoded, counts, strict=True):
-                texts[i], n_new[i] = text, int(count)
+        with hf_hooks(model, hooks), torch.inference_mode():
+            for start in tqdm(
+                range(0, len(order), batch_size), desc=desc, disable=None, leave=False
+            ):
+                index = order[start : start + batch_size]
+                batch = tokenizer(
+                    [prompts[i] for i in index],
+                    return_tensors="pt",
+                    padding=True,
+                    padding_side="left",
+                ).to(device)
+                with torch.random.fork_rng(devices=_rng_devices(device)):
+                    torch.manual_seed(seed + start)
+                    out = model.generate(**batch, generation_config=config)
+                new_tokens = out[:, batch["input_ids"].shape[1] :]
+                if eos is None:
+                    counts = [new_tokens.shape[1]] * len(index)
+                else:
+                    counts = ((new_tokens == eos).long().cumsum(-1) == 0).sum(-1).tolist()
+                decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for i, text, count in zip(index, decoded, counts, strict=True):
+                    texts[i], n_new[i] = text, int(count)
     finally:
         model.train(was_training)
     return texts, n_new
