@@ -1,6 +1,8 @@
 """The one batched generation loop of lfp_mech (HF ``generate`` with the KV cache)."""
 
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -11,6 +13,30 @@ from transformers import (
 )
 
 from lfp_mech.models.hf_hooks import HookSpec, hf_hooks
+
+__all__ = ["generate_texts", "hf_twin", "register_hf_twin"]
+
+_TWINS: "weakref.WeakKeyDictionary[Any, tuple[PreTrainedModel, PreTrainedTokenizerBase]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def register_hf_twin(
+    hooked: Any, hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Remember the HF model a ``HookedTransformer`` was converted from (same weights), so code
+    holding the hooked model can generate on the fast HF path
+    ([`hf_twin`][lfp_mech.models.generation.hf_twin]). Held only as long as ``hooked`` lives."""
+    _TWINS[hooked] = (hf_model, tokenizer)
+
+
+def hf_twin(hooked: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase] | None:
+    """``(hf_model, tokenizer)`` registered for ``hooked``, or None (a copy, a hand-built or a
+    since-converted model has none)."""
+    try:
+        return _TWINS.get(hooked)
+    except TypeError:  # not weak-referenceable: never registered
+        return None
 
 
 def generate_texts(
