@@ -101,3 +101,33 @@ def test_bad_hook_names_fail_clearly(tiny_hf):
     with pytest.raises(ConfigError, match="blocks 0–1"):
         with hf_hooks(hf, [("blocks.7.hook_mlp_out", torch.zeros_like)]):
             pass
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2", "tiny-neox", "tiny-gemma2"])
+def test_sample_batch_draws_what_hf_generate_draws(arch):
+    """Same seed -> the same tokens as ``model.generate`` (sampling with repetition penalty,
+    minimum length, temperature, top-p; and greedy), left-padded batch."""
+    from transformers import GenerationConfig
+
+    from lfp_mech.models.sampling import sample_batch
+
+    hf, tok = build_tiny_model(arch, seed=0)
+    hf.eval()
+    batch = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    settings = [
+        dict(do_sample=True, temperature=0.7, repetition_penalty=1.3, min_new_tokens=5),
+        dict(do_sample=True, temperature=1.0, top_p=0.9),
+        dict(do_sample=False, repetition_penalty=1.2),
+    ]
+    special = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    for kwargs in settings:
+        top_k = {"top_k": 0} if kwargs["do_sample"] else {}
+        config = GenerationConfig(max_new_tokens=16, use_cache=True, **top_k, **kwargs, **special)
+        with torch.inference_mode():
+            torch.manual_seed(1)
+            theirs = hf.generate(**batch, generation_config=config)
+            torch.manual_seed(1)
+            ours = sample_batch(
+                hf, batch.input_ids, batch.attention_mask, max_new_tokens=16, **kwargs, **special
+            )
+        assert torch.equal(ours, theirs[:, batch.input_ids.shape[1] :]), kwargs

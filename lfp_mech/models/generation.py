@@ -1,4 +1,4 @@
-"""The one batched generation loop of lfp_mech (HF ``generate`` with the KV cache)."""
+"""The one batched generation path of lfp_mech (KV cache, optional activation hooks)."""
 
 import weakref
 from collections.abc import Sequence
@@ -6,13 +6,10 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import (
-    GenerationConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lfp_mech.models.hf_hooks import HookSpec, hf_hooks
+from lfp_mech.models.sampling import sample_batch
 
 __all__ = ["generate_texts", "hf_twin", "register_hf_twin"]
 
@@ -63,7 +60,9 @@ def generate_texts(
     cache; results come back in input order. Sampling is pure ancestral sampling (no top-k) at
     ``temperature``; each batch draws from its own RNG seeded with ``seed + batch start``, so a
     completion does not depend on what ran before, and the global RNG is left untouched.
-    Completions hold only the new text, special tokens dropped.
+    Completions hold only the new text, special tokens dropped. Each batch runs
+    [`sample_batch`][lfp_mech.models.sampling.sample_batch]: HF ``generate``'s arithmetic and
+    random draws (the same completions for the same seed) without its per-step overhead.
 
     ``hooks`` (``[(TransformerLens hook name, fn), ...]``, e.g. an SAE-feature ablation on
     ``blocks.3.hook_mlp_out`` or a steering vector added to ``blocks.3.hook_resid_post``) edit
@@ -74,16 +73,15 @@ def generate_texts(
     if not prompts:
         return [], []
     eos = tokenizer.eos_token_id
-    sampling = {"temperature": temperature, "top_k": 0, "top_p": top_p} if do_sample else {}
-    config = GenerationConfig(
+    config = dict(
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
         do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
         repetition_penalty=repetition_penalty,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
         eos_token_id=eos,
-        use_cache=True,
-        **sampling,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
     )
     lengths = [len(ids) for ids in tokenizer(prompts).input_ids]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -104,8 +102,9 @@ def generate_texts(
                 ).to(device)
                 with torch.random.fork_rng(devices=_rng_devices(device)):
                     torch.manual_seed(seed + start)
-                    out = model.generate(**batch, generation_config=config)
-                new_tokens = out[:, batch["input_ids"].shape[1] :]
+                    new_tokens = sample_batch(
+                        model, batch["input_ids"], batch["attention_mask"], **config
+                    )
                 if eos is None:
                     counts = [new_tokens.shape[1]] * len(index)
                 else:
