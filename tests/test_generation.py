@@ -131,3 +131,38 @@ def test_sample_batch_draws_what_hf_generate_draws(arch):
                 hf, batch.input_ids, batch.attention_mask, max_new_tokens=16, **kwargs, **special
             )
         assert torch.equal(ours, theirs[:, batch.input_ids.shape[1] :]), kwargs
+
+
+def test_completion_cache_hits_identical_requests_only(tiny_hf, tmp_path, monkeypatch):
+    from lfp_mech.models import generation
+    from lfp_mech.models.completions import completion_cache
+
+    hf, tok = tiny_hf
+    kwargs = dict(max_new_tokens=6, batch_size=2)
+    calls = []
+    sample_all = generation._sample_all
+    monkeypatch.setattr(
+        generation, "_sample_all", lambda *a, **k: calls.append(1) or sample_all(*a, **k)
+    )
+    plain = generate_texts(hf, tok, PROMPTS, seed=1, **kwargs)
+    assert len(calls) == 1  # no cache outside a run
+    with completion_cache(tmp_path / "completions"):
+        first = generate_texts(hf, tok, PROMPTS, seed=1, **kwargs)
+        again = generate_texts(hf, tok, PROMPTS, seed=1, **kwargs)
+        assert first == again == plain and len(calls) == 2  # the second one hit
+        assert len(list((tmp_path / "completions").glob("*.json"))) == 1
+        generate_texts(hf, tok, PROMPTS, seed=2, **kwargs)  # another seed: a miss
+        assert len(calls) == 3
+        steer = [("blocks.0.hook_resid_post", lambda x: x + 1.0)]
+        hooked = generate_texts(hf, tok, PROMPTS, seed=1, hooks=steer, hooks_id="plus1", **kwargs)
+        assert len(calls) == 4 and hooked != plain  # hooks: a miss
+        generate_texts(hf, tok, PROMPTS, seed=1, hooks=steer, hooks_id="plus1", **kwargs)
+        assert len(calls) == 4  # the same hooks id: a hit
+        generate_texts(hf, tok, PROMPTS, seed=1, hooks=steer, **kwargs)
+        generate_texts(hf, tok, PROMPTS, seed=1, hooks=steer, **kwargs)
+        assert len(calls) == 6  # unnamed hooks: never cached
+        with torch.no_grad():
+            next(hf.parameters()).add_(0.5)  # other weights: a miss
+        generate_texts(hf, tok, PROMPTS, seed=1, **kwargs)
+        assert len(calls) == 7
+    assert len(list((tmp_path / "completions").glob("*.json"))) == 4

@@ -1,5 +1,6 @@
 """The one batched generation path of lfp_mech (KV cache, optional activation hooks)."""
 
+import logging
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -8,8 +9,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lfp_mech.models.completions import active_cache
 from lfp_mech.models.hf_hooks import HookSpec, hf_hooks
 from lfp_mech.models.sampling import sample_batch
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["generate_texts", "hf_twin", "register_hf_twin"]
 
@@ -52,6 +56,7 @@ def generate_texts(
     device: str | torch.device = "cpu",
     desc: str = "generate",
     hooks: HookSpec = (),
+    hooks_id: str | None = None,
 ) -> tuple[list[str], list[int]]:
     """Complete each prompt with an HF causal LM: ``(completions, n_new_tokens_before_eos)``.
 
@@ -68,6 +73,11 @@ def generate_texts(
     ``blocks.3.hook_mlp_out`` or a steering vector added to ``blocks.3.hook_resid_post``) edit
     the activations of every forward while generating, KV cache on; they are removed afterwards,
     also on error (see [`hf_hooks`][lfp_mech.models.hf_hooks.hf_hooks]).
+
+    While a completion cache is active (during a run's stages, see
+    [`completions`][lfp_mech.models.completions]) an identical earlier request (same weights,
+    prompts, settings, batch size, seed and ``hooks_id``) returns its stored completions;
+    hooked generation is cached only when ``hooks_id`` names the hooks.
     """
     prompts = list(prompts)
     if not prompts:
@@ -83,6 +93,36 @@ def generate_texts(
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
     )
+    cache = active_cache() if hooks_id is not None or not hooks else None
+    if cache is not None:
+        settings = {**config, "batch_size": batch_size, "seed": seed, "hooks": hooks_id}
+        settings["tokenizer"] = type(tokenizer).__name__ + str(len(tokenizer))
+        key = cache.key(model, prompts, settings)
+        stored = cache.get(key)
+        if stored is not None:
+            logger.info("%s: %d completions from the completion cache", desc, len(prompts))
+            return stored
+    texts, n_new = _sample_all(
+        model, tokenizer, prompts, config, batch_size, seed, device, desc, hooks
+    )
+    if cache is not None:
+        cache.put(key, texts, n_new, settings)
+    return texts, n_new
+
+
+def _sample_all(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    config: dict[str, Any],
+    batch_size: int,
+    seed: int,
+    device: str | torch.device,
+    desc: str,
+    hooks: HookSpec,
+) -> tuple[list[str], list[int]]:
+    """Sample every prompt, in batches of similar length (see ``generate_texts``)."""
+    eos = config["eos_token_id"]
     lengths = [len(ids) for ids in tokenizer(prompts).input_ids]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     texts, n_new = [""] * len(prompts), [0] * len(prompts)

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from lfp_mech.errors import ConfigError
 from lfp_mech.hooks import layer_of_hook
+from lfp_mech.models.completions import tensor_digest
 from lfp_mech.models.generation import generate_texts, hf_twin
 from lfp_mech.validate.autointerp.corpus import corpus_batches, tokenize_corpus
 from lfp_mech.validate.feature_ids import FeatureIds, feature_tensor
@@ -137,6 +138,17 @@ def _ablate(x: Float[Tensor, "*batch d_in"], spec: _Ablation) -> Float[Tensor, "
     if spec.scale is not None:
         delta = delta * spec.scale(x_sae)
     return x - delta.to(device=x.device, dtype=x.dtype)
+
+
+def _ablation_id(specs: list[_Ablation]) -> str:
+    """What identifies an ablation for the completion cache: hook, SAE weights, features, m_f."""
+    parts = [
+        f"{spec.hook_name}:{tensor_digest(spec.sae.named_parameters())}:"
+        f"{spec.feature_ids.tolist()}:{tensor_digest([('m', spec.offsets)])}:"
+        f"{getattr(spec.sae.cfg, 'normalize_activations', 'none')}"
+        for spec in specs
+    ]
+    return "sae_ablation|" + "|".join(parts)
 
 
 def _resolve(
@@ -415,5 +427,6 @@ def _generate_hf(
         device=next(hf_model.parameters()).device,
         desc="generate (ablated)" if ablations else "generate",
         hooks=hooks,
+        hooks_id=_ablation_id(specs),
     )
     return texts
