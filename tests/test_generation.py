@@ -166,3 +166,47 @@ def test_completion_cache_hits_identical_requests_only(tiny_hf, tmp_path, monkey
         generate_texts(hf, tok, PROMPTS, seed=1, **kwargs)
         assert len(calls) == 7
     assert len(list((tmp_path / "completions").glob("*.json"))) == 4
+
+
+def test_fast_generate_reproduces_trl_rollout_generation(tiny_hf, monkeypatch):
+    """The GenerationConfig GRPO builds (lfp_mech's RLHF settings): patched ``generate`` returns
+    exactly HF's tokens; unsupported settings fall back to HF's own ``generate``."""
+    from transformers import GenerationConfig
+
+    from lfp_mech.models import sampling
+    from lfp_mech.models.sampling import fast_generate
+
+    calls = []
+    original = sampling.sample_batch
+    monkeypatch.setattr(
+        sampling, "sample_batch", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    hf, tok = tiny_hf
+    batch = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    trl_like = GenerationConfig(
+        max_new_tokens=12,
+        do_sample=True,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=[tok.eos_token_id],
+        temperature=0.9,
+        top_p=1.0,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.2,
+        cache_implementation=None,
+        min_new_tokens=4,
+        disable_compile=True,
+    )
+    beams = GenerationConfig(max_new_tokens=6, num_beams=2, do_sample=False)
+    with torch.no_grad():
+        expected = []
+        for config in (trl_like, beams):
+            torch.manual_seed(3)
+            expected.append(hf.generate(**inputs, generation_config=config))
+        fast_generate(hf)
+        for config, theirs in zip((trl_like, beams), expected, strict=True):
+            torch.manual_seed(3)
+            assert torch.equal(hf.generate(**inputs, generation_config=config), theirs)
+    assert len(calls) == 1  # the TRL-like call took the fast path, beam search did not

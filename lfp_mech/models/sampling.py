@@ -10,12 +10,14 @@ validation), which is most of the gap between generation and a forward pass on a
 models. Finished rows are padded, like ``generate``.
 """
 
+from typing import Any
+
 import torch
 from jaxtyping import Int
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
 
-__all__ = ["sample_batch"]
+__all__ = ["fast_generate", "sample_batch"]
 
 
 def sample_batch(
@@ -128,3 +130,75 @@ def _process(
         remove[..., -1:] = 0
         scores = scores.masked_fill(remove.scatter(1, sorted_indices, remove), -float("inf"))
     return scores
+
+
+_REPRODUCED = {  # GenerationConfig fields sample_batch reproduces, with their neutral values
+    "num_beams": (None, 1),
+    "num_return_sequences": (None, 1),
+    "top_k": (None, 0),
+    "min_p": (None,),
+    "top_h": (None,),
+    "typical_p": (None, 1.0),
+    "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0),
+    "no_repeat_ngram_size": (None, 0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "length_penalty": (None, 1.0),
+    "bad_words_ids": (None,),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "sequence_bias": (None,),
+    "guidance_scale": (None, 1.0),
+    "min_length": (None, 0),
+    "max_length": (None, 20),  # HF's default; max_new_tokens wins over it
+    "cache_implementation": (None, "dynamic"),
+    "stop_strings": (None,),
+    "watermarking_config": (None,),
+    "assistant_model": (None,),
+}
+
+
+def fast_generate(model: PreTrainedModel) -> None:
+    """Route ``model.generate(input_ids=, attention_mask=, generation_config=)`` through
+    [`sample_batch`][lfp_mech.models.sampling.sample_batch] (same tokens for the same seed, less
+    overhead) when the config uses only what it reproduces (sampling or greedy, temperature,
+    top-p, repetition penalty, minimum new tokens, one EOS); any other call goes to HF's
+    ``generate`` unchanged. Used for TRL's rollouts, which call ``generate`` that way."""
+    original = model.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        settings = None if args else _settings(kwargs)
+        if settings is None:
+            return original(*args, **kwargs)
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        return torch.cat([ids, sample_batch(model, ids, mask, **settings)], dim=1)
+
+    model.generate = generate
+
+
+def _settings(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """``sample_batch`` keyword arguments equivalent to a ``generate`` call, or None."""
+    config = kwargs.get("generation_config")
+    if set(kwargs) != {"input_ids", "attention_mask", "generation_config"} or config is None:
+        return None
+    if any(getattr(config, f, None) not in ok for f, ok in _REPRODUCED.items()):
+        return None
+    if config.max_new_tokens is None or config.use_cache is False:
+        return None
+    eos = config.eos_token_id
+    if isinstance(eos, list | tuple):
+        if len(eos) != 1:
+            return None
+        eos = eos[0]
+    return dict(
+        max_new_tokens=int(config.max_new_tokens),
+        min_new_tokens=int(config.min_new_tokens or 0),
+        do_sample=bool(config.do_sample),
+        temperature=float(config.temperature if config.temperature is not None else 1.0),
+        top_p=float(config.top_p if config.top_p is not None else 1.0),
+        repetition_penalty=float(config.repetition_penalty or 1.0),
+        eos_token_id=eos,
+        pad_token_id=config.pad_token_id,
+    )
