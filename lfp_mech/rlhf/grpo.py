@@ -19,6 +19,7 @@ from lfp_mech._io import atomic_dir
 from lfp_mech.distributed import is_main_process, wait_for_everyone
 from lfp_mech.errors import ConfigError
 from lfp_mech.models.coerce import ModelLike, as_hf_model
+from lfp_mech.models.sampling import fast_generate
 from lfp_mech.rlhf.artifacts import BASE_COPY_DIR
 from lfp_mech.rlhf.config import RLHFConfig
 from lfp_mech.rlhf.evaluation import distinct_n
@@ -94,6 +95,7 @@ def train_policy(
         processing_class=tokenizer,
         callbacks=[callback],
     )
+    fast_generate(trainer.model)  # TRL's rollouts: the same tokens, less per-step overhead
     return session.train_and_export(
         trainer, tokenizer, metadata, keep_checkpoints=config.keep_checkpoints
     )

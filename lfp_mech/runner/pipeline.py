@@ -273,7 +273,10 @@ def _run_stage(
     context = StageContext(run_dir, spec.name, config, manifest)
     begin = time.perf_counter()
     backend = getattr(config, "tracking", "none") if record else "none"  # main process logs
+    from lfp_mech.models.completions import COMPLETIONS_DIR, completion_cache
+
     with (
+        completion_cache(run_dir / COMPLETIONS_DIR),  # stages reuse each other's completions
         peak_rss() as peak,
         tracking(
             backend,
