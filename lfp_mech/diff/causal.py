@@ -168,6 +168,8 @@ def gap_share(
             return moved / gap
 
     point = float(share(tuned, base, edited))
+    if not np.isfinite(point) or abs(float(tuned.mean() - base.mean())) < 1e-9:
+        return float("nan"), float("nan"), float("nan")  # no gap to share
     res = bootstrap(
         (tuned, base, edited),
         share,

@@ -1,6 +1,7 @@
 """Figure of the diff stage: dose-response of ablating (tuned) / adding (base) the top-k latents,
 with the random-latent and difference-of-means baselines."""
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,9 @@ def plot_dose_response(rows: "Sequence[Mapping[str, Any]] | Any") -> Figure:
     ``rows``: the ``interventions`` table (a list of dicts or a DataFrame)."""
     if hasattr(rows, "to_dict"):
         rows = rows.to_dict("records")
+    rows = [
+        {**r, **{c: _finite(r.get(c)) for c in ("gap_share", "ci_low", "ci_high")}} for r in rows
+    ]
     fig, ax = new_figure(figsize=(7.0, 3.8))
     for group, label, color in (
         ("ablate", "ablate top-k (tuned)", "C0"),
@@ -37,7 +41,9 @@ def plot_dose_response(rows: "Sequence[Mapping[str, Any]] | Any") -> Figure:
         ("lfp_probe", "C5", "LFP probe features"),
     )
     for group, color, label in baselines:
-        for i, r in enumerate(r for r in rows if r["group"] == group):
+        for i, r in enumerate(
+            r for r in rows if r["group"] == group and r["gap_share"] == r["gap_share"]
+        ):
             ax.axhline(
                 r["gap_share"],
                 color=color,
@@ -45,10 +51,22 @@ def plot_dose_response(rows: "Sequence[Mapping[str, Any]] | Any") -> Figure:
                 linewidth=1,
                 label=label if i == 0 else None,
             )
-    ax.set_xscale("log")
+    all_k = [r["k"] for r in rows if r["group"] in ("ablate", "steer") and r["k"] > 0]
+    if all_k:  # explicit limits: with undefined (NaN) shares there is no data to autoscale on
+        ax.set_xscale("log")
+        ax.set_xlim(min(all_k) / 1.3, max(all_k) * 1.3)
     ax.set_xlabel("k (top tuned-specific latents)")
     ax.set_ylabel("share of the reward gap")
     ax.set_title("What RLHF changed: ablation and steering dose-response")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+def _finite(value: Any) -> float:
+    """The value as a float, NaN when missing or infinite (no gap: shares are undefined)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
