@@ -24,6 +24,7 @@ from lfp_mech.diff.residual import EditFn, decoder_layers
 from lfp_mech.diff.scoring import matched_random_latents
 from lfp_mech.diff.tables import intervention_rows, latent_rows
 from lfp_mech.models.coerce import ModelLike, as_hf_model
+from lfp_mech.stage_api import SUMMARY_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +172,11 @@ def run_diff(
         {"random_latents": draws, "top_features": [list(g.members) for g in features.groups[:50]]},
     )
     save_figure(plot_dose_response(table), out / "dose_response.png")
-    return _summary(
+    summary = _summary(
         features, table, config, trained - start, time.perf_counter() - trained, probe_edits
     )
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
 
 
 def _summary(
