@@ -178,3 +178,52 @@ def test_smollm2_exact_ablation(smollm2):
     x, ids = seen["before"], torch.tensor([0, 5, 600])
     expected = x - sae.encode(x).detach()[..., ids] @ sae.W_dec[ids].detach()
     assert (cache[hook] - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2"])
+def test_generation_runs_on_the_hf_twin_with_the_same_ablation(arch):
+    """A model lfp_mech loaded generates on its HF twin, ablated by torch hooks that edit
+    hook_mlp_out exactly as the TransformerLens hook does (GPT-2: TL's centred activations)."""
+    from lfp_mech import load_model
+    from lfp_mech.models.generation import generate_texts, hf_twin
+    from lfp_mech.models.hf_hooks import decoder_layers, hf_hooks
+    from lfp_mech.validate.ablation import _ablate, _resolve
+
+    model = load_model(arch)
+    hf, tok = hf_twin(model)
+    with torch.no_grad():  # O(1) MLP outputs in both (random init leaves them ~1e-3)
+        for block, layer in zip(model.blocks, decoder_layers(hf), strict=True):
+            block.mlp.W_out.mul_(300.0)
+            block.mlp.b_out.mul_(300.0)
+            for name, param in layer.mlp.named_parameters():
+                if name.split(".")[0] in ("down_proj", "c_proj"):
+                    param.mul_(300.0)
+    sae = make_sae(gain=4.0)
+    strong = {HOOK: (sae, list(range(128)))}
+    tokens = model.to_tokens(TEXTS)
+    (spec,) = _resolve(model, strong, None, "zero", None)
+    with torch.no_grad(), ablate_features(model, strong):
+        theirs = model(tokens).log_softmax(-1)
+    with torch.no_grad(), hf_hooks(hf, [(HOOK, lambda x: _ablate(x, spec))]):
+        ours = hf(tokens).logits.log_softmax(-1)
+    assert (ours - theirs).abs().max() < 1e-3
+    with torch.no_grad():
+        assert (hf(tokens).logits.log_softmax(-1) - theirs).abs().max() > 0.05
+
+    prompts = ["A great movie", "The film was", "I watched it"]
+    kwargs = dict(max_new_tokens=8, batch_size=2, seed=5)
+    clean = generate_with_ablation(model, prompts, None, **kwargs)
+    assert generate_with_ablation(model, prompts, {HOOK: (sae, [])}, **kwargs) == clean
+    direct, _ = generate_texts(hf, tok, prompts, max_new_tokens=8, batch_size=2, seed=5)
+    assert clean == direct  # the shared sampling path, same seeds
+    ablated = generate_with_ablation(model, prompts, strong, **kwargs)
+    hooked, _ = generate_texts(
+        hf,
+        tok,
+        prompts,
+        max_new_tokens=8,
+        batch_size=2,
+        seed=5,
+        hooks=[(HOOK, lambda x: _ablate(x, spec))],
+    )
+    assert ablated == hooked != clean

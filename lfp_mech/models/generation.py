@@ -1,14 +1,39 @@
-"""The one batched generation loop of lfp_mech (HF ``generate`` with the KV cache)."""
+"""The one batched generation path of lfp_mech (KV cache, optional activation hooks)."""
 
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import (
-    GenerationConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lfp_mech.models.hf_hooks import HookSpec, hf_hooks
+from lfp_mech.models.sampling import sample_batch
+
+__all__ = ["generate_texts", "hf_twin", "register_hf_twin"]
+
+_TWINS: "weakref.WeakKeyDictionary[Any, tuple[PreTrainedModel, PreTrainedTokenizerBase]]" = (
+    weakref.WeakKeyDictionary()
 )
+
+
+def register_hf_twin(
+    hooked: Any, hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Remember the HF model a ``HookedTransformer`` was converted from (same weights), so code
+    holding the hooked model can generate on the fast HF path
+    ([`hf_twin`][lfp_mech.models.generation.hf_twin]). Held only as long as ``hooked`` lives."""
+    _TWINS[hooked] = (hf_model, tokenizer)
+
+
+def hf_twin(hooked: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase] | None:
+    """``(hf_model, tokenizer)`` registered for ``hooked``, or None (a copy, a hand-built or a
+    since-converted model has none)."""
+    try:
+        return _TWINS.get(hooked)
+    except TypeError:  # not weak-referenceable: never registered
+        return None
 
 
 def generate_texts(
@@ -26,6 +51,7 @@ def generate_texts(
     seed: int = 0,
     device: str | torch.device = "cpu",
     desc: str = "generate",
+    hooks: HookSpec = (),
 ) -> tuple[list[str], list[int]]:
     """Complete each prompt with an HF causal LM: ``(completions, n_new_tokens_before_eos)``.
 
@@ -34,22 +60,28 @@ def generate_texts(
     cache; results come back in input order. Sampling is pure ancestral sampling (no top-k) at
     ``temperature``; each batch draws from its own RNG seeded with ``seed + batch start``, so a
     completion does not depend on what ran before, and the global RNG is left untouched.
-    Completions hold only the new text, special tokens dropped.
+    Completions hold only the new text, special tokens dropped. Each batch runs
+    [`sample_batch`][lfp_mech.models.sampling.sample_batch]: HF ``generate``'s arithmetic and
+    random draws (the same completions for the same seed) without its per-step overhead.
+
+    ``hooks`` (``[(TransformerLens hook name, fn), ...]``, e.g. an SAE-feature ablation on
+    ``blocks.3.hook_mlp_out`` or a steering vector added to ``blocks.3.hook_resid_post``) edit
+    the activations of every forward while generating, KV cache on; they are removed afterwards,
+    also on error (see [`hf_hooks`][lfp_mech.models.hf_hooks.hf_hooks]).
     """
     prompts = list(prompts)
     if not prompts:
         return [], []
     eos = tokenizer.eos_token_id
-    sampling = {"temperature": temperature, "top_k": 0, "top_p": top_p} if do_sample else {}
-    config = GenerationConfig(
+    config = dict(
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
         do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
         repetition_penalty=repetition_penalty,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
         eos_token_id=eos,
-        use_cache=True,
-        **sampling,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
     )
     lengths = [len(ids) for ids in tokenizer(prompts).input_ids]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -57,22 +89,29 @@ def generate_texts(
     was_training = model.training
     model.eval()
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=None, leave=False):
-            index = order[start : start + batch_size]
-            batch = tokenizer(
-                [prompts[i] for i in index], return_tensors="pt", padding=True, padding_side="left"
-            ).to(device)
-            with torch.no_grad(), torch.random.fork_rng(devices=_rng_devices(device)):
-                torch.manual_seed(seed + start)
-                out = model.generate(**batch, generation_config=config)
-            new_tokens = out[:, batch["input_ids"].shape[1] :]
-            if eos is None:
-                counts = [new_tokens.shape[1]] * len(index)
-            else:
-                counts = ((new_tokens == eos).long().cumsum(-1) == 0).sum(-1).tolist()
-            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i, text, count in zip(index, decoded, counts, strict=True):
-                texts[i], n_new[i] = text, int(count)
+        with hf_hooks(model, hooks), torch.inference_mode():
+            for start in tqdm(
+                range(0, len(order), batch_size), desc=desc, disable=None, leave=False
+            ):
+                index = order[start : start + batch_size]
+                batch = tokenizer(
+                    [prompts[i] for i in index],
+                    return_tensors="pt",
+                    padding=True,
+                    padding_side="left",
+                ).to(device)
+                with torch.random.fork_rng(devices=_rng_devices(device)):
+                    torch.manual_seed(seed + start)
+                    new_tokens = sample_batch(
+                        model, batch["input_ids"], batch["attention_mask"], **config
+                    )
+                if eos is None:
+                    counts = [new_tokens.shape[1]] * len(index)
+                else:
+                    counts = ((new_tokens == eos).long().cumsum(-1) == 0).sum(-1).tolist()
+                decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for i, text, count in zip(index, decoded, counts, strict=True):
+                    texts[i], n_new[i] = text, int(count)
     finally:
         model.train(was_training)
     return texts, n_new

@@ -102,7 +102,12 @@ def load_model(
     result's log-probs equal the HF model's (see
     [`logprob_parity`][lfp_mech.models.loading.logprob_parity])."""
     hf_model, tokenizer = load_hf_model(name_or_path, device="cpu", dtype=torch.float32, seed=seed)
-    return hooked_from_hf(hf_model, tokenizer, device=device, dtype=dtype)
+    hooked = hooked_from_hf(hf_model, tokenizer, device=device, dtype=dtype)
+    if dtype == torch.float32:  # the same weights: generation can take the fast HF path
+        from lfp_mech.models.generation import register_hf_twin
+
+        register_hf_twin(hooked, hf_model.to(device), tokenizer)
+    return hooked
 
 
 def load_hf_config(name_or_path: str | os.PathLike[str]) -> PretrainedConfig:

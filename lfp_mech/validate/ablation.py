@@ -35,7 +35,9 @@ included (padding is masked by attention anyway)::
         logits = model(tokens)
 
 [`generate_with_ablation`][lfp_mech.validate.ablation.generate_with_ablation] samples completions
-with an ablation active (seeded per batch, so clean and ablated runs share random numbers)."""
+with an ablation active (seeded per batch, so clean and ablated runs share random numbers), on
+the fast Hugging Face path when the model has an HF twin (the same ablation as torch hooks, see
+[`hf_hooks`][lfp_mech.models.hf_hooks.hf_hooks])."""
 
 import difflib
 import math
@@ -43,6 +45,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -52,6 +55,7 @@ from torch import Tensor, nn
 
 from lfp_mech.errors import ConfigError
 from lfp_mech.hooks import layer_of_hook
+from lfp_mech.models.generation import generate_texts, hf_twin
 from lfp_mech.validate.autointerp.corpus import corpus_batches, tokenize_corpus
 from lfp_mech.validate.feature_ids import FeatureIds, feature_tensor
 
@@ -327,12 +331,34 @@ def generate_with_ablation(
     (``seed + batch index``) so clean and ablated runs of the same prompts share random numbers
     (common random numbers make their difference less noisy). ``temperature=0`` is greedy.
     Generation stops at EOS (its text is cut there).
+
+    A model lfp_mech loaded itself (``load_model``, or ``as_hooked_model`` of a name or folder)
+    generates on the Hugging Face model it was converted from, the ablation applied as torch
+    hooks on the same activations (the shared fast path,
+    [`generate_texts`][lfp_mech.models.generation.generate_texts]: prompts tokenized as the
+    RLHF stage does, without TransformerLens's prepended BOS; batches of similar length seeded
+    ``seed + batch start``). Other models (copies, hand-built ones), and ``use_past_kv_cache``
+    or ``stop_at_eos`` off, use TransformerLens's ``generate``.
     """
     prompts = list(prompts)
     if not prompts:
         raise ConfigError("generate_with_ablation: no prompts given")
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("batch_size and max_new_tokens must be >= 1")
+    twin = hf_twin(model) if use_past_kv_cache and stop_at_eos else None
+    if twin is not None:
+        return _generate_hf(
+            model,
+            twin,
+            prompts,
+            ablations,
+            mode,
+            means,
+            max_new_tokens,
+            temperature,
+            seed,
+            batch_size,
+        )
     tokenizer = model.tokenizer
     eos = tokenizer.eos_token_id
     outputs: list[str] = []
@@ -357,3 +383,37 @@ def generate_with_ablation(
                     row = row[: row.index(eos)]
                 outputs.append(tokenizer.decode(row, skip_special_tokens=True))
     return outputs
+
+
+def _generate_hf(
+    model: nn.Module,
+    twin: tuple[Any, Any],
+    prompts: list[str],
+    ablations: AblationSpec | None,
+    mode: str,
+    means: Mapping[str, Tensor] | None,
+    max_new_tokens: int,
+    temperature: float | int,
+    seed: int,
+    batch_size: int,
+) -> list[str]:
+    """[`generate_with_ablation`][lfp_mech.validate.ablation.generate_with_ablation] on the HF
+    model ``model`` was loaded from: the same ablation as torch hooks, the shared sampling path
+    ([`generate_texts`][lfp_mech.models.generation.generate_texts])."""
+    specs = _resolve(model, ablations or {}, None, mode, means)
+    hooks = [(spec.hook_name, partial(_ablate, spec=spec)) for spec in specs]
+    hf_model, tokenizer = twin
+    texts, _ = generate_texts(
+        hf_model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        do_sample=temperature > 0,
+        temperature=float(temperature) if temperature > 0 else 1.0,
+        batch_size=batch_size,
+        seed=seed,
+        device=next(hf_model.parameters()).device,
+        desc="generate (ablated)" if ablations else "generate",
+        hooks=hooks,
+    )
+    return texts

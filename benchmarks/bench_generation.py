@@ -1,0 +1,142 @@
+"""Generation tokens/s over forward-pass tokens/s on the same sequences (issue 22).
+
+One left-padded batch of review prefixes (``--batch`` 64), ``--new-tokens`` 24 sampled tokens
+(EOS suppressed, so every variant produces the same number of tokens), KV cache on, fp32. Timed
+side by side, interleaved:
+
+* ``forward``: one HF forward over the finished sequences (prompt + new tokens), the reference;
+* ``HF generate``: ``model.generate`` (the old path of lfp_mech);
+* ``lfp_mech plain``: [`sample_batch`][lfp_mech.models.sampling.sample_batch], the shared path;
+* ``lfp_mech ablated``: the same with an SAE-feature ablation on ``--layers``' ``hook_mlp_out``
+  (``x - (acts[..., F] - 0) @ W_dec[F]``, error term kept: validate's ``_ablate``), random
+  SAE-Lens SAEs of width ``--sae-width`` x d_model, ``--n-features`` features each;
+* ``lfp_mech steered``: a vector added to ``blocks.{mid}.hook_resid_post``.
+
+Tokens/s of every variant count the same sequences (batch x (padded prompt + new tokens)), so a
+ratio is forward time / generation time. The fp32 GEMM peak is measured in the same run (a
+2048x576 @ 576x1536 matmul, SmolLM2's MLP shape), and the forward's achieved GFLOP/s is given as a
+fraction of it. Target: plain and ablated >= 0.55x forward.
+
+    python benchmarks/bench_generation.py [--model smollm2-135m] [--batch 64] [--new-tokens 24]
+"""
+
+import argparse
+import time
+
+import torch
+from _common import machine, print_table, report_result, time_interleaved
+from transformers import GenerationConfig
+
+from lfp_mech.data import load_prompts
+from lfp_mech.models.hf_hooks import hf_hooks
+from lfp_mech.models.loading import load_hf_model
+from lfp_mech.models.sampling import sample_batch
+
+
+def ablation_hooks(d_model: int, layers: list[int], width: int, n_features: int) -> list:
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    from lfp_mech.validate.ablation import _ablate, _Ablation
+
+    hooks = []
+    generator = torch.Generator().manual_seed(0)
+    for layer in layers:
+        torch.manual_seed(layer)
+        sae = StandardSAE(StandardSAEConfig(d_in=d_model, d_sae=width * d_model)).eval()
+        ids = torch.randperm(width * d_model, generator=generator)[:n_features]
+        w_dec = sae.W_dec.detach().index_select(0, ids)
+        spec = _Ablation(
+            f"blocks.{layer}.hook_mlp_out", sae, ids, w_dec, torch.zeros(len(ids)), None
+        )
+        hooks.append((spec.hook_name, lambda x, spec=spec: _ablate(x, spec)))
+    return hooks
+
+
+def gemm_gflops(repeats: int = 20) -> float:
+    a, w = torch.randn(2048, 576), torch.randn(576, 1536)
+    a @ w
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ w
+    return repeats * 2 * 2048 * 576 * 1536 / (time.perf_counter() - start) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--layers", default="25,26,27,28,29")
+    parser.add_argument("--sae-width", type=int, default=4)
+    parser.add_argument("--n-features", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    model, tok = load_hf_model(args.model)
+    prompts = load_prompts("reviews", "test")[: args.batch]
+    batch = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+    ids, mask, new = batch["input_ids"], batch["attention_mask"], args.new_tokens
+    special = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    sampling = dict(do_sample=True, temperature=1.0, min_new_tokens=new)
+    d_model, depth = model.config.hidden_size, model.config.num_hidden_layers
+    ablate = ablation_hooks(
+        d_model, [int(x) for x in args.layers.split(",")], args.sae_width, args.n_features
+    )
+    steer_vec = torch.randn(d_model, generator=torch.Generator().manual_seed(0))
+    steer = [(f"blocks.{depth // 2}.hook_resid_post", lambda x: x + 4.0 * steer_vec)]
+    config = GenerationConfig(max_new_tokens=new, top_k=0, use_cache=True, **sampling, **special)
+
+    def ours(hooks=()):
+        def run():
+            torch.manual_seed(0)
+            with torch.inference_mode(), hf_hooks(model, hooks):
+                return sample_batch(model, ids, mask, max_new_tokens=new, **sampling, **special)
+
+        return run
+
+    def hf_generate():
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            return model.generate(**batch, generation_config=config)
+
+    full = hf_generate()
+    same = torch.equal(full[:, ids.shape[1] :], ours()())
+    full_mask = torch.cat([mask, torch.ones(len(prompts), new, dtype=mask.dtype)], dim=1)
+
+    def forward():
+        with torch.inference_mode():
+            model(input_ids=full, attention_mask=full_mask)
+
+    fns = {
+        "forward": forward,
+        "HF generate": hf_generate,
+        "lfp_mech plain": ours(),
+        "lfp_mech ablated": ours(ablate),
+        "lfp_mech steered": ours(steer),
+    }
+    peak_before = gemm_gflops()
+    seconds = time_interleaved(fns, repeats=args.repeats)
+    peak = max(peak_before, gemm_gflops())
+    n_tokens = full.numel()
+    ref = n_tokens / seconds["forward"]
+    rows = [(name, n_tokens / s, n_tokens / s / ref) for name, s in seconds.items()]
+    n_params = sum(p.numel() for p in model.parameters())
+    fwd_gflops = ref * 2 * n_params / 1e9
+    print(
+        f"machine: {machine()}; model {args.model}; batch {len(prompts)} x ({ids.shape[1]} "
+        f"prompt + {new} new) tokens, sampled, KV cache"
+    )
+    print(f"sample_batch == HF generate (same seed): {same}")
+    print(
+        f"fp32 GEMM peak {peak:.1f} GFLOP/s; forward {fwd_gflops:.1f} GFLOP/s "
+        f"({fwd_gflops / peak:.2f} of peak, 2 x {n_params / 1e6:.1f}M params per token)"
+    )
+    print_table("tokens/s over the same sequences (ratio to one forward pass)", rows, "tok/s")
+    ratios = dict((name, ratio) for name, _, ratio in rows)
+    report_result("plain generation / forward", ratios["lfp_mech plain"], 0.55)
+    report_result("ablated generation / forward", ratios["lfp_mech ablated"], 0.55)
+    report_result("steered generation / forward", ratios["lfp_mech steered"], 0.55)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The shared sampling path: TransformerLens hook names applied on the HF model while generating."""
+
+import pytest
+import torch
+
+from lfp_mech.errors import ConfigError
+from lfp_mech.models.generation import generate_texts
+from lfp_mech.models.hf_hooks import decoder_layers, hf_hooks
+from lfp_mech.models.tiny import TINY_ARCHITECTURES, build_tiny_model
+
+PROMPTS = ["The film was", "I think that the", "a", "Once upon a time there was"]
+
+
+def _edits(d_model: int) -> dict[str, list]:
+    """Per hook site, an edit that really changes the activation (non-linear in it)."""
+    g = torch.Generator().manual_seed(1)
+    vector = torch.randn(d_model, generator=g)
+    direction = torch.randn(d_model, generator=g)
+    direction = direction / direction.norm()
+
+    def ablate_direction(x):  # non-linear in x, like an SAE-feature ablation (and large)
+        coef = torch.relu(x @ direction)
+        return x - coef[..., None] * direction + 3 * torch.tanh(100 * x)
+
+    return {
+        "zero_mlp": [("blocks.0.hook_mlp_out", torch.zeros_like)],
+        "ablate_mlp": [("blocks.1.hook_mlp_out", ablate_direction)],
+        "steer_post": [("blocks.0.hook_resid_post", lambda x: x + 3 * vector)],
+        "scale_pre": [
+            ("blocks.1.hook_resid_pre", lambda x: 0.5 * x),
+            ("blocks.1.hook_resid_pre", ablate_direction),
+        ],
+    }
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_ARCHITECTURES))
+def test_hf_hooks_match_transformer_lens_run_with_hooks(arch):
+    from lfp_mech import hooked_from_hf
+
+    hf, tok = build_tiny_model(arch, seed=0)
+    hf.eval()
+    hooked = hooked_from_hf(hf, tok)
+    tokens = hooked.to_tokens(PROMPTS[3])
+    with torch.no_grad():
+        clean = hf(tokens).logits.log_softmax(-1)
+        for name, edits in _edits(hf.config.hidden_size).items():
+            with hf_hooks(hf, edits):
+                ours = hf(tokens).logits.log_softmax(-1)
+            theirs = hooked.run_with_hooks(
+                tokens, fwd_hooks=[(h, lambda x, hook, f=f: f(x)) for h, f in edits]
+            ).log_softmax(-1)
+            assert (ours - theirs).abs().max() < 1e-3, (arch, name)
+            assert (ours - clean).abs().max() > 1e-2, (arch, name)  # the edit did something
+        assert torch.equal(hf(tokens).logits.log_softmax(-1), clean)  # all hooks removed
+
+
+def test_hooked_generation_matches_transformer_lens_cached_generation(tiny_hf):
+    """Greedy decoding with a steering hook and the KV cache: HF + hooks == TL + hooks."""
+    from lfp_mech import hooked_from_hf
+
+    hf, tok = tiny_hf
+    hooked = hooked_from_hf(hf, tok)
+    vector = torch.randn(hf.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    edit = [("blocks.0.hook_resid_post", lambda x: x + 4 * vector)]
+    ours, _ = generate_texts(
+        hf, tok, PROMPTS[:1], max_new_tokens=12, do_sample=False, hooks=edit, batch_size=1
+    )
+    plain, _ = generate_texts(hf, tok, PROMPTS[:1], max_new_tokens=12, do_sample=False)
+    with hooked.hooks(fwd_hooks=[(edit[0][0], lambda x, hook: edit[0][1](x))]):
+        out = hooked.generate(
+            PROMPTS[0], max_new_tokens=12, do_sample=False, verbose=False, stop_at_eos=False
+        )
+    assert ours[0] == out.removeprefix(tok.bos_token or "").removeprefix(PROMPTS[0])
+    assert ours != plain
+
+
+def test_generate_without_hooks_unchanged_and_hooks_removed(tiny_hf):
+    hf, tok = tiny_hf
+    kwargs = dict(max_new_tokens=8, seed=3, batch_size=2)
+    before, n_before = generate_texts(hf, tok, PROMPTS, **kwargs)
+    again, n_again = generate_texts(hf, tok, PROMPTS, hooks=(), **kwargs)
+    assert (before, n_before) == (again, n_again)
+    boom = [("blocks.0.hook_mlp_out", lambda x: x + 100.0)]
+    edited, _ = generate_texts(hf, tok, PROMPTS, hooks=boom, **kwargs)
+    assert edited != before
+
+    def fail(x):
+        raise RuntimeError("hook failed")
+
+    with pytest.raises(RuntimeError, match="hook failed"):
+        generate_texts(hf, tok, PROMPTS, hooks=[("blocks.1.hook_resid_post", fail)], **kwargs)
+    assert all(not layer._forward_hooks for layer in decoder_layers(hf))
+    assert generate_texts(hf, tok, PROMPTS, **kwargs) == (before, n_before)
+
+
+def test_bad_hook_names_fail_clearly(tiny_hf):
+    hf, _ = tiny_hf
+    with pytest.raises(ConfigError, match="hook_mlp_out"):
+        with hf_hooks(hf, [("blocks.0.attn.hook_z", torch.zeros_like)]):
+            pass
+    with pytest.raises(ConfigError, match="blocks 0–1"):
+        with hf_hooks(hf, [("blocks.7.hook_mlp_out", torch.zeros_like)]):
+            pass
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2", "tiny-neox", "tiny-gemma2"])
+def test_sample_batch_draws_what_hf_generate_draws(arch):
+    """Same seed -> the same tokens as ``model.generate`` (sampling with repetition penalty,
+    minimum length, temperature, top-p; and greedy), left-padded batch."""
+    from transformers import GenerationConfig
+
+    from lfp_mech.models.sampling import sample_batch
+
+    hf, tok = build_tiny_model(arch, seed=0)
+    hf.eval()
+    batch = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    settings = [
+        dict(do_sample=True, temperature=0.7, repetition_penalty=1.3, min_new_tokens=5),
+        dict(do_sample=True, temperature=1.0, top_p=0.9),
+        dict(do_sample=False, repetition_penalty=1.2),
+    ]
+    special = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    for kwargs in settings:
+        top_k = {"top_k": 0} if kwargs["do_sample"] else {}
+        config = GenerationConfig(max_new_tokens=16, use_cache=True, **top_k, **kwargs, **special)
+        with torch.inference_mode():
+            torch.manual_seed(1)
+            theirs = hf.generate(**batch, generation_config=config)
+            torch.manual_seed(1)
+            ours = sample_batch(
+                hf, batch.input_ids, batch.attention_mask, max_new_tokens=16, **kwargs, **special
+            )
+        assert torch.equal(ours, theirs[:, batch.input_ids.shape[1] :]), kwargs
