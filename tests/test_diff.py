@@ -47,7 +47,7 @@ def _logprobs(model, batch):
 
 def test_planted_direction_is_top_feature_and_its_ablation_undoes_it():
     base, tuned, tok, v = _planted(layer=0)
-    config = DiffConfig(layer=0, corpus_new_tokens=10, **SMALL)
+    config = DiffConfig(layer=0, corpus_new_tokens=10, n_epochs=100, **SMALL)
     features = diff_features(
         (base, tok), (tuned, tok), load_prompts("reviews", "train")[:64], config
     )
@@ -64,7 +64,7 @@ def test_planted_direction_is_top_feature_and_its_ablation_undoes_it():
     planted = (lt - lb).abs()[mask].mean()
     assert (la - lb).abs()[
         mask
-    ].mean() < 0.25 * planted  # ablated tuned ≈ base (≥ 75% of the plant undone)
+    ].mean() < 0.05 * planted  # ablated tuned ≈ base (≥ 95% of the plant undone)
     # the hook is gone after the block
     assert torch.equal(_logprobs(tuned, batch), lt)
 
