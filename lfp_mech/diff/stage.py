@@ -15,6 +15,7 @@ from typing import Any
 from lfp_mech.diff.config import DiffConfig
 from lfp_mech.diff.residual import EditFn
 from lfp_mech.diff.study import run_diff
+from lfp_mech.errors import LfpMechError
 from lfp_mech.stage_api import StageContext
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,11 @@ PROMPT_SET = "reviews"
 
 
 def probe_edits(ctx: StageContext) -> dict[int | str, EditFn] | None:
-    """Ablations of the LFP probe's chosen features (validate stage), or None if not run."""
+    """Ablations of the LFP probe's features (validate stage), or None if it has not run.
+
+    The features the validate stage ablated in its ``task`` condition (the task-related ones,
+    Table 6) when it wrote them, else every feature it chose (highest MMCS, largest probe
+    weights)."""
     from lfp_mech.diff.interventions import ablate_sae_features
     from lfp_mech.saes.results import SAEsResults
     from lfp_mech.validate.results import ValidateResults
@@ -37,9 +42,14 @@ def probe_edits(ctx: StageContext) -> dict[int | str, EditFn] | None:
         logger.info("diff: no validate/saes results in this run; LFP-probe control skipped")
         return None
     loaded = saes.load_saes("small", device=ctx.options.device)
+    try:
+        chosen = validate.ablated_features.get("task") or validate.feature_choice
+    except (KeyError, LfpMechError):
+        chosen = validate.feature_choice
+    logger.info("diff: LFP-probe control ablates %s", {h: len(i) for h, i in chosen.items()})
     return {
         hook: ablate_sae_features(loaded[hook], ids)
-        for hook, ids in validate.feature_choice.items()
+        for hook, ids in chosen.items()
         if hook in loaded and ids
     } or None
 
