@@ -14,6 +14,7 @@ from lfp_mech.diff import (
     DiffDictionary,
     DiffResults,
     ablate_latents,
+    ablate_sae_features,
     add_latents,
     add_vector,
     diff_features,
@@ -119,6 +120,15 @@ def test_edit_functions_are_the_formulas():
         ablate_latents(d, [6])
     with pytest.raises(ConfigError, match="zero"):
         project_out(torch.zeros(8))
+
+
+def test_sae_feature_ablation_keeps_the_error_term():
+    sae = _dictionary(d_model=8, d_dict=6, k=6)  # anything with encode() and W_dec
+    x = torch.randn(2, 3, 8)
+    a = sae.encode(x)
+    expected = x - a[..., [0, 5]] @ sae.W_dec[[0, 5]]
+    assert torch.allclose(ablate_sae_features(sae, [5, 0])(x), expected.detach(), atol=1e-6)
+    assert torch.equal(ablate_sae_features(sae, [])(x), x)
 
 
 def test_dictionary_round_trip(tmp_path):
