@@ -206,7 +206,7 @@ def _summary(
         "reward_tuned": by_name["tuned"]["reward"],
         "reward_base": by_name["base"]["reward"],
         f"ablate_top{k}_share": share(f"ablate_top{k}"),
-        f"ablate_top{k}_p_vs_random": by_name[f"ablate_top{k}"]["p_vs_random"],
+        f"ablate_top{k}_p_vs_random": by_name.get(f"ablate_top{k}", {}).get("p_vs_random"),
         f"random{k}_share": share(f"ablate_random0_k{k}"),
         f"steer_top{k}_share": share(f"steer_top{k}"),
         "dom_project_share": share("dom_project"),
