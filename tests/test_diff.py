@@ -185,7 +185,7 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
         n_bootstrap=100,
         n_permutations=100,
         n_dashboards=2,
-        n_epochs=5,
+        n_epochs=100,
         **SMALL,
     )
     summary = run_diff(
@@ -199,14 +199,19 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
     assert summary["layer"] == 1 and summary["n_tokens"] > 100
     results = DiffResults(tmp_path)
     table = results.interventions
-    assert {"tuned", "base", "ablate_top1", "steer_top2", "dom_project", "dom_add_x3"} <= set(
+    assert {"tuned", "base", "ablate_top1", "steer_top1", "dom_project", "dom_add_x3"} <= set(
         table.condition
     )
-    assert table.loc[table.condition == "ablate_top2", "p_vs_random"].notna().all()
+    assert summary["n_features"] == 1  # the plant, learnt by copies grouped into one feature
     assert (table.perplexity > 0).all() and table.distinct_2.between(0, 1).all()
-    assert len(results.latents) >= 2 and results.latents.description.str.len().min() > 0
+    assert len(results.latents) == 1 and results.latents.description.str.len().min() > 0
     page = results.dashboard(int(results.latents.latent[0])).read_text()
     assert "Top activating contexts" in page and "data:image/png;base64" in page
     assert results.dashboard().is_file() and (tmp_path / "dose_response.png").is_file()
     assert results.dictionary().d_dict == 64
-    assert set(results.completions.condition) == set(table.condition)
+    completions = results.completions
+    assert set(completions.condition) == set(table.condition)
+    # the plant undone / added during generation: same seed, same text as the other model
+    by = completions.groupby("condition")["completion"].apply(list)
+    assert by["ablate_top1"] == by["base"] and by["steer_top1"] == by["tuned"]
+    assert by["tuned"] != by["base"]

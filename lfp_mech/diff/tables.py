@@ -66,7 +66,7 @@ def latent_rows(
                 "vader_context_share": (
                     sum(t in lexicon for t in ctx_tokens) / len(ctx_tokens) if ctx_tokens else 0.0
                 ),
-                "top_contexts": " | ".join(f"{c['before']}[[{c['token']}]]" for c in contexts[:3]),
+                "top_contexts": " ‖ ".join(f"{c['before']}[[{c['token']}]]" for c in contexts[:3]),
                 "description": _describe(promoted, ctx_tokens, valences, lexicon),
             }
         )
