@@ -80,6 +80,10 @@ _EXPORTS: dict[str, str] = {
         "lfp_mech.validate",
     ),
     **dict.fromkeys(
+        ["DiffConfig", "diff_features", "steer_features", "run_diff", "DiffResults"],
+        "lfp_mech.diff",
+    ),
+    **dict.fromkeys(
         ["IRLConfig", "RewardModel", "task_texts", "generate_demonstrations", "max_margin_loss",
          "evaluate_reward_model", "run_seeds", "summarize_runs", "supervised_ceiling",
          "log_ratio_reward", "expressed_lexicon_bound", "save_reward_model",

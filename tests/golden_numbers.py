@@ -44,6 +44,12 @@ def golden_numbers(run_dir: str | Path) -> dict[str, Any]:
     out["validate.n_task_related"] = validate["n_task_related"]
     for key, value in sorted(validate["activation_frequency_ratio"].items()):
         out[f"validate.activation_frequency_ratio.{key}"] = value
+    diff = run.diff
+    out["diff.layer"] = diff.summary["layer"]
+    out["diff.fvu"] = diff.summary["fvu"]
+    out["diff.n_features"] = diff.summary["n_features"]
+    for row in diff.interventions.itertuples():
+        out[f"diff.{row.condition}.reward"] = float(row.reward)
     for task in ("vader", "toxicity"):
         irl = run.irl.task(task)
         final = irl.summary["final_epoch"]

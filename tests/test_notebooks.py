@@ -10,7 +10,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9]*.py"
 
 
 def test_there_is_one_notebook_per_figure_and_table():
-    assert len(NOTEBOOKS) == 16
+    assert len(NOTEBOOKS) == 17
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)

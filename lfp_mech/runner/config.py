@@ -29,6 +29,7 @@ import tyro
 from lfp_mech.activations.config import ActivationConfig
 from lfp_mech.config_base import RUN_LEVEL_FIELDS
 from lfp_mech.devices import check_names
+from lfp_mech.diff.config import DiffConfig
 from lfp_mech.divergence.config import DivergenceConfig
 from lfp_mech.errors import ConfigError
 from lfp_mech.irl.config import IRLConfig
@@ -62,6 +63,7 @@ class StagesConfig:
     saes: SAEConfig = field(default_factory=SAEConfig)
     probes: ProbesConfig = field(default_factory=ProbesConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    diff: DiffConfig = field(default_factory=DiffConfig)
     irl: IRLConfig = field(default_factory=IRLConfig)
 
 

@@ -84,6 +84,11 @@ STAGES: tuple[StageSpec, ...] = (
         "ValidateResults", ("probes",), (*_TORCH, "sae-lens", "scipy", "vaderSentiment"),
     ),
     StageSpec(
+        "diff", "diff",
+        "model diffing: tuned-specific latents, ablated in the policy and added to the base model",
+        "DiffResults", ("rlhf",), (*_TORCH, "scipy", "vaderSentiment"),
+    ),
+    StageSpec(
         "irl", "irl",
         "recover the reward from behaviour (max-margin IRL), compare with the probe, "
         "re-train a policy on the recovered reward",

@@ -76,6 +76,8 @@ def _section(run: Run, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         # page shows every table
         "readable": [t for t in tables if results and (results.path / f"{t}.md").is_file()],
         "figures": results.figures() if results is not None else {},
+        # offline HTML pages a stage wrote (feature dashboards): linked, relative to the run
+        "pages": sorted(results.path.glob("*/index.html")) if results is not None else [],
     }
 
 
@@ -96,6 +98,9 @@ def _markdown(run: Run, sections: list[dict[str, Any]]) -> str:
             lines += [f"**{name}**", "", _markdown_table(section["tables"][name]), ""]
         for name in section["figures"]:
             lines += [f"![{Path(name).name}]({section['name']}/{name}.png)", ""]
+        for page in section["pages"]:
+            link = page.relative_to(run.path).as_posix()
+            lines += [f"[{page.parent.name} (offline HTML)]({link})", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -127,6 +132,11 @@ def _html(run: Run, sections: list[dict[str, Any]]) -> str:
             body.append(f"<h3>{html.escape(table_name)}</h3>")
             cells = [[_fmt(v) for v in row] for row in table.itertuples(index=False)]
             body.append(_html_table([str(c) for c in table.columns], cells))
+        for page in section["pages"]:
+            link = html.escape(page.relative_to(run.path).as_posix())
+            body.append(
+                f"<p><a href='{link}'>{html.escape(page.parent.name)} (offline HTML)</a></p>"
+            )
         for figure_name, path in section["figures"].items():
             data = base64.b64encode(path.read_bytes()).decode()
             label = html.escape(figure_name)

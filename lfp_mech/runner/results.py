@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from lfp_mech.activations.results import ActivationsResults
+    from lfp_mech.diff.results import DiffResults
     from lfp_mech.divergence.results import DivergenceResults
     from lfp_mech.irl.results import IRLResults
     from lfp_mech.models.results import ModelResults
@@ -156,6 +157,11 @@ class Run:
     def validate(self) -> "ValidateResults":
         """The ``validate`` stage: feature descriptions, activation frequency, ablation."""
         return self["validate"]  # type: ignore[return-value]
+
+    @property
+    def diff(self) -> "DiffResults":
+        """The ``diff`` stage: tuned-specific features, ablated and added during generation."""
+        return self["diff"]  # type: ignore[return-value]
 
     @property
     def irl(self) -> "IRLResults":

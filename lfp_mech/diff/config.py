@@ -1,0 +1,109 @@
+"""Options of the ``diff`` stage: which internal features carry what RLHF changed?"""
+
+from dataclasses import dataclass
+
+from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
+
+__all__ = ["DiffConfig"]
+
+
+@dataclass
+class DiffConfig(StageConfig):
+    """Options of the model-diffing stage (dictionary, scoring, causal tests)."""
+
+    section = "diff"
+
+    layer: int | None = None
+    """Block whose residual stream (``blocks.{layer}.hook_resid_post``) the dictionary reads and
+    the interventions edit. None: ``round(layer_fraction * (n_layers - 1))`` (block 20 of
+    SmolLM2-135M's 30)."""
+    layer_fraction: float = 0.69
+    """Relative depth of the default layer when ``layer`` is None (0 = first block, 1 = last)."""
+    n_corpus_prompts: int = 160
+    """Train-split prompts completed by the tuned policy: the dictionary's texts (never the
+    held-out prompts of the causal tests)."""
+    corpus_new_tokens: int = 20
+    """New tokens per corpus completion."""
+    max_len: int = 40
+    """Tokens per corpus text (prompt + completion, truncated)."""
+    d_dict: int = 1024
+    """Latents of the dictionary."""
+    top_k: int = 8
+    """Active latents per token (TopK)."""
+    group_cos: float = 0.9
+    """Latents whose decoder rows have a cosine above this are one feature (TopK copies of one
+    direction); features, not single latents, are ranked, ablated and added."""
+    n_epochs: int = 30
+    """Passes over the corpus tokens when training the dictionary."""
+    batch_size: int = 128
+    """Tokens per training step."""
+    learning_rate: float = 2e-3
+    """Adam learning rate."""
+    weight_decay: float = 1.0
+    """AdamW weight decay of the encoder weights (not biases, not the decoder)."""
+    ks: tuple[int, ...] = (1, 5, 10, 20, 50)
+    """Dose-response: numbers of top tuned-specific latents ablated (tuned) and added (base)."""
+    control_k: int = 20
+    """k of the controls (random latents, compared with the top-k)."""
+    n_random: int = 3
+    """Draws of ``control_k`` frequency-matched random latents."""
+    steer_scale: float = 1.0
+    """Multiplier of the steering vectors (latents scaled to their mean tuned activation, and the
+    difference of means); 1 adds the tuned model's average."""
+    dom_add_scales: tuple[float, ...] = (1.0, 3.0)
+    """Scales of the difference-of-means direction added to the base model (the issue: 3x)."""
+    n_eval_prompts: int = 32
+    """Held-out (test-split) prompts of the causal tests."""
+    max_new_tokens: int = 20
+    """New tokens per completion in the causal tests."""
+    temperature: float = 1.0
+    """Sampling temperature of the causal tests (same seed for every condition)."""
+    n_bootstrap: int = 1000
+    """Bootstrap resamples (over prompts) of every gap share's CI."""
+    n_permutations: int = 2000
+    """Sign flips of the permutation test top-k vs random latents."""
+    n_dashboards: int = 10
+    """Latents with an HTML dashboard (top contexts, logit effects, histogram)."""
+    n_contexts: int = 8
+    """Top activating contexts per latent in the table and dashboards."""
+    seed: RunSeed = 0
+    """Seed of corpus sampling, dictionary training and the causal tests."""
+    device: RunDevice = "cpu"
+    """Where models and the dictionary run."""
+
+    def __post_init__(self) -> None:
+        self.require_optional_at_least(0, "layer")
+        self.require_between("layer_fraction", 0.0, 1.0)
+        self.require_between("group_cos", 0.0, 1.0)
+        self.require_at_least(
+            1,
+            "n_corpus_prompts",
+            "corpus_new_tokens",
+            "top_k",
+            "n_epochs",
+            "batch_size",
+            "control_k",
+            "n_random",
+            "max_new_tokens",
+            "n_dashboards",
+            "n_contexts",
+        )
+        self.require_at_least(4, "max_len")
+        self.require_at_least(2, "d_dict", "n_eval_prompts")
+        self.require_at_least(100, "n_bootstrap", "n_permutations")
+        self.require_positive("learning_rate")
+        self.require_at_least(0.0, "steer_scale", "temperature", "weight_decay")
+        self.require(self.top_k <= self.d_dict, "top_k", "must be <= d_dict")
+        self.require(len(self.ks) > 0 and min(self.ks) >= 1, "ks", "needs values >= 1")
+        self.require(max(self.ks) <= self.d_dict, "ks", "values must be <= d_dict")
+        self.require(self.control_k <= self.d_dict // 2, "control_k", "must be <= d_dict / 2")
+
+    def check_depth(self, n_layers: int, model: str) -> None:
+        """``layer`` must be a block of the model."""
+        self.require_block("layer", n_layers, model)
+
+    def resolved_layer(self, n_layers: int) -> int:
+        """The block the stage uses for a model with ``n_layers`` blocks."""
+        if self.layer is not None:
+            return self.layer
+        return round(self.layer_fraction * (n_layers - 1))

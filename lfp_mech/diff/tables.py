@@ -1,0 +1,141 @@
+"""The stage's tables: the ranked latents (with contexts, logit effects, VADER overlap and a
+description) and the interventions (gap shares with CIs, fluency)."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from lfp_mech.diff.build import DiffFeatures
+from lfp_mech.diff.causal import ConditionResult, gap_share, permutation_p
+from lfp_mech.diff.config import DiffConfig
+from lfp_mech.diff.scoring import logit_effects, top_contexts, unembedding
+
+__all__ = ["intervention_rows", "latent_rows"]
+
+
+def _clean(token: str) -> str:
+    return token.strip().lower()
+
+
+def latent_rows(
+    features: DiffFeatures, model: nn.Module, tokenizer: Any, n: int, n_contexts: int
+) -> list[dict[str, Any]]:
+    """One row per top-``n`` latent, most tuned-specific first."""
+    from lfp_mech.rewards import vader_lexicon
+
+    lexicon = vader_lexicon()
+    groups = features.groups[:n]
+    top = [g.members[0] for g in groups]
+    w_u, scale = unembedding(model)
+    effects = logit_effects(features.dictionary.W_dec.detach()[top], w_u, scale)
+    dom_unit = features.mean_diff / features.mean_diff.norm().clamp_min(1e-12)
+    rows = []
+    for rank, (group, effect) in enumerate(zip(groups, effects, strict=True), start=1):
+        f = group.members[0]
+        acts = features.group_activation(rank - 1)
+        promoted = [_clean(tokenizer.decode([i])) for i in effect.topk(20).indices.tolist()]
+        contexts = top_contexts(
+            acts,
+            features.token_ids,
+            features.text_index,
+            features.position,
+            features.corpus_ids,
+            tokenizer,
+            n=n_contexts,
+        )
+        ctx_tokens = [_clean(c["token"]) for c in contexts]
+        valences = [lexicon[t] for t in promoted if t in lexicon]
+        rows.append(
+            {
+                "rank": rank,
+                "latent": f,
+                "members": " ".join(map(str, group.members)),
+                "score": group.score,
+                "mean_act": float(acts.mean()),
+                "frequency": group.frequency,
+                "mean_when_active": float(acts[acts > 0].mean()) if bool((acts > 0).any()) else 0.0,
+                "cos_mean_diff": float(features.dictionary.W_dec[f].detach() @ dom_unit),
+                "promoted": " ".join(promoted[:8]),
+                "suppressed": " ".join(
+                    _clean(tokenizer.decode([i])) for i in (-effect).topk(8).indices.tolist()
+                ),
+                "vader_promoted_share": len(valences) / len(promoted),
+                "vader_promoted_valence": float(np.mean(valences)) if valences else 0.0,
+                "vader_context_share": (
+                    sum(t in lexicon for t in ctx_tokens) / len(ctx_tokens) if ctx_tokens else 0.0
+                ),
+                "top_contexts": " ‖ ".join(f"{c['before']}[[{c['token']}]]" for c in contexts[:3]),
+                "description": _describe(promoted, ctx_tokens, valences, lexicon),
+            }
+        )
+    return rows
+
+
+def _describe(
+    promoted: Sequence[str], ctx: Sequence[str], valences: Sequence[float], lexicon: Mapping
+) -> str:
+    words = [t for t in promoted if t in lexicon][:4] or list(promoted[:4])
+    fires = list(dict.fromkeys(t for t in ctx if t))[:4]
+    tone = (
+        "positive"
+        if valences and np.mean(valences) > 0.5
+        else "negative"
+        if valences and np.mean(valences) < -0.5
+        else "neutral"
+    )
+    return f"{tone}: promotes {', '.join(words)}; fires on {', '.join(fires) or '-'}"
+
+
+def intervention_rows(
+    results: Mapping[str, ConditionResult], config: DiffConfig
+) -> list[dict[str, Any]]:
+    """One row per condition: reward, share of the gap (CI), distinct-2, perplexity."""
+    tuned, base = results["tuned"].rewards, results["base"].rewards
+    ppl_tuned = results["tuned"].perplexity
+    random_tuned = [r.rewards for r in results.values() if r.condition.group == "random"]
+    random_base = [r.rewards for r in results.values() if r.condition.group == "steer_random"]
+    rows = []
+    for name, res in results.items():
+        cond = res.condition
+        removes = cond.policy == "tuned"
+        share = low = high = None
+        if cond.group != "clean":
+            share, low, high = gap_share(
+                tuned,
+                base,
+                res.rewards,
+                removes=removes,
+                n_resamples=config.n_bootstrap,
+                seed=config.seed,
+            )
+        p_value = None
+        if cond.group in ("ablate", "steer") and cond.k == config.control_k:
+            controls = random_tuned if cond.group == "ablate" else random_base
+            if controls:
+                p_value = permutation_p(
+                    res.rewards,
+                    controls,
+                    n_permutations=config.n_permutations,
+                    seed=config.seed,
+                    lower=cond.group == "ablate",
+                )
+        rows.append(
+            {
+                "condition": name,
+                "policy": cond.policy,
+                "group": cond.group,
+                "k": cond.k,
+                "reward": float(res.rewards.mean()),
+                "gap_share": share,
+                "share_of": "removed" if removes else "added",
+                "ci_low": low,
+                "ci_high": high,
+                "p_vs_random": p_value,
+                "distinct_2": res.distinct_2,
+                "perplexity": res.perplexity,
+                "perplexity_vs_tuned": res.perplexity / ppl_tuned if ppl_tuned else None,
+            }
+        )
+    return rows

@@ -1,0 +1,143 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+# ---
+
+# %%
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+
+# %% [markdown]
+# # 16 · What did RLHF change? Model-diffing features, ablated and added
+#
+# The LFP probe's features turn out not to be causal for the behaviour RLHF trained (notebook
+# 11). This notebook asks the question directly: on the same tokens, where do the tuned and the
+# base model's residual streams differ, which sparse features carry that difference, and does
+# removing them from the tuned policy (or adding them to the base model) move the reward?
+#
+# The `diff` stage reads the residual stream after block $L$ (block 20 of SmolLM2-135M) of both
+# models on train-split prompts completed by the tuned policy, and fits a TopK dictionary that
+# predicts the difference from the tuned activation alone:
+#
+# $$z = \mathrm{TopK}\big(\mathrm{ReLU}((x_t - \mu) W_{\text{enc}} + b)\big), \qquad
+#   x_t - x_b \approx z\, W_{\text{dec}} .$$
+#
+# Latents that share a decoder direction form one feature; features are ranked by their mean
+# activation on the tokens the policy wrote. Then, on held-out prompts, during generation:
+#
+# * **ablate** the top-$k$ features in the tuned policy, $x \mapsto x - \sum_{f\in F} z_f(x) W_{\text{dec}}[f]$
+#   (error term kept), $k \in \{1, 5, 10, 20, 50\}$;
+# * **steer** the base model, $x \mapsto x + \sum_{f\in F} \bar z_f W_{\text{dec}}[f]$ (their mean
+#   tuned activation);
+# * controls: frequency-matched random features, the LFP probe's SAE features (if the run has
+#   them), and the difference-of-means direction (projected out of the tuned policy at blocks
+#   $L..$, added to the base model).
+#
+# Every condition is scored by the VADER reward, distinct-2 and the perplexity of its
+# completions under the base model; shares of the tuned − base reward gap come with paired
+# bootstrap CIs over prompts.
+
+# %% [markdown]
+# ## The run
+#
+# `run_for_notebooks()` returns the run this notebook reads, a `Run` (what
+# `lfp_mech.load_run(path)` returns). Set the environment variable `LFP_MECH_RUN_DIR` to a
+# finished run directory (e.g. `LFP_MECH_RUN_DIR=runs/default`, relative to the repository root
+# or absolute) to read a real run. Without it the notebook computes the **smoke** preset into
+# `runs/smoke` (a tiny random 2-layer model, a minute or two the first time; later notebooks
+# resume it from disk). Smoke numbers only show that the code runs: they mean nothing about the
+# method.
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+
+from lfp_mech import run_for_notebooks
+
+pd.set_option("display.precision", 3)
+run = run_for_notebooks()
+print(f"{run.path}: model {run.config.model}, seed {run.config.seed}")
+if run.is_smoke:
+    print("smoke run: a tiny random model, the numbers mean nothing")
+
+# %% [markdown]
+# ## The dictionary
+
+# %%
+diff = run.diff
+summary = diff.summary
+display(
+    Markdown(
+        f"Block **{summary['layer']}** (`{summary['hook']}`), {summary['n_tokens']} tokens; "
+        f"unexplained variance of the difference **{summary['fvu']:.3f}**; "
+        f"{summary['n_features']} features; |mean difference| {summary['mean_diff_norm']:.2f}."
+    )
+)
+
+# %% [markdown]
+# ## The most tuned-specific features
+#
+# `promoted` / `suppressed`: the tokens whose logits the feature's decoder direction raises /
+# lowers most (through the final norm and the unembedding). `vader_*`: the share of promoted
+# tokens and of top-context tokens that are VADER lexicon words, and the promoted words' mean
+# valence. The dashboards (`diff/dashboards/index.html`) show contexts, logit effects and
+# activation histograms, offline.
+
+# %%
+columns = ["rank", "latent", "score", "frequency", "cos_mean_diff", "promoted",
+           "vader_promoted_share", "vader_promoted_valence", "description"]  # fmt: skip
+diff.latents[columns].head(10)
+
+# %% [markdown]
+# ## Causal tests
+#
+# `gap_share` is the share of the tuned − base reward gap the condition removes (tuned policy)
+# or adds (base model), with its 95% CI; `p_vs_random` is the one-sided permutation test of the
+# top-k features against the frequency-matched random ones.
+
+# %%
+diff.interventions.set_index("condition")
+
+# %%
+diff.figure()
+
+# %% [markdown]
+# ## The completions behind the numbers
+#
+# Same prompt and sampling seed in every condition.
+
+# %%
+completions = diff.completions
+wanted = ["tuned", "base", "ablate_top20", "steer_top20", "dom_project"]
+shown = completions[completions.condition.isin(wanted)]
+shown.pivot(index="prompt", columns="condition", values="completion").head(6)
+
+# %% [markdown]
+# ## What to look for
+#
+# * **Top-k vs random, and vs the difference of means.** A feature-level answer should beat
+#   matched random features by a wide margin and come close to the one-direction baseline.
+# * **Fluency.** A share bought with broken text (distinct-2 below 0.6, perplexity far above the
+#   clean policy's) is not the behaviour being removed.
+# * **Dose-response.** If one feature carries most of the change, the curve saturates at
+#   small $k$.
+# * Smoke: a tiny random model whose "tuning" barely moved the reward; shares are undefined
+#   (NaN) when there is no gap.

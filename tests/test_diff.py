@@ -1,0 +1,221 @@
+"""The diff stage: a planted difference is recovered and undone; edits, statistics, the stage."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lfp_mech import build_tiny_model
+from lfp_mech.data import load_prompts
+from lfp_mech.diff import (
+    DiffConfig,
+    DiffDictionary,
+    DiffResults,
+    ablate_latents,
+    ablate_sae_features,
+    add_latents,
+    add_vector,
+    diff_features,
+    gap_share,
+    permutation_p,
+    project_out,
+    residual_hooks,
+    run_diff,
+)
+from lfp_mech.diff.residual import capture_resid
+from lfp_mech.diff.scoring import group_latents, matched_random_latents
+from lfp_mech.errors import ConfigError
+
+SMALL = {"d_dict": 64, "top_k": 4, "ks": (1, 2), "control_k": 2, "n_random": 2}
+
+
+def _planted(layer: int = 0, norm: float = 2.0):
+    base, tok = build_tiny_model("tiny-llama", seed=0)
+    tuned = copy.deepcopy(base)
+    v = torch.randn(base.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    v = norm * v / v.norm()
+    # the plant: a fixed direction added to the tuned copy's MLP output at `layer`
+    tuned.model.layers[layer].mlp.down_proj.bias = nn.Parameter(v.clone())
+    return base, tuned, tok, v
+
+
+def _logprobs(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits.log_softmax(-1)
+
+
+def test_planted_direction_is_top_feature_and_its_ablation_undoes_it():
+    base, tuned, tok, v = _planted(layer=0)
+    config = DiffConfig(layer=0, corpus_new_tokens=10, n_epochs=100, **SMALL)
+    features = diff_features(
+        (base, tok), (tuned, tok), load_prompts("reviews", "train")[:64], config
+    )
+    top = features.groups[0]
+    cos = features.dictionary.W_dec[top.members[0]].detach() @ v / v.norm()
+    assert float(cos) > 0.99
+    assert top.score == pytest.approx(float(v.norm()), rel=0.05)  # it carries the whole plant
+    assert top.frequency > 0.99  # the plant is on every token
+    batch = tok(load_prompts("reviews", "test")[:16], return_tensors="pt", padding=True)
+    mask = batch["attention_mask"].bool()
+    lb, lt = _logprobs(base, batch), _logprobs(tuned, batch)
+    with residual_hooks(tuned, {0: ablate_latents(features.dictionary, features.top(1))}):
+        la = _logprobs(tuned, batch)
+    planted = (lt - lb).abs()[mask].mean()
+    assert (la - lb).abs()[
+        mask
+    ].mean() < 0.05 * planted  # ablated tuned ≈ base (≥ 95% of the plant undone)
+    # the hook is gone after the block
+    assert torch.equal(_logprobs(tuned, batch), lt)
+
+
+def test_residual_hooks_edit_block_and_mlp_outputs():
+    base, tok = build_tiny_model("tiny-llama", seed=0)
+    ids = tok(["a good film"], return_tensors="pt").input_ids
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    clean = capture_resid(base, ids, mask, 1)
+    with residual_hooks(base, {"blocks.0.hook_resid_post": lambda x: x}):
+        assert torch.allclose(capture_resid(base, ids, mask, 1), clean)
+    with residual_hooks(base, {"blocks.1.hook_resid_post": lambda x: x + 1.0}):
+        assert torch.allclose(capture_resid(base, ids, mask, 1), clean + 1.0)
+    with residual_hooks(base, {"blocks.1.hook_mlp_out": lambda x: x + 1.0}):
+        assert torch.allclose(capture_resid(base, ids, mask, 1), clean + 1.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="does not exist"):
+        with residual_hooks(base, {5: lambda x: x}):
+            pass
+    with pytest.raises(ConfigError, match="unsupported hook"):
+        with residual_hooks(base, {"blocks.0.attn.hook_z": lambda x: x}):
+            pass
+
+
+def _dictionary(d_model=8, d_dict=6, k=2):
+    d = DiffDictionary(d_model, d_dict, k)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        d.W_enc.copy_(torch.randn(d_model, d_dict, generator=gen))
+        d.b_enc.fill_(0.5)
+        d.W_dec.copy_(torch.randn(d_dict, d_model, generator=gen))
+        d.normalize_decoder()
+    return d
+
+
+def test_edit_functions_are_the_formulas():
+    d = _dictionary()
+    x = torch.randn(3, 5, 8)
+    assert torch.equal(ablate_latents(d, [])(x), x)
+    z = d.encode(x)
+    assert (z > 0).sum(-1).max() <= 2
+    expected = x - z[..., [1, 4]] @ d.W_dec[[1, 4]]
+    assert torch.allclose(ablate_latents(d, [4, 1, 1])(x), expected.detach(), atol=1e-6)
+    assert torch.allclose(ablate_latents(d, range(6))(x), (x - d(x)).detach(), atol=1e-6)
+    means = torch.arange(6, dtype=torch.float32)
+    vec = 2 * (means[2] * d.W_dec[2] + means[3] * d.W_dec[3])
+    assert torch.allclose(add_latents(d, [2, 3], means, 2.0)(x), (x + vec).detach(), atol=1e-6)
+    u = torch.randn(8)
+    projected = project_out(u)(x)
+    assert torch.allclose(projected @ u, torch.zeros(3, 5), atol=1e-5)
+    assert torch.allclose(add_vector(u, 3.0)(x), x + 3 * u)
+    with pytest.raises(ConfigError, match="latent ids"):
+        ablate_latents(d, [6])
+    with pytest.raises(ConfigError, match="zero"):
+        project_out(torch.zeros(8))
+
+
+def test_sae_feature_ablation_keeps_the_error_term():
+    sae = _dictionary(d_model=8, d_dict=6, k=6)  # anything with encode() and W_dec
+    x = torch.randn(2, 3, 8)
+    a = sae.encode(x)
+    expected = x - a[..., [0, 5]] @ sae.W_dec[[0, 5]]
+    assert torch.allclose(ablate_sae_features(sae, [5, 0])(x), expected.detach(), atol=1e-6)
+    assert torch.equal(ablate_sae_features(sae, [])(x), x)
+
+
+def test_dictionary_round_trip(tmp_path):
+    d = _dictionary()
+    d.save(str(tmp_path / "d.safetensors"))
+    again = DiffDictionary.load(str(tmp_path / "d.safetensors"))
+    x = torch.randn(4, 8)
+    assert again.k == 2 and torch.allclose(again(x), d(x))
+
+
+def test_grouping_merges_copies_of_one_direction():
+    w = torch.tensor([[1.0, 0.0], [0.99, 0.05], [0.0, 1.0], [1.0, 0.01]])
+    z = torch.tensor([[1.0, 0.5, 0.0, 0.0], [0.0, 0.5, 0.2, 0.0]])
+    groups = group_latents(w, z, z.mean(0), threshold=0.9)
+    assert [g.members for g in groups] == [(0, 1), (2,)]  # latent 3 never fires: no group
+    assert groups[0].score == pytest.approx(1.0) and groups[0].frequency == 1.0
+
+
+def test_matched_random_latents_match_frequency_and_avoid_chosen():
+    freq = torch.tensor([0.9, 0.1, 0.88, 0.12, 0.5, 0.87, 0.11])
+    picks = matched_random_latents(freq, [0, 1], seed=0, pool=2)
+    assert len(set(picks)) == 2 and not set(picks) & {0, 1}
+    assert picks[0] in (2, 5) and picks[1] in (3, 6)
+
+
+def test_gap_share_and_permutation_test():
+    rng = np.random.default_rng(0)
+    tuned, base = 2.0 + rng.normal(0, 0.1, 40), rng.normal(0, 0.1, 40)
+    half = 1.0 + rng.normal(0, 0.1, 40)
+    share, low, high = gap_share(tuned, base, half, removes=True, n_resamples=500)
+    assert share == pytest.approx(0.5, abs=0.05) and low < share < high
+    share, *_ = gap_share(tuned, base, tuned, removes=False, n_resamples=200)
+    assert share == pytest.approx(1.0)
+    assert permutation_p(half, [tuned, tuned], n_permutations=500) < 0.01
+    assert permutation_p(tuned, [tuned + rng.normal(0, 0.1, 40)], n_permutations=500) > 0.01
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="diff.top_k"):
+        DiffConfig(d_dict=4, top_k=8)
+    with pytest.raises(ConfigError, match="diff.ks"):
+        DiffConfig(ks=())
+    assert DiffConfig().resolved_layer(30) == 20
+    assert DiffConfig(layer=3).resolved_layer(30) == 3
+
+
+def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
+    base, tuned, tok, _ = _planted(layer=1)
+    config = DiffConfig(
+        n_corpus_prompts=24,
+        corpus_new_tokens=6,
+        n_eval_prompts=6,
+        max_new_tokens=6,
+        n_bootstrap=100,
+        n_permutations=100,
+        n_dashboards=2,
+        n_epochs=100,
+        **SMALL,
+    )
+    summary = run_diff(
+        (base, tok),
+        (tuned, tok),
+        load_prompts("reviews", "train")[:24],
+        load_prompts("reviews", "test")[:6],
+        tmp_path,
+        config,
+    )
+    assert summary["layer"] == 1 and summary["n_tokens"] > 100
+    results = DiffResults(tmp_path)
+    table = results.interventions
+    assert {"tuned", "base", "ablate_top1", "steer_top1", "dom_project", "dom_add_x3"} <= set(
+        table.condition
+    )
+    assert summary["n_features"] == 1  # the plant, learnt by copies grouped into one feature
+    assert (table.perplexity > 0).all() and table.distinct_2.between(0, 1).all()
+    assert len(results.latents) == 1 and results.latents.description.str.len().min() > 0
+    page = results.dashboard(int(results.latents.latent[0])).read_text()
+    assert "Top activating contexts" in page and "data:image/png;base64" in page
+    assert results.dashboard().is_file() and (tmp_path / "dose_response.png").is_file()
+    assert results.dictionary().d_dict == 64
+    completions = results.completions
+    assert set(completions.condition) == set(table.condition)
+    # the plant undone / added during generation: same seed, same text as the other model
+    by = completions.groupby("condition")["completion"].apply(list)
+
+    def same(a, b):
+        return sum(x == y for x, y in zip(by[a], by[b], strict=True))
+
+    assert same("tuned", "base") <= 2  # the plant changes the text...
+    assert same("ablate_top1", "base") >= 4 and same("steer_top1", "tuned") >= 4  # ...and back
