@@ -137,6 +137,24 @@ def _evaluate(model: DiffDictionary, x: Tensor, delta: Tensor) -> tuple[float, T
     return fvu, active.sum(0).float(), float(active.sum(-1).float().mean())
 
 
+def _optimizer(
+    model: DiffDictionary, learning_rate: float, weight_decay: float, n_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (decay on the encoder weights only), learning rate decaying linearly to 0 over the
+    last 20% of the ``n_steps`` steps."""
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [model.W_enc], "weight_decay": weight_decay},
+            {"params": [model.b_enc, model.W_dec], "weight_decay": 0.0},
+        ],
+        lr=learning_rate,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, 5.0 * (1.0 - step / n_steps))
+    )
+    return optimizer, schedule
+
+
 def train_dictionary(
     x_tuned: Float[Tensor, "n d_model"],
     delta: Float[Tensor, "n d_model"],
@@ -169,17 +187,8 @@ def train_dictionary(
     model = DiffDictionary(x.shape[1], d_dict, k)
     _init(model, x, gen)
     power = d.pow(2).sum(-1).mean().clamp_min(1e-12)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [model.W_enc], "weight_decay": weight_decay},
-            {"params": [model.b_enc, model.W_dec], "weight_decay": 0.0},
-        ],
-        lr=learning_rate,
-    )
     n_steps = n_epochs * math.ceil(n_train / batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear decay to 0 over the last 20% of steps
-        optimizer, lambda step: min(1.0, 5.0 * (1.0 - step / n_steps))
-    )
+    optimizer, schedule = _optimizer(model, learning_rate, weight_decay, n_steps)
     since_fired = torch.zeros(d_dict)
     dead_after = dead_tokens if dead_tokens is not None else n_train
     losses = []
