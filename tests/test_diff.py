@@ -219,3 +219,16 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
 
     assert same("tuned", "base") <= 2  # the plant changes the text...
     assert same("ablate_top1", "base") >= 4 and same("steer_top1", "tuned") >= 4  # ...and back
+
+
+def test_random_draws_are_distinct_live_features_capped_when_too_few():
+    from lfp_mech.diff.scoring import LatentGroup
+    from lfp_mech.diff.study import random_draws
+
+    groups = [LatentGroup(members=(i,), score=float(30 - i), frequency=i / 30) for i in range(30)]
+    config = DiffConfig(control_k=5, n_random=3, d_dict=64)
+    draws = random_draws(groups, config)
+    assert len({tuple(sorted(d)) for d in draws.values()}) == 3  # distinct repeats
+    assert all(len(d) == 5 and min(d) >= 5 for d in draws.values())  # never a top-5 feature
+    few = random_draws(groups[:8], config)
+    assert all(len(d) == 4 and min(d) >= 4 for d in few.values())  # capped at 8 // 2

@@ -124,9 +124,17 @@ def diff_features(
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
+        aux_coef=config.aux_coef,
+        heldout=config.heldout,
         seed=config.seed,
     )
-    logger.info("diff dictionary: FVU %.3f, dead %.1f%%", train.fvu, 100 * train.dead_fraction)
+    logger.info(
+        "diff dictionary: held-out FVU %.3f (train %.3f), dead %.1f%%, L0 %.1f",
+        train.fvu,
+        train.train_fvu,
+        100 * train.dead_fraction,
+        train.l0,
+    )
     z = encode_all(dictionary, x_t)
     policy_tokens = policy[mask]
     stats = latent_stats(z, policy_tokens)

@@ -40,7 +40,15 @@ class DiffConfig(StageConfig):
     learning_rate: float = 2e-3
     """Adam learning rate."""
     weight_decay: float = 1.0
-    """AdamW weight decay of the encoder weights (not biases, not the decoder)."""
+    """AdamW weight decay of the encoder weights (not biases, not the decoder); 0 = off. Makes
+    a change present on every token one constant latent (lower values split a planted constant
+    difference over several features or leave 7-26% of it after ablation, tiny-model test)."""
+    aux_coef: float = 1 / 32
+    """Weight of the AuxK loss (Gao et al. 2024): dead latents' top-2k pre-activations
+    reconstruct the residual error, so they come back to life; 0 = off."""
+    heldout: float = 0.1
+    """Share of the corpus tokens (the last texts) held out from training to measure the
+    dictionary's FVU."""
     ks: tuple[int, ...] = (1, 5, 10, 20, 50)
     """Dose-response: numbers of top tuned-specific latents ablated (tuned) and added (base)."""
     control_k: int = 20
@@ -92,7 +100,8 @@ class DiffConfig(StageConfig):
         self.require_at_least(2, "d_dict", "n_eval_prompts")
         self.require_at_least(100, "n_bootstrap", "n_permutations")
         self.require_positive("learning_rate")
-        self.require_at_least(0.0, "steer_scale", "temperature", "weight_decay")
+        self.require_at_least(0.0, "steer_scale", "temperature", "weight_decay", "aux_coef")
+        self.require(0.0 <= self.heldout < 0.5, "heldout", "must be in [0, 0.5)")
         self.require(self.top_k <= self.d_dict, "top_k", "must be <= d_dict")
         self.require(len(self.ks) > 0 and min(self.ks) >= 1, "ks", "needs values >= 1")
         self.require(max(self.ks) <= self.d_dict, "ks", "values must be <= d_dict")

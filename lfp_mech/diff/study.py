@@ -21,7 +21,7 @@ from lfp_mech.diff.interventions import (
     project_out,
 )
 from lfp_mech.diff.residual import EditFn, decoder_layers
-from lfp_mech.diff.scoring import matched_random_latents
+from lfp_mech.diff.scoring import LatentGroup, matched_random_latents
 from lfp_mech.diff.tables import intervention_rows, latent_rows
 from lfp_mech.models.coerce import ModelLike, as_hf_model
 from lfp_mech.stage_api import SUMMARY_FILE
@@ -37,6 +37,37 @@ COMPLETIONS_FILE = "completions.jsonl"
 CONTROLS_FILE = "controls.json"
 
 
+def random_draws(groups: Sequence[LatentGroup], config: DiffConfig) -> dict[str, list[int]]:
+    """``n_random`` draws of frequency-matched random features (their latents), each feature
+    matched to one of the top ``control_k`` among the live features outside them (the 5 closest
+    in firing frequency); repeats use different seeds and an identical repeat is redrawn. With
+    fewer than ``2 control_k`` live features, ``control_k`` is capped at half of them (logged)."""
+    n_groups = len(groups)
+    chosen = list(range(min(config.control_k, n_groups // 2)))
+    if len(chosen) < config.control_k:
+        logger.warning(
+            "diff: only %d live features: the random control draws %d (not diff.control_k = %d)"
+            " matched to the top %d; a larger, healthier dictionary gives the full control",
+            n_groups,
+            len(chosen),
+            config.control_k,
+            len(chosen),
+        )
+    group_freq = torch.tensor([g.frequency for g in groups])
+    draws: dict[str, list[int]] = {}
+    seen: set[tuple[int, ...]] = set()
+    for i in range(config.n_random):
+        for attempt in range(20):
+            seed = config.seed + i + 1000 * attempt
+            picked = matched_random_latents(group_freq, chosen, seed=seed)
+            if tuple(sorted(picked)) not in seen:
+                break
+        seen.add(tuple(sorted(picked)))
+        draws[f"random{i}"] = [f for g in picked for f in groups[g].members]
+    logger.info("diff: random controls: %d distinct draws of %d features", len(seen), len(chosen))
+    return draws
+
+
 def build_conditions(
     features: DiffFeatures,
     n_layers: int,
@@ -46,7 +77,6 @@ def build_conditions(
     """Every condition of the causal tests, and the random latent draws used."""
     d, layer = features.dictionary, features.layer
     score = features.stats["score"]
-    group_freq = torch.tensor([g.frequency for g in features.groups])
     conditions = [Condition("tuned", "tuned", "clean"), Condition("base", "base", "clean")]
     n_groups = len(features.groups)
     for k in sorted(set(config.ks) | {config.control_k}):
@@ -66,15 +96,7 @@ def build_conditions(
                 {layer: add_latents(d, ids, score, config.steer_scale)},
             )
         )
-    chosen = list(range(min(config.control_k, n_groups // 2)))
-    draws = {
-        f"random{i}": [
-            f
-            for g in matched_random_latents(group_freq, chosen, seed=config.seed + i)
-            for f in features.groups[g].members
-        ]
-        for i in range(config.n_random)
-    }
+    draws = random_draws(features.groups, config)
     for i, (name, ids) in enumerate(draws.items()):
         k = config.control_k
         conditions.append(
@@ -199,7 +221,9 @@ def _summary(
         "hook": f"blocks.{features.layer}.hook_resid_post",
         "n_tokens": int(features.z.shape[0]),
         "fvu": features.train.fvu,
+        "train_fvu": features.train.train_fvu,
         "dead_fraction": features.train.dead_fraction,
+        "l0": features.train.l0,
         "mean_diff_norm": features.train.mean_diff_norm,
         "n_features": len(features.groups),
         "top_features": [list(g.members) for g in features.groups[:10]],
