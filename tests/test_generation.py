@@ -161,10 +161,16 @@ def test_completion_cache_hits_identical_requests_only(tiny_hf, tmp_path, monkey
         generate_texts(hf, tok, PROMPTS, seed=1, hooks=steer, **kwargs)
         generate_texts(hf, tok, PROMPTS, seed=1, hooks=steer, **kwargs)
         assert len(calls) == 6  # unnamed hooks: never cached
+        handle = hf.get_output_embeddings().register_forward_hook(lambda m, i, out: -out)
+        try:  # a hook the caller registered on the model itself: never served from the cache
+            edited = generate_texts(hf, tok, PROMPTS, seed=1, **kwargs)
+        finally:
+            handle.remove()
+        assert len(calls) == 7 and edited != plain
         with torch.no_grad():
             next(hf.parameters()).add_(0.5)  # other weights: a miss
         generate_texts(hf, tok, PROMPTS, seed=1, **kwargs)
-        assert len(calls) == 7
+        assert len(calls) == 8
     assert len(list((tmp_path / "completions").glob("*.json"))) == 4
 
 

@@ -93,7 +93,10 @@ def generate_texts(
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
     )
-    cache = active_cache() if hooks_id is not None or not hooks else None
+    # hooks registered on the model by the caller (not through ``hooks=``) change the
+    # completions without changing the key: such generation is never cached
+    named = hooks_id is not None or (not hooks and not _has_registered_hooks(model))
+    cache = active_cache() if named else None
     if cache is not None:
         settings = {**config, "batch_size": batch_size, "seed": seed, "hooks": hooks_id}
         settings["tokenizer"] = type(tokenizer).__name__ + str(len(tokenizer))
@@ -155,6 +158,15 @@ def _sample_all(
     finally:
         model.train(was_training)
     return texts, n_new
+
+
+def _has_registered_hooks(model: torch.nn.Module) -> bool:
+    """Whether any forward (pre-)hook is registered on ``model``'s modules or globally."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def _rng_devices(device: str | torch.device) -> list[int]:
