@@ -132,7 +132,7 @@ def test_sae_trains_on_the_session_device(device):
     from lfp_mech.saes.config import SAEConfig
     from lfp_mech.saes.training import tensor_batches, train_sae
 
-    config = SAEConfig(batch_size=64, training_tokens=640, device=device)
+    config = SAEConfig(batch_size=64, training_tokens=640, k=8, device=device)
     acts = torch.randn(640, 16, generator=torch.Generator().manual_seed(0)).bfloat16()
     sae, stats = train_sae(tensor_batches(acts, config), 16, 32, config, tied=False)
     assert stats["steps"] == 10
