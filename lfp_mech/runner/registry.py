@@ -61,16 +61,18 @@ STAGES: tuple[StageSpec, ...] = (
         parallel=True,
     ),
     StageSpec(
-        "divergence", "divergence", "per-layer parameter divergence base ↔ tuned",
+        "divergence", "divergence",
+        "where RLHF changed the model: per-block divergence, MLP-output change and patching; "
+        "choose the layers",
         "DivergenceResults", ("rlhf",), ("torch", "transformers"),
     ),
     StageSpec(
         "activations", "activations",
-        "capture MLP outputs of the most divergent layers from the tuned policy",
+        "capture MLP outputs of the chosen layers (tuned policy and base model, same tokens)",
         "ActivationsResults", ("divergence",), _TORCH,
     ),
     StageSpec(
-        "saes", "saes", "train SAE-Lens dictionaries (small/big, tied)", "SAEsResults",
+        "saes", "saes", "train SAE-Lens dictionaries (TopK; tuned and base model)", "SAEsResults",
         ("activations",), (*_TORCH, "sae-lens"),
     ),
     StageSpec(
