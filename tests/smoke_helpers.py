@@ -29,10 +29,14 @@ def read_manifest_stages(run_dir: Path) -> dict:
 
 def stage_files(run_dir: Path) -> dict[str, list[str]]:
     """``{stage folder: sorted file paths inside it}`` of a run directory ("." for its top-level
-    files: manifest and report)."""
+    files: manifest and report). The completion cache is left out: it is no stage's artifact
+    (it holds what a run sampled, and which process sampled it is not fixed)."""
+    from lfp_mech.models.completions import COMPLETIONS_DIR
+
     run_dir = Path(run_dir)
     files: dict[str, list[str]] = {".": sorted(p.name for p in run_dir.iterdir() if p.is_file())}
-    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+    folders = (p for p in run_dir.iterdir() if p.is_dir() and p.name != COMPLETIONS_DIR)
+    for folder in sorted(folders):
         files[folder.name] = sorted(
             str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
         )

@@ -52,7 +52,7 @@ def scaled_down(name: str, model: str) -> dict:
     if rlhf.get("mini_batch_size"):  # keep several updates per rollout batch
         sizes["rlhf"]["mini_batch_size"] = sizes["rlhf"]["batch_size"] // 2
     if rlhf.get("method") == "dpo":  # HH-RLHF is hub only: offline pairs on the toxicity task
-        sizes["rlhf"] |= {"task": "toxicity", "preference_data": "offline", "n_pair_prompts": 8}
+        sizes["rlhf"] |= {"task": "toxicity", "preference_data": "offline", "n_pair_prompts": 16}
     return {"model": model, "stages": sizes}
 
 

@@ -5,6 +5,7 @@ trained ones."""
 import shutil
 import subprocess
 
+import pandas as pd
 import pytest
 import torch
 from saes_helpers import saes_stage_inputs
@@ -113,7 +114,19 @@ def test_pushed_saes_feed_a_second_run_that_skips_training(
     metrics = ["fvu", "l0", "ce_recovered"]
     main_first = first_run.saes.metrics.query("model == 'tuned'")[metrics].to_numpy()
     assert (main_first == second_run.saes.metrics[metrics].to_numpy()).all()
+    # a pushed release carries the tuned SAEs only: the second run's base-SAE baseline is the
+    # tuned SAEs on base activations (it says so), so every probe row but that one is equal
+    assert second_run.probes.summary["base_sae_source"] != first_run.probes.summary[
+        "base_sae_source"]  # fmt: skip
     for relative in DOWNSTREAM:
+        if relative.startswith("probes/"):
+            a, b = (pd.read_csv(run / relative) for run in (tracked_smoke_run, second))
+            if "probe" in a:  # a row per probe
+                a, b = (t[t["probe"] != "base_sae"] for t in (a, b))
+            else:  # a column per probe
+                a, b = (t.drop(columns=[c for c in t if "base_sae" in c]) for t in (a, b))
+            pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+            continue
         assert (second / relative).read_bytes() == (tracked_smoke_run / relative).read_bytes()
     for name in DOWNSTREAM_TENSORS:
         a, b = load_file(tracked_smoke_run / name), load_file(second / name)

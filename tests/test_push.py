@@ -42,9 +42,9 @@ def test_local_dir_is_the_policy_and_the_saes_in_sae_lens_layout(pushed, tracked
     entry = yaml.safe_load((pushed / "pretrained_saes.yaml").read_text())["lfp-smoke"]
     assert entry["repo_id"] == "me/lfp-smoke" and entry["model"] == "me/lfp-smoke"
     ids = [sae["id"] for sae in entry["saes"]]
-    expected = [f"{hook}/{size}" for size in ("small", "big") for hook in run.saes.hook_names]
+    expected = [f"{hook}/{size}" for size in run.saes.sizes for hook in run.saes.hook_names]
     assert ids == expected and all(sae["path"] == sae["id"] for sae in entry["saes"])
-    for size in ("small", "big"):
+    for size in run.saes.sizes:
         for hook, folder in run.saes.sae_dirs(size).items():
             assert sorted(p.name for p in (pushed / hook / size).iterdir()) == [
                 "cfg.json", "sae_weights.safetensors"]  # fmt: skip

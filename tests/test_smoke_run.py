@@ -58,7 +58,9 @@ def _check_irl_ran_both_tasks(run_dir: Path) -> None:
     run = load_run(run_dir)
     for task in ("vader", "toxicity"):
         results = run.irl.task(task)
-        assert results.summary["task"] == task and results.summary["n_runs"] == 4
+        assert (
+            results.summary["task"] == task and results.summary["n_runs"] == 2
+        )  # a run per seed (smoke: 2 seeds), epoch chosen on validation
         assert set(results.summary["supervised_ceiling"]) >= {"acc", "f1", "spearman"}
         assert "irl_heatmaps" in results.figures()
     summary = run.manifest["stages"]["irl"]["summary"]

@@ -90,7 +90,7 @@ def test_sae_training_logs_loss_l0_fvu_and_trains_the_same(tmp_path):
     from lfp_mech.saes import SAEConfig
     from lfp_mech.saes.training import tensor_batches, train_sae
 
-    config = SAEConfig(batch_size=64, training_tokens=640, sweep_alphas=())
+    config = SAEConfig(batch_size=64, training_tokens=640, sweep_alphas=(), architecture="l1")
     acts = torch.randn(512, 16)
     plain, _ = train_sae(tensor_batches(acts, config), 16, 32, config, tied=True, track="a")
     with tracking.tracking("tensorboard", tmp_path):
@@ -172,10 +172,11 @@ def test_environment_checks_run_before_any_stage_and_only_for_stages_that_will_r
 
 EXPECTED_TAGS = {
     "rlhf/train": {"train/loss", "train/reward", "train/kl", "train/learning_rate"},
-    "saes/L0_small": {"train/loss", "train/mse_loss", "train/l1_loss", "train/l0", "train/fvu"},
-    "saes/untied/L1_small": {"train/loss", "train/l0", "train/fvu"},
+    # the smoke SAEs are TopK (no L1 term; the untied twins are the paper presets' only)
+    "saes/L0_small": {"train/loss", "train/mse_loss", "train/l0", "train/fvu"},
     "saes/l1_sweep/alpha_0.01": {"train/loss", "train/l0", "train/fvu"},
-    "irl/vader/seed_0": {"train/loss", "train/pair_acc", "heldout/acc", "heldout/spearman"},
+    # per epoch only validation metrics: the held-out texts are scored once, after selection
+    "irl/vader/seed_0": {"train/loss", "train/pair_acc", "validation/acc", "validation/spearman"},
     "irl/irl_rlhf": {"train/loss", "train/reward", "train/kl"},
     "irl/toxicity/rlhf": {"train/reward"},
 }
@@ -189,10 +190,10 @@ def test_smoke_run_with_tensorboard_logs_every_training_loop(tracked_smoke_run):
         logged = _scalars(root / name)
         assert tags <= set(logged), f"{name}: missing {tags - set(logged)}"
     assert [step for step, _ in _scalars(root / "rlhf/train")["train/reward"]] == [1, 2]
-    assert [step for step, _ in _scalars(root / "irl/vader/seed_1")["heldout/acc"]] == [1, 2]
+    assert [step for step, _ in _scalars(root / "irl/vader/seed_1")["validation/acc"]] == [1, 2]
     config = load_run(tracked_smoke_run).config
     steps = config.stages.saes.training_tokens // config.stages.saes.batch_size
-    assert len(_scalars(root / "saes/L1_big")["train/fvu"]) == steps
+    assert len(_scalars(root / "saes/L1_small")["train/fvu"]) == steps
     # nothing of it inside the stage folders, whose files are hashed
     events = [p.relative_to(tracked_smoke_run) for p in tracked_smoke_run.rglob("*.tfevents*")]
     assert events and all(p.parts[0] == "tracking" for p in events)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lfp_mech._io import json_safe, write_json, write_table
+from lfp_mech.errors import LfpMechError
 from lfp_mech.models.coerce import as_hooked_model
 from lfp_mech.plotting import save_figure
 from lfp_mech.probes.artifacts import PREFERENCE_SUMMARY_FILE, PREFERENCE_TABLE
@@ -88,17 +89,22 @@ def run_preference_step(ctx: StageContext) -> dict[str, Any]:
         model, saes, chosen + rejected, batch_size=config.batch_size, device=config.device
     )
     n = len(chosen)
-    results = {
-        mode: fit_logistic_probe(
-            features[:n],
-            features[n:],
-            labels=mode,
-            test_fraction=config.test_fraction,
-            C=config.C,
-            seed=config.seed,
-        )  # fmt: skip
-        for mode in ("preference", "delta")
-    }
+    results, unfit = {}, {}
+    for mode in ("preference", "delta"):
+        try:
+            results[mode] = fit_logistic_probe(
+                features[:n],
+                features[n:],
+                labels=mode,
+                test_fraction=config.test_fraction,
+                C=config.C,
+                seed=config.seed,
+            )
+        except LfpMechError as error:  # e.g. delta labels of one class: a result, not a crash
+            logger.warning("preference probe, %s labels: not fitted (%s)", mode, error)
+            unfit[mode] = str(error)
+    if "preference" not in results:
+        return {"preference": {"n_pairs": n, "skipped": unfit["preference"]}}
     vs_preference = {
         mode: preference_accuracy(r, config.test_fraction, config.seed)
         for mode, r in results.items()
@@ -118,7 +124,10 @@ def run_preference_step(ctx: StageContext) -> dict[str, Any]:
             "test_accuracy": {m: r.test_accuracy for m, r in results.items()},
             "test_accuracy_vs_preference": vs_preference,
             "train_accuracy": {m: r.train_accuracy for m, r in results.items()},
-            "delta_label_agreement": results["delta"].label_agreement,
+            "delta_label_agreement": results["delta"].label_agreement
+            if "delta" in results
+            else None,
+            "not_fitted": unfit,
             "pca_explained_variance_ratio": pca.explained_variance_ratio.tolist(),
         }
     )
