@@ -211,7 +211,9 @@ def irl_rlhf_config(
     """The ``RLHFConfig`` of an IRL-RLHF run: ``rlhf_config`` (the rlhf stage's settings; the
     RLHF defaults for ``task`` if None) with ``steps`` GRPO steps, no time budget,
     ``config.rlhf_eval_prompts`` evaluation prompts, the IRL run's seed, device and dtype (and
-    ``lr`` if given). The true-reward policy it is compared with gets the same config."""
+    ``lr`` if given). The true-reward policy it is compared with gets the same config. A DPO
+    rlhf stage (offline pairs, no reward to optimise) gives way to GRPO, the online method a
+    recovered reward can train."""
     import dataclasses
 
     from lfp_mech.rlhf import RLHFConfig
@@ -219,6 +221,7 @@ def irl_rlhf_config(
     cfg = rlhf_config if rlhf_config is not None else RLHFConfig(task=task)
     return dataclasses.replace(
         cfg,
+        method=cfg.method if cfg.method in ("grpo", "rloo") else "grpo",
         task=task,
         max_steps=steps,
         budget_minutes=None,
