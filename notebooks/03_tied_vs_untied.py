@@ -69,7 +69,7 @@ tied_vs_untied
 # The paper's table is the mean over layers of these per-layer numbers:
 
 # %%
-metrics = saes.metrics
+metrics = saes.metrics.query("model == 'tuned'")  # the table also has the base model's
 small = metrics[metrics["size"] == "small"]
 columns = ["nmse", "l0_scaled", "fvu", "dead_fraction", "ce_recovered"]
 per_layer_mean = small.groupby("variant")[["nmse", "l0_scaled"]].mean()
