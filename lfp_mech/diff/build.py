@@ -12,7 +12,13 @@ from torch import Tensor
 from lfp_mech.diff.config import DiffConfig
 from lfp_mech.diff.dictionary import DiffDictionary, TrainStats, train_dictionary
 from lfp_mech.diff.residual import capture_resid, decoder_layers, tokenize_texts
-from lfp_mech.diff.scoring import LatentGroup, encode_all, group_latents, latent_stats
+from lfp_mech.diff.scoring import (
+    LatentGroup,
+    encode_all,
+    group_latents,
+    latent_stats,
+    top_contexts,
+)
 from lfp_mech.errors import ConfigError
 from lfp_mech.models.coerce import ModelLike, as_hf_model
 from lfp_mech.models.generation import generate_texts
@@ -55,6 +61,19 @@ class DiffFeatures:
     def group_activation(self, index: int) -> Float[Tensor, " n"]:
         """Activation of feature ``index`` (sum of its members) on every corpus token."""
         return self.z[:, list(self.groups[index].members)].sum(-1)
+
+    def top_contexts(self, index: int, tokenizer, n: int) -> list[dict]:
+        """The ``n`` corpus contexts where feature ``index`` is most active (see
+        [`top_contexts`][lfp_mech.diff.scoring.top_contexts])."""
+        return top_contexts(
+            self.group_activation(index),
+            self.token_ids,
+            self.text_index,
+            self.position,
+            self.corpus_ids,
+            tokenizer,
+            n=n,
+        )
 
 
 def corpus_from_prompts(

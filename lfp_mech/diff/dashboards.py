@@ -13,7 +13,7 @@ from torch import nn
 
 from lfp_mech._io import write_text
 from lfp_mech.diff.build import DiffFeatures
-from lfp_mech.diff.scoring import logit_effects, top_contexts, unembedding
+from lfp_mech.diff.scoring import logit_effects, unembedding
 
 __all__ = ["INDEX_FILE", "write_dashboards"]
 
@@ -65,15 +65,7 @@ def write_dashboards(
         f = int(row["latent"])
         acts = features.group_activation(int(row["rank"]) - 1)
         effect = logit_effects(features.dictionary.W_dec.detach()[f : f + 1], w_u, scale)[0]
-        contexts = top_contexts(
-            acts,
-            features.token_ids,
-            features.text_index,
-            features.position,
-            features.corpus_ids,
-            tokenizer,
-            n=n_contexts,
-        )
+        contexts = features.top_contexts(int(row["rank"]) - 1, tokenizer, n_contexts)
         ctx_rows = "".join(
             f"<tr><td>{c['activation']:.2f}</td><td>{html.escape(c['before'])}"
             f"<mark>{html.escape(c['token'])}</mark></td></tr>"

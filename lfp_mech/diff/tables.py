@@ -10,7 +10,7 @@ from torch import nn
 from lfp_mech.diff.build import DiffFeatures
 from lfp_mech.diff.causal import ConditionResult, gap_share, permutation_p
 from lfp_mech.diff.config import DiffConfig
-from lfp_mech.diff.scoring import logit_effects, top_contexts, unembedding
+from lfp_mech.diff.scoring import logit_effects, unembedding
 
 __all__ = ["intervention_rows", "latent_rows"]
 
@@ -36,15 +36,7 @@ def latent_rows(
         f = group.members[0]
         acts = features.group_activation(rank - 1)
         promoted = [_clean(tokenizer.decode([i])) for i in effect.topk(20).indices.tolist()]
-        contexts = top_contexts(
-            acts,
-            features.token_ids,
-            features.text_index,
-            features.position,
-            features.corpus_ids,
-            tokenizer,
-            n=n_contexts,
-        )
+        contexts = features.top_contexts(rank - 1, tokenizer, n_contexts)
         ctx_tokens = [_clean(c["token"]) for c in contexts]
         valences = [lexicon[t] for t in promoted if t in lexicon]
         rows.append(
