@@ -72,9 +72,10 @@ def test_defaults_are_the_verified_cpu_recipe():
     assert (config.batch_size, config.num_generations) == (16, 8)
     assert (config.min_new_tokens, config.max_new_tokens) == (8, 20)
     assert config.repetition_penalty > 1.0
-    # max_steps ends training (reproducible); the budget is a safety cap above its ~9 min on 2 cores
+    # max_steps ends training (reproducible); the budget is a safety cap far above its ~15 min on
+    # 2 idle cores, so that a loaded machine does not end training early
     assert config.max_steps == 70
-    assert config.budget_minutes is not None and 10 < config.budget_minutes <= 20
+    assert config.budget_minutes is not None and 30 <= config.budget_minutes <= 45
     assert config.n_eval_prompts >= 256
     assert config.to_dpo_config().max_length == 44 + config.max_new_tokens
 

@@ -70,11 +70,12 @@ class RLHFConfig(StageConfig):
     """Sampling repetition penalty of training rollouts (> 1 discourages repeated tokens)."""
     max_steps: int = 70
     """Optimizer steps (GRPO/RLOO and DPO)."""
-    budget_minutes: float | None = 20.0
-    """Wall-clock safety cap (cumulative over resumes): training stops cleanly and saves. Set it
-    above the expected time so that ``max_steps``, not the machine's speed, ends training and
-    the run is reproducible; a budget stop is logged and recorded in the policy metadata.
-    None: no cap."""
+    budget_minutes: float | None = 40.0
+    """Wall-clock safety cap (cumulative over resumes): training stops cleanly and saves. It sits
+    well above the expected time (~15 min for the default 70 steps on 2 idle cores) so that
+    ``max_steps``, not the machine's load, ends training and the run is reproducible (a 20-min cap
+    stopped a run on a shared machine at step 59); a budget stop is logged and recorded in the
+    policy metadata. None: no cap."""
     save_steps: int = 10
     """Write a resumable Trainer checkpoint every this many steps (and at a budget stop)."""
     keep_checkpoints: bool = False
