@@ -6,16 +6,24 @@ side by side, interleaved:
 
 * ``forward``: one HF forward over the finished sequences (prompt + new tokens), the reference;
 * ``HF generate``: ``model.generate`` (the old path of lfp_mech);
-* ``lfp_mech plain``: [`sample_batch`][lfp_mech.models.sampling.sample_batch], the shared path;
-* ``lfp_mech ablated``: the same with an SAE-feature ablation on ``--layers``' ``hook_mlp_out``
-  (``x - (acts[..., F] - 0) @ W_dec[F]``, error term kept: validate's ``_ablate``), random
-  SAE-Lens SAEs of width ``--sae-width`` x d_model, ``--n-features`` features each;
+* ``lfp_mech plain``: [`sample_batch`][lfp_mech.models.sampling.sample_batch], the shared path
+  (inverse-CDF draw, the default);
+* ``lfp_mech plain, multinomial``: the same with HF's ``torch.multinomial`` draw (the tokens of
+  ``HF generate`` for the same seed);
+* ``lfp_mech ablated``: the shared path with an SAE-feature ablation on ``--layers``'
+  ``hook_mlp_out`` (``x - (acts[..., F] - 0) @ W_dec[F]``, error term kept: validate's
+  ``_ablate``), random SAE-Lens TopK SAEs (the saes stage's default architecture, ``k`` = 64) of
+  width ``--sae-width`` x d_model, ``--n-features`` features each;
 * ``lfp_mech steered``: a vector added to ``blocks.{mid}.hook_resid_post``.
 
 Tokens/s of every variant count the same sequences (batch x (padded prompt + new tokens)), so a
 ratio is forward time / generation time. The fp32 GEMM peak is measured in the same run (a
 2048x576 @ 576x1536 matmul, SmolLM2's MLP shape), and the forward's achieved GFLOP/s is given as a
 fraction of it. Target: plain and ablated >= 0.55x forward.
+
+Same distribution: ``--n-compare`` (256) completions of distinct prompts from each sampler
+(batches of ``--batch``, the same seeds): VADER reward and distinct-2 of the inverse-CDF path
+against HF's multinomial draw, with scipy bootstrap CIs and permutation p-values.
 
     python benchmarks/bench_generation.py [--model smollm2-135m] [--batch 64] [--new-tokens 24]
 """
@@ -34,7 +42,7 @@ from lfp_mech.models.sampling import sample_batch
 
 
 def ablation_hooks(d_model: int, layers: list[int], width: int, n_features: int) -> list:
-    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens import TopKSAE, TopKSAEConfig
 
     from lfp_mech.validate.ablation import _ablate, _Ablation
 
@@ -42,7 +50,7 @@ def ablation_hooks(d_model: int, layers: list[int], width: int, n_features: int)
     generator = torch.Generator().manual_seed(0)
     for layer in layers:
         torch.manual_seed(layer)
-        sae = StandardSAE(StandardSAEConfig(d_in=d_model, d_sae=width * d_model)).eval()
+        sae = TopKSAE(TopKSAEConfig(d_in=d_model, d_sae=width * d_model, k=64)).eval()
         ids = torch.randperm(width * d_model, generator=generator)[:n_features]
         w_dec = sae.W_dec.detach().index_select(0, ids)
         spec = _Ablation(
@@ -61,6 +69,61 @@ def gemm_gflops(repeats: int = 20) -> float:
     return repeats * 2 * 2048 * 576 * 1536 / (time.perf_counter() - start) / 1e9
 
 
+def compare_samplers(model, tok, n: int, batch: int, new: int) -> None:
+    """``n`` completions per sampler (same prompts and seeds): reward, distinct-2, tests."""
+    import numpy as np
+    from scipy.stats import bootstrap, permutation_test
+
+    from lfp_mech.rewards import get_reward
+    from lfp_mech.rlhf.evaluation import distinct_n
+
+    prompts = load_prompts("reviews", "train")[:n]
+    special = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    texts: dict[str, list[str]] = {"multinomial": [], "inverse_cdf": []}
+    for sampler, out in texts.items():
+        for start in range(0, n, batch):
+            enc = tok(prompts[start : start + batch], return_tensors="pt", padding=True,
+                      padding_side="left")  # fmt: skip
+            torch.manual_seed(start)
+            with torch.inference_mode():
+                ids = sample_batch(
+                    model, enc["input_ids"], enc["attention_mask"], max_new_tokens=new,
+                    do_sample=True, sampler=sampler, **special,
+                )  # fmt: skip
+            out += tok.batch_decode(ids, skip_special_tokens=True)
+    reward = get_reward("vader")
+    scores = {k: reward(v).double().numpy() for k, v in texts.items()}
+    old, ours = scores["multinomial"], scores["inverse_cdf"]
+
+    def mean_diff(a, b, axis=-1):
+        return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+    def d2_diff(a, b):
+        pool = texts["multinomial"] + texts["inverse_cdf"]
+        return distinct_n([pool[int(i)] for i in a]) - distinct_n([pool[int(i)] for i in b])
+
+    rng = np.random.default_rng(0)
+    reward_p = permutation_test((ours, old), mean_diff, n_resamples=5000, random_state=rng).pvalue
+    index = np.arange(2 * n)
+    d2_p = permutation_test(
+        (index[n:], index[:n]), d2_diff, n_resamples=2000, vectorized=False, random_state=rng
+    ).pvalue
+    print(f"\nsame distribution: {n} completions per sampler, {new} new tokens, base model")
+    for name in ("multinomial", "inverse_cdf"):
+        ci = bootstrap((scores[name],), np.mean, random_state=rng).confidence_interval
+        d2 = distinct_n(texts[name])
+        print(
+            f"{name:<12} VADER {scores[name].mean():.3f} [{ci.low:.3f}, {ci.high:.3f}]  "
+            f"distinct-2 {d2:.3f}"
+        )
+    print(f"difference (inverse_cdf - multinomial): reward {ours.mean() - old.mean():+.3f} "
+          f"(permutation p = {reward_p:.2f}), distinct-2 "
+          f"{distinct_n(texts['inverse_cdf']) - distinct_n(texts['multinomial']):+.3f} "
+          f"(permutation p = {d2_p:.2f})")  # fmt: skip
+    report_result("sampler distribution: reward permutation p", reward_p, 0.05)
+    report_result("sampler distribution: distinct-2 permutation p", d2_p, 0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -70,6 +133,7 @@ def main() -> None:
     parser.add_argument("--sae-width", type=int, default=4)
     parser.add_argument("--n-features", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-compare", type=int, default=256)
     args = parser.parse_args()
 
     model, tok = load_hf_model(args.model)
@@ -86,11 +150,13 @@ def main() -> None:
     steer = [(f"blocks.{depth // 2}.hook_resid_post", lambda x: x + 4.0 * steer_vec)]
     config = GenerationConfig(max_new_tokens=new, top_k=0, use_cache=True, **sampling, **special)
 
-    def ours(hooks=()):
+    def ours(hooks=(), sampler="inverse_cdf"):
         def run():
             torch.manual_seed(0)
             with torch.inference_mode(), hf_hooks(model, hooks):
-                return sample_batch(model, ids, mask, max_new_tokens=new, **sampling, **special)
+                return sample_batch(
+                    model, ids, mask, max_new_tokens=new, **sampling, **special, sampler=sampler
+                )
 
         return run
 
@@ -100,7 +166,7 @@ def main() -> None:
             return model.generate(**batch, generation_config=config)
 
     full = hf_generate()
-    same = torch.equal(full[:, ids.shape[1] :], ours()())
+    same = torch.equal(full[:, ids.shape[1] :], ours(sampler="multinomial")())
     full_mask = torch.cat([mask, torch.ones(len(prompts), new, dtype=mask.dtype)], dim=1)
 
     def forward():
@@ -111,6 +177,7 @@ def main() -> None:
         "forward": forward,
         "HF generate": hf_generate,
         "lfp_mech plain": ours(),
+        "lfp_mech plain, multinomial": ours(sampler="multinomial"),
         "lfp_mech ablated": ours(ablate),
         "lfp_mech steered": ours(steer),
     }
@@ -126,7 +193,7 @@ def main() -> None:
         f"machine: {machine()}; model {args.model}; batch {len(prompts)} x ({ids.shape[1]} "
         f"prompt + {new} new) tokens, sampled, KV cache"
     )
-    print(f"sample_batch == HF generate (same seed): {same}")
+    print(f"sample_batch(sampler='multinomial') == HF generate (same seed): {same}")
     print(
         f"fp32 GEMM peak {peak:.1f} GFLOP/s; forward {fwd_gflops:.1f} GFLOP/s "
         f"({fwd_gflops / peak:.2f} of peak, 2 x {n_params / 1e6:.1f}M params per token)"
@@ -136,6 +203,7 @@ def main() -> None:
     report_result("plain generation / forward", ratios["lfp_mech plain"], 0.55)
     report_result("ablated generation / forward", ratios["lfp_mech ablated"], 0.55)
     report_result("steered generation / forward", ratios["lfp_mech steered"], 0.55)
+    compare_samplers(model, tok, args.n_compare, args.batch, new)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ SCRIPTS = [
     "bench_memory.py",
     "bench_ablation_generate.py",
     "bench_irl_cached.py",
+    "bench_generation.py",
+    "bench_ablation_paths.py",
 ]
 
 

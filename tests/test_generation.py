@@ -105,8 +105,9 @@ def test_bad_hook_names_fail_clearly(tiny_hf):
 
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2", "tiny-neox", "tiny-gemma2"])
 def test_sample_batch_draws_what_hf_generate_draws(arch):
-    """Same seed -> the same tokens as ``model.generate`` (sampling with repetition penalty,
-    minimum length, temperature, top-p; and greedy), left-padded batch."""
+    """``sampler="multinomial"``, same seed -> the same tokens as ``model.generate`` (sampling
+    with repetition penalty, minimum length, temperature, top-p; and greedy), left-padded
+    batch: the loop reproduces HF's arithmetic exactly."""
     from transformers import GenerationConfig
 
     from lfp_mech.models.sampling import sample_batch
@@ -128,9 +129,33 @@ def test_sample_batch_draws_what_hf_generate_draws(arch):
             theirs = hf.generate(**batch, generation_config=config)
             torch.manual_seed(1)
             ours = sample_batch(
-                hf, batch.input_ids, batch.attention_mask, max_new_tokens=16, **kwargs, **special
-            )
+                hf, batch.input_ids, batch.attention_mask, max_new_tokens=16, **kwargs,
+                **special, sampler="multinomial",
+            )  # fmt: skip
         assert torch.equal(ours, theirs[:, batch.input_ids.shape[1] :]), kwargs
+
+
+def test_inverse_cdf_draws_from_the_softmax_distribution():
+    """The default draw: token frequencies over 40,000 draws match ``softmax(scores)``
+    (chi-square), ``-inf`` tokens are never drawn, and the same seed gives the same tokens."""
+    from scipy.stats import chisquare
+
+    from lfp_mech.models.sampling import _inverse_cdf
+
+    scores = torch.tensor([[2.0, 1.0, 0.0, -1.0, -float("inf"), 0.5, -3.0, 1.5]])
+    probs = torch.softmax(scores.double(), dim=-1)[0]
+    torch.manual_seed(0)
+    draws = torch.cat([_inverse_cdf(scores.expand(4000, -1)) for _ in range(10)])
+    counts = torch.bincount(draws, minlength=scores.shape[1]).double()
+    assert counts[4] == 0  # masked token
+    keep = probs > 0
+    expected = probs[keep] / probs[keep].sum() * counts.sum()
+    test = chisquare(counts[keep].numpy(), expected.numpy())
+    assert test.pvalue > 1e-3, test
+    torch.manual_seed(5)
+    first = _inverse_cdf(scores.expand(64, -1))
+    torch.manual_seed(5)
+    assert torch.equal(first, _inverse_cdf(scores.expand(64, -1)))
 
 
 def test_completion_cache_hits_identical_requests_only(tiny_hf, tmp_path, monkeypatch):
@@ -176,7 +201,8 @@ def test_completion_cache_hits_identical_requests_only(tiny_hf, tmp_path, monkey
 
 def test_fast_generate_reproduces_trl_rollout_generation(tiny_hf, monkeypatch):
     """The GenerationConfig GRPO builds (lfp_mech's RLHF settings): patched ``generate`` returns
-    exactly HF's tokens; unsupported settings fall back to HF's own ``generate``."""
+    exactly HF's tokens with the multinomial sampler (the same distribution with the default);
+    unsupported settings fall back to HF's own ``generate``."""
     from transformers import GenerationConfig
 
     from lfp_mech.models import sampling
@@ -211,7 +237,7 @@ def test_fast_generate_reproduces_trl_rollout_generation(tiny_hf, monkeypatch):
         for config in (trl_like, beams):
             torch.manual_seed(3)
             expected.append(hf.generate(**inputs, generation_config=config))
-        fast_generate(hf)
+        fast_generate(hf, sampler="multinomial")
         for config, theirs in zip((trl_like, beams), expected, strict=True):
             torch.manual_seed(3)
             assert torch.equal(hf.generate(**inputs, generation_config=config), theirs)

@@ -105,13 +105,14 @@ class IRLConfig(StageConfig):
     threshold_method: Literal["accuracy", "median"] = "accuracy"
     """How the IRL threshold is fitted on the validation texts: "accuracy" = the cut that
     maximises agreement with the binarized true reward; "median" = the median IRL reward."""
-    rlhf_steps: int = 10
+    rlhf_steps: int | None = None
     """IRL-RLHF on the VADER task: GRPO steps of a policy trained on the recovered reward, with
     the rlhf stage's trainer settings (0 skips IRL-RLHF). The true-reward policy it is compared
-    with gets the same steps: a matched re-run on the true reward, or the rlhf stage's own
-    policy when the steps equal its ``max_steps`` (``--set irl.rlhf_steps=70``: the full-length
-    comparison, ~2x15 min fewer on 2 cores without the re-run). The default is short so the
-    stage fits its time budget."""
+    with gets the same steps: the rlhf stage's own policy when the steps equal its
+    ``max_steps`` (None, the default: the full-length comparison, one extra GRPO run), else a
+    matched re-run on the true reward (two runs). A short run (e.g. 10 steps at the default
+    learning rate) leaves both policies near the base model: the measured true-reward gain of
+    10 steps was within noise of zero, so its ratio says nothing."""
     rlhf_eval_prompts: int = 128
     """Held-out prompts on which the IRL-RLHF policies (and the toxicity task's) are compared."""
     toxicity_rlhf_steps: int = 10
@@ -154,7 +155,7 @@ class IRLConfig(StageConfig):
             "rlhf_eval_prompts",
         )  # fmt: skip
         self.require_at_least(
-            0, "n_other_texts", "n_trainable_blocks", "rlhf_steps", "toxicity_rlhf_steps",
+            0, "n_other_texts", "n_trainable_blocks", "toxicity_rlhf_steps",
             "toxicity_irl_rlhf_steps", "n_val_prompts", "n_val_texts", "toxicity_samples",
         )  # fmt: skip
         self.require_choice("mode", ("cached", "full"))
@@ -162,6 +163,7 @@ class IRLConfig(StageConfig):
         self.require_choice("threshold_method", ("accuracy", "median"))
         self.require_choice("toxicity_prompts", ("toxicity", "jigsaw"))
         self.require_optional_at_least(1, "n_layers")
+        self.require_optional_at_least(0, "rlhf_steps")
         if self.context_layer != "auto":
             self.require_optional_at_least(1, "context_layer")
         if self.context_layer is not None:

@@ -49,22 +49,29 @@ def run(ctx: StageContext) -> dict[str, Any]:
         logger.info("no probes stage in this run: the three-way comparison has no probe column")
     probe_fn = ProbeEstimate(ctx) if probes_ran else None
     summary = run_task(model, expert, "vader", vader_dir, options, probe_fn=probe_fn)
-    if options.rlhf_steps > 0:
-        rlhf_options = getattr(ctx.config.stages, "rlhf", None)
+    rlhf_options = getattr(ctx.config.stages, "rlhf", None)
+    # the steps the expert actually trained (a budget stop ends before max_steps); a DPO expert
+    # is no GRPO run of equal steps, so the true-reward policy is then always a matched re-run
+    rlhf_results = RLHFResults(ctx.stage_dir("rlhf"))
+    expert_steps = rlhf_results.summary.get("steps") if rlhf_results.exists else None
+    expert_steps = expert_steps or getattr(rlhf_options, "max_steps", None)
+    online = getattr(rlhf_options, "method", "grpo") in ("grpo", "rloo")
+    steps = options.rlhf_steps if options.rlhf_steps is not None else expert_steps
+    if steps:
         table = run_irl_rlhf(
             model,
             "vader",
             vader_dir / files.REWARD_MODEL_DIR,
             ctx.dir / files.IRL_RLHF_DIR,
             expert,
-            options.rlhf_steps,
+            steps,
             options,
             rlhf_config=rlhf_options,
-            true_policy_steps=getattr(rlhf_options, "max_steps", None),
+            true_policy_steps=expert_steps if online else None,
             exclude=irl_prompts("vader", options),
         )
         summary["irl_rlhf_true_reward"] = {row["policy"]: row["mean_reward"] for row in table}
-        summary["irl_rlhf_steps"] = options.rlhf_steps
+        summary["irl_rlhf_steps"] = steps
         summary["irl_rlhf_gain_ratio"] = table[-1].get("gain_ratio")
         summary["irl_rlhf_gain_ratio_ci95"] = table[-1].get("gain_ratio_ci95")
     if options.toxicity_rlhf_steps > 0:

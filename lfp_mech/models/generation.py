@@ -66,8 +66,9 @@ def generate_texts(
     ``temperature``; each batch draws from its own RNG seeded with ``seed + batch start``, so a
     completion does not depend on what ran before, and the global RNG is left untouched.
     Completions hold only the new text, special tokens dropped. Each batch runs
-    [`sample_batch`][lfp_mech.models.sampling.sample_batch]: HF ``generate``'s arithmetic and
-    random draws (the same completions for the same seed) without its per-step overhead.
+    [`sample_batch`][lfp_mech.models.sampling.sample_batch]: HF ``generate``'s arithmetic without
+    its per-step overhead, each token drawn from the same distribution by inverse CDF (one
+    random number per row instead of ``torch.multinomial``'s one per vocabulary entry).
 
     ``hooks`` (``[(TransformerLens hook name, fn), ...]``, e.g. an SAE-feature ablation on
     ``blocks.3.hook_mlp_out`` or a steering vector added to ``blocks.3.hook_resid_post``) edit

@@ -3,21 +3,32 @@
 [`sample_batch`][lfp_mech.models.sampling.sample_batch] runs the prefill and one forward per new
 token with a ``DynamicCache``, and applies exactly the logits processors HF ``generate`` applies
 for lfp_mech's sampling settings, in HF's order (repetition penalty, minimum new tokens,
-temperature, top-p), then ``softmax`` + ``torch.multinomial`` (or ``argmax``). With the same
-global seed it draws the same tokens as ``model.generate`` (tested), without ``generate``'s
+temperature, top-p), then draws the token (or takes the ``argmax``), without ``generate``'s
 per-step bookkeeping (stopping criteria objects, cache-position and mask preparation, input
-validation), which is most of the gap between generation and a forward pass on a CPU at small
-models. Finished rows are padded, like ``generate``.
+validation). Finished rows are padded, like ``generate``.
+
+The draw: ``sampler="inverse_cdf"`` (default) draws one uniform number per row and inverts the
+cumulative distribution of ``softmax(scores)`` (float64 cumulative sum, ``searchsorted``): an
+exact draw from the same distribution. ``sampler="multinomial"`` calls
+``torch.multinomial(softmax(scores))`` as HF does, and with the same global seed gives the same
+tokens as ``model.generate`` (tested). The two differ only in which random numbers make the
+draw: on a CPU ``torch.multinomial`` makes one exponential variate per vocabulary entry (49k
+for SmolLM2) and row, which measured ~15% of a sampled generation's time at batch 64
+(``benchmarks/bench_generation.py`` compares the two samplers' completions and speed).
 """
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
 
-__all__ = ["fast_generate", "sample_batch"]
+__all__ = ["SAMPLERS", "Sampler", "fast_generate", "sample_batch"]
+
+Sampler = Literal["inverse_cdf", "multinomial"]
+SAMPLERS: tuple[str, ...] = ("inverse_cdf", "multinomial")
+"""How a token is drawn from the processed scores (see the module docstring)."""
 
 
 def sample_batch(
@@ -33,10 +44,15 @@ def sample_batch(
     repetition_penalty: float = 1.0,
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
+    sampler: Sampler = "inverse_cdf",
 ) -> Int[Tensor, "batch new"]:
     """The new tokens of a left-padded batch (``[batch, <= max_new_tokens]``, stopping early when
     every row has produced EOS; rows that finished hold ``pad_token_id``). Call under
-    ``torch.inference_mode()``; randomness from the global torch RNG, as ``generate``."""
+    ``torch.inference_mode()``; randomness from the global torch RNG, as ``generate``.
+    ``sampler="multinomial"`` draws exactly HF ``generate``'s tokens for the same seed; the
+    default ``"inverse_cdf"`` draws from the same distribution with fewer random numbers."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     pad = pad_token_id if pad_token_id is not None else eos_token_id
     cache = DynamicCache(config=model.config)
     mask = attention_mask.long()
@@ -67,7 +83,9 @@ def sample_batch(
             eos_token_id,
             do_sample,
         )
-        if do_sample:
+        if do_sample and sampler == "inverse_cdf":
+            token = _inverse_cdf(scores)
+        elif do_sample:
             token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
         else:
             token = scores.argmax(dim=-1)
@@ -89,6 +107,18 @@ def sample_batch(
             use_cache=True,
         )
     return torch.stack(new, dim=1)
+
+
+def _inverse_cdf(scores: Float[Tensor, "batch vocab"]) -> Int[Tensor, " batch"]:
+    """One token per row drawn from ``softmax(scores)`` by inverse transform sampling: the first
+    token whose cumulative weight exceeds ``u · total`` with ``u ~ U[0, 1)`` (float64 sums, so
+    rare tokens keep their probability; weight-0 tokens, e.g. masked to ``-inf``, are never
+    drawn)."""
+    weights = (scores - scores.amax(dim=-1, keepdim=True)).exp()
+    cdf = weights.cumsum(dim=-1, dtype=torch.float64)
+    u = torch.rand(scores.shape[0], 1, dtype=torch.float64, device=scores.device)
+    token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+    return token.clamp_(max=scores.shape[-1] - 1)
 
 
 def _positions(sequences: Tensor) -> Tensor:
@@ -160,12 +190,13 @@ _REPRODUCED = {  # GenerationConfig fields sample_batch reproduces, with their n
 }
 
 
-def fast_generate(model: PreTrainedModel) -> None:
+def fast_generate(model: PreTrainedModel, sampler: Sampler = "inverse_cdf") -> None:
     """Route ``model.generate(input_ids=, attention_mask=, generation_config=)`` through
-    [`sample_batch`][lfp_mech.models.sampling.sample_batch] (same tokens for the same seed, less
-    overhead) when the config uses only what it reproduces (sampling or greedy, temperature,
-    top-p, repetition penalty, minimum new tokens, one EOS); any other call goes to HF's
-    ``generate`` unchanged. Used for TRL's rollouts, which call ``generate`` that way."""
+    [`sample_batch`][lfp_mech.models.sampling.sample_batch] (the same distribution, less
+    overhead; with ``sampler="multinomial"`` the same tokens for the same seed) when the config
+    uses only what it reproduces (sampling or greedy, temperature, top-p, repetition penalty,
+    minimum new tokens, one EOS); any other call goes to HF's ``generate`` unchanged. Used for
+    TRL's rollouts, which call ``generate`` that way."""
     original = model.generate
 
     def generate(*args: Any, **kwargs: Any) -> Any:
@@ -173,7 +204,8 @@ def fast_generate(model: PreTrainedModel) -> None:
         if settings is None:
             return original(*args, **kwargs)
         ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-        return torch.cat([ids, sample_batch(model, ids, mask, **settings)], dim=1)
+        new = sample_batch(model, ids, mask, **settings, sampler=sampler)
+        return torch.cat([ids, new], dim=1)
 
     model.generate = generate
 

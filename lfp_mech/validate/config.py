@@ -93,8 +93,10 @@ class ValidateConfig(StageConfig):
     """Prompts are cut to their first this many tokens (the paper's 30-token prefixes)."""
     temperature: float = 1.0
     """Sampling temperature of the completions (0 = greedy)."""
-    gen_batch_size: int = 16
-    """Prompts generated together."""
+    gen_batch_size: int = 64
+    """Prompts generated together (each batch draws from its own seed, so it also fixes the
+    completions). 64 rather than 16: a CPU decodes a token for 64 rows in far less than 4x the
+    time of 16 (the matrix products are more efficient), so the six cells of Table 6 cost less."""
     reward: str = "vader"
     """Reward that scores the completions (a name for
     [`lfp_mech.rewards.get_reward`][lfp_mech.rewards.get_reward])."""
