@@ -90,7 +90,7 @@ def test_toml_with_a_preset_key_and_partial_sections(tmp_path):
 
 def test_presets_resolve_and_smoke_is_small():
     smoke = preset_config("smoke")
-    assert smoke.model == "tiny-llama" and smoke.stages.rlhf.max_steps == 2
+    assert smoke.model == "tiny-llama" and smoke.stages.rlhf.max_steps == 4
     assert smoke.stages.validate.autointerp.n_null == 20
     assert preset_config("default").stages.activations.n_tokens == 40_000
     paper = preset_config("pythia-70m").stages.irl
