@@ -7,7 +7,7 @@ side by side, interleaved:
 * ``forward``: one HF forward over the finished sequences (prompt + new tokens), the reference;
 * ``HF generate``: ``model.generate`` (the old path of lfp_mech);
 * ``lfp_mech plain``: [`sample_batch`][lfp_mech.models.sampling.sample_batch], the shared path
-  (inverse-CDF draw, the default);
+  (exponential-race draw from uniform numbers, the default);
 * ``lfp_mech plain, multinomial``: the same with HF's ``torch.multinomial`` draw (the tokens of
   ``HF generate`` for the same seed);
 * ``lfp_mech ablated``: the shared path with an SAE-feature ablation on ``--layers``'
@@ -22,7 +22,7 @@ ratio is forward time / generation time. The fp32 GEMM peak is measured in the s
 fraction of it. Target: plain and ablated >= 0.55x forward.
 
 Same distribution: ``--n-compare`` (256) completions of distinct prompts from each sampler
-(batches of ``--batch``, the same seeds): VADER reward and distinct-2 of the inverse-CDF path
+(batches of ``--batch``, the same seeds): VADER reward and distinct-2 of the default path
 against HF's multinomial draw, with scipy bootstrap CIs and permutation p-values.
 
     python benchmarks/bench_generation.py [--model smollm2-135m] [--batch 64] [--new-tokens 24]
@@ -79,7 +79,7 @@ def compare_samplers(model, tok, n: int, batch: int, new: int) -> None:
 
     prompts = load_prompts("reviews", "train")[:n]
     special = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    texts: dict[str, list[str]] = {"multinomial": [], "inverse_cdf": []}
+    texts: dict[str, list[str]] = {"multinomial": [], "exponential_race": []}
     for sampler, out in texts.items():
         for start in range(0, n, batch):
             enc = tok(prompts[start : start + batch], return_tensors="pt", padding=True,
@@ -93,13 +93,13 @@ def compare_samplers(model, tok, n: int, batch: int, new: int) -> None:
             out += tok.batch_decode(ids, skip_special_tokens=True)
     reward = get_reward("vader")
     scores = {k: reward(v).double().numpy() for k, v in texts.items()}
-    old, ours = scores["multinomial"], scores["inverse_cdf"]
+    old, ours = scores["multinomial"], scores["exponential_race"]
 
     def mean_diff(a, b, axis=-1):
         return np.mean(a, axis=axis) - np.mean(b, axis=axis)
 
     def d2_diff(a, b):
-        pool = texts["multinomial"] + texts["inverse_cdf"]
+        pool = texts["multinomial"] + texts["exponential_race"]
         return distinct_n([pool[int(i)] for i in a]) - distinct_n([pool[int(i)] for i in b])
 
     rng = np.random.default_rng(0)
@@ -109,16 +109,16 @@ def compare_samplers(model, tok, n: int, batch: int, new: int) -> None:
         (index[n:], index[:n]), d2_diff, n_resamples=2000, vectorized=False, random_state=rng
     ).pvalue
     print(f"\nsame distribution: {n} completions per sampler, {new} new tokens, base model")
-    for name in ("multinomial", "inverse_cdf"):
+    for name in ("multinomial", "exponential_race"):
         ci = bootstrap((scores[name],), np.mean, random_state=rng).confidence_interval
         d2 = distinct_n(texts[name])
         print(
-            f"{name:<12} VADER {scores[name].mean():.3f} [{ci.low:.3f}, {ci.high:.3f}]  "
+            f"{name:<16} VADER {scores[name].mean():.3f} [{ci.low:.3f}, {ci.high:.3f}]  "
             f"distinct-2 {d2:.3f}"
         )
-    print(f"difference (inverse_cdf - multinomial): reward {ours.mean() - old.mean():+.3f} "
+    print(f"difference (exponential_race - multinomial): reward {ours.mean() - old.mean():+.3f} "
           f"(permutation p = {reward_p:.2f}), distinct-2 "
-          f"{distinct_n(texts['inverse_cdf']) - distinct_n(texts['multinomial']):+.3f} "
+          f"{distinct_n(texts['exponential_race']) - distinct_n(texts['multinomial']):+.3f} "
           f"(permutation p = {d2_p:.2f})")  # fmt: skip
     report_result("sampler distribution: reward permutation p", reward_p, 0.05)
     report_result("sampler distribution: distinct-2 permutation p", d2_p, 0.05)
@@ -150,7 +150,7 @@ def main() -> None:
     steer = [(f"blocks.{depth // 2}.hook_resid_post", lambda x: x + 4.0 * steer_vec)]
     config = GenerationConfig(max_new_tokens=new, top_k=0, use_cache=True, **sampling, **special)
 
-    def ours(hooks=(), sampler="inverse_cdf"):
+    def ours(hooks=(), sampler="exponential_race"):
         def run():
             torch.manual_seed(0)
             with torch.inference_mode(), hf_hooks(model, hooks):

@@ -180,7 +180,7 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
     config = DiffConfig(
         n_corpus_prompts=24,
         corpus_new_tokens=6,
-        n_eval_prompts=6,
+        n_eval_prompts=16,
         max_new_tokens=6,
         n_bootstrap=100,
         n_permutations=100,
@@ -192,7 +192,7 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
         (base, tok),
         (tuned, tok),
         load_prompts("reviews", "train")[:24],
-        load_prompts("reviews", "test")[:6],
+        load_prompts("reviews", "test")[:16],
         tmp_path,
         config,
     )
@@ -217,8 +217,17 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
     def same(a, b):
         return sum(x == y for x, y in zip(by[a], by[b], strict=True))
 
-    assert same("tuned", "base") <= 2  # the plant changes the text...
-    assert same("ablate_top1", "base") >= 4 and same("steer_top1", "tuned") >= 4  # ...and back
+    # same prompts and seeds, so the draws are coupled: a text changes only where the plant
+    # matters (measured: the plant changes 9 of 16 texts; ablating it gives back 12 of the base
+    # model's, adding it to the base model 15 of the tuned copy's)
+    plant, undone, added = (
+        same("tuned", "base"),
+        same("ablate_top1", "base"),
+        same("steer_top1", "tuned"),
+    )
+    assert plant <= 8  # the plant changes at least half of the texts...
+    assert undone >= 11 and undone >= plant + 4  # ...ablating it gives back the base model's
+    assert added >= 11 and added >= plant + 4  # ...and adding it to the base gives the tuned ones
 
 
 def test_random_draws_are_distinct_live_features_capped_when_too_few():

@@ -135,17 +135,17 @@ def test_sample_batch_draws_what_hf_generate_draws(arch):
         assert torch.equal(ours, theirs[:, batch.input_ids.shape[1] :]), kwargs
 
 
-def test_inverse_cdf_draws_from_the_softmax_distribution():
+def test_exponential_race_draws_from_the_softmax_distribution():
     """The default draw: token frequencies over 40,000 draws match ``softmax(scores)``
     (chi-square), ``-inf`` tokens are never drawn, and the same seed gives the same tokens."""
     from scipy.stats import chisquare
 
-    from lfp_mech.models.sampling import _inverse_cdf
+    from lfp_mech.models.sampling import _exponential_race as draw
 
     scores = torch.tensor([[2.0, 1.0, 0.0, -1.0, -float("inf"), 0.5, -3.0, 1.5]])
     probs = torch.softmax(scores.double(), dim=-1)[0]
     torch.manual_seed(0)
-    draws = torch.cat([_inverse_cdf(scores.expand(4000, -1)) for _ in range(10)])
+    draws = torch.cat([draw(scores.expand(4000, -1)) for _ in range(10)])
     counts = torch.bincount(draws, minlength=scores.shape[1]).double()
     assert counts[4] == 0  # masked token
     keep = probs > 0
@@ -153,9 +153,9 @@ def test_inverse_cdf_draws_from_the_softmax_distribution():
     test = chisquare(counts[keep].numpy(), expected.numpy())
     assert test.pvalue > 1e-3, test
     torch.manual_seed(5)
-    first = _inverse_cdf(scores.expand(64, -1))
+    first = draw(scores.expand(64, -1))
     torch.manual_seed(5)
-    assert torch.equal(first, _inverse_cdf(scores.expand(64, -1)))
+    assert torch.equal(first, draw(scores.expand(64, -1)))
 
 
 def test_completion_cache_hits_identical_requests_only(tiny_hf, tmp_path, monkeypatch):

@@ -108,9 +108,9 @@ class IRLConfig(StageConfig):
     rlhf_steps: int | None = None
     """IRL-RLHF on the VADER task: GRPO steps of a policy trained on the recovered reward, with
     the rlhf stage's trainer settings (0 skips IRL-RLHF). The true-reward policy it is compared
-    with gets the same steps: the rlhf stage's own policy when the steps equal its
-    ``max_steps`` (None, the default: the full-length comparison, one extra GRPO run), else a
-    matched re-run on the true reward (two runs). A short run (e.g. 10 steps at the default
+    with gets the same steps: the rlhf stage's own GRPO/RLOO policy when the steps equal those
+    it trained (None, the default: exactly those, the full-length comparison, one extra GRPO
+    run), else a matched re-run on the true reward (two runs; always after a DPO rlhf stage). A short run (e.g. 10 steps at the default
     learning rate) leaves both policies near the base model: the measured true-reward gain of
     10 steps was within noise of zero, so its ratio says nothing."""
     rlhf_eval_prompts: int = 128
