@@ -112,25 +112,40 @@ def build_conditions(
                     {layer: add_latents(d, ids, score, config.steer_scale)},
                 )
             )
-    project = project_out(features.mean_diff)
-    conditions.append(
+    if float(features.mean_diff.norm()) > 0:
+        conditions += _mean_difference_conditions(features.mean_diff, layer, n_layers, config)
+    else:  # e.g. a policy whose updates were all zero
+        logger.warning(
+            "diff: tuned and base activations have the same mean at block %d: no "
+            "difference-of-means controls (did the rlhf stage change the model?)", layer
+        )  # fmt: skip
+    if probe_edits:
+        conditions.append(Condition("lfp_probe", "tuned", "lfp_probe", 0, dict(probe_edits)))
+    return conditions, draws
+
+
+def _mean_difference_conditions(
+    mean_diff: torch.Tensor, layer: int, n_layers: int, config: DiffConfig
+) -> list[Condition]:
+    """The difference-of-means baseline: projected out of the tuned policy at ``layer`` and every
+    later block, and added to the base model at each of ``config.dom_add_scales``."""
+    project = project_out(mean_diff)
+    out = [
         Condition(
             "dom_project", "tuned", "dom_project", 1, dict.fromkeys(range(layer, n_layers), project)
         )
-    )
+    ]
     for scale in config.dom_add_scales:
-        conditions.append(
+        out.append(
             Condition(
                 f"dom_add_x{scale:g}",
                 "base",
                 "dom_add",
                 1,
-                {layer: add_vector(features.mean_diff, scale * config.steer_scale)},
+                {layer: add_vector(mean_diff, scale * config.steer_scale)},
             )
         )
-    if probe_edits:
-        conditions.append(Condition("lfp_probe", "tuned", "lfp_probe", 0, dict(probe_edits)))
-    return conditions, draws
+    return out
 
 
 def run_diff(

@@ -50,8 +50,9 @@ class IRLTaskResults(StageResults):
 
     @property
     def runs(self) -> "pd.DataFrame":
-        """One row per seed × epoch: held-out metrics (acc, f1, correlations, pair_acc, the
-        ``*_demos`` metrics), the fitted threshold, train loss and pair accuracy."""
+        """One row per seed, at the epoch chosen on validation: held-out metrics (acc, f1,
+        correlations, pair_acc, the ``*_demos`` metrics), the fitted threshold and the
+        validation metrics (every seed × epoch on validation: ``epochs``)."""
         return self.table(files.RUNS_STEM)
 
     @property
