@@ -98,8 +98,9 @@ def compare_samplers(model, tok, n: int, batch: int, new: int) -> None:
     def mean_diff(a, b, axis=-1):
         return np.mean(a, axis=axis) - np.mean(b, axis=axis)
 
+    pool = texts["multinomial"] + texts["exponential_race"]  # permutation indices refer to it
+
     def d2_diff(a, b):
-        pool = texts["multinomial"] + texts["exponential_race"]
         return distinct_n([pool[int(i)] for i in a]) - distinct_n([pool[int(i)] for i in b])
 
     rng = np.random.default_rng(0)

@@ -110,9 +110,10 @@ class IRLConfig(StageConfig):
     the rlhf stage's trainer settings (0 skips IRL-RLHF). The true-reward policy it is compared
     with gets the same steps: the rlhf stage's own GRPO/RLOO policy when the steps equal those
     it trained (None, the default: exactly those, the full-length comparison, one extra GRPO
-    run), else a matched re-run on the true reward (two runs; always after a DPO rlhf stage). A short run (e.g. 10 steps at the default
-    learning rate) leaves both policies near the base model: the measured true-reward gain of
-    10 steps was within noise of zero, so its ratio says nothing."""
+    run), else a matched re-run on the true reward (two runs; always after a DPO rlhf stage).
+    A short run (e.g. 10 steps at the default learning rate) leaves both policies near the base
+    model: the measured true-reward gain of 10 steps was within noise of zero, so its ratio
+    says nothing."""
     rlhf_eval_prompts: int = 128
     """Held-out prompts on which the IRL-RLHF policies (and the toxicity task's) are compared."""
     toxicity_rlhf_steps: int = 10

@@ -21,7 +21,7 @@ small change to many probabilities shifts the whole cumulative sum
 (``benchmarks/bench_generation.py`` compares the samplers' completions and speed).
 """
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Float, Int
@@ -31,7 +31,7 @@ from transformers import DynamicCache, PreTrainedModel
 __all__ = ["SAMPLERS", "Sampler", "fast_generate", "sample_batch"]
 
 Sampler = Literal["exponential_race", "multinomial"]
-SAMPLERS: tuple[str, ...] = ("exponential_race", "multinomial")
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 """How a token is drawn from the processed scores (see the module docstring)."""
 
 
