@@ -12,7 +12,7 @@ from typing import Any
 from lfp_mech.errors import ConfigError
 from lfp_mech.runner.config import RunConfig, config_from_dict
 
-__all__ = ["IRL_PAPER", "PRESETS", "SMOKE", "preset_config"]
+__all__ = ["DEFAULT_STAGES", "IRL_PAPER", "PRESETS", "SMOKE", "preset_config"]
 
 IRL_PAPER: dict[str, Any] = {
     "n_train_prompts": 500,
@@ -194,17 +194,28 @@ SMOKE_L1: dict[str, Any] = SMOKE | {
 """The smoke preset with the paper's L1 dictionaries (small and big, tied, untied twins, L1
 sweep): what notebooks 02 (L1 sweep) and 03 (tied vs untied) read."""
 
+DEFAULT_STAGES: dict[str, Any] = {
+    "rlhf": {"max_steps": 20, "learning_rate": 1.5e-4, "eval_batch_size": 128},
+    "divergence": {"top_k": 3},
+    "activations": {"n_tokens": 32_000, "heldout_tokens": 6_144, "generation_batch_size": 128},
+    "saes": {"training_tokens": 100_000},
+    "probes": {"n_triples": 600},
+    "validate": {"n_completions": 320, "gen_batch_size": 160},
+    "irl": {"gen_batch_size": 128, "eval_batch_size": 64, "toxicity_rlhf_steps": 6},
+}
+"""The default study's sizes: every stage within one 45-minute run on a 2-core CPU (the
+measured minutes per stage and what a larger run buys are in docs/budget.md).
+
+A GRPO step costs ~11 s here, and the study trains two policies of equal length (the RLHF
+stage's and IRL-RLHF's), so the policy trains 20 steps at lr 1.5e-4 instead of 70 at 5e-5
+(measured on this machine: train-batch reward ~2.1 at step 20 at 1.5e-4; 1.8 at step 59 at
+5e-5). A decoding step costs ~0.4 s at batch 64 and ~0.7 s at 128 (fp32), so the stages that
+sample use large batches. The rest: three SAE layers (the top 3 by patching), 32k activation
+tokens per layer, 600 probe triples, 320 completions per Table-6 cell (a 95% CI of about ±0.1 on
+a mean reward) and six GRPO steps for the toxicity expert."""
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # Sized to finish within 45 min on 2 cores: 40k activation tokens per layer (the paper used
-    # 75k) and 300k training activations per SAE leave room for the IRL stage's toxicity task.
-    "default": {
-        "name": "default",
-        "model": "smollm2-135m",
-        "stages": {
-            "activations": {"n_tokens": 40_000},
-            "saes": {"training_tokens": 100_000},
-        },
-    },
+    "default": {"name": "default", "model": "smollm2-135m", "stages": DEFAULT_STAGES},
     "smoke": {"name": "smoke", "model": "tiny-llama", "stages": SMOKE},
     "smoke-l1": {"name": "smoke-l1", "model": "tiny-llama", "stages": SMOKE_L1},
     "pythia-70m": {"name": "pythia-70m", "model": "pythia-70m", "stages": lfp_paper_stages()},
