@@ -25,7 +25,10 @@
 # Figure 5 the first principal component of the probe's inputs explains **97%** of their
 # variance, with the two classes separated along it.
 #
-# The hub datasets are not available offline, so this notebook builds preference pairs from the
+# A run tuned with DPO (`--set rlhf.method=dpo`) has Table 3 and Figure 5 already: its `probes`
+# stage fits both probes on the policy's held-out preference pairs and scores them against the
+# true preference; the next cell shows them. For other runs (the GRPO default), and as a
+# walk-through of the steps, the rest of the notebook builds preference pairs from the
 # run itself, with the VADER reward as the preference: the base and the tuned policy's
 # completions of the same held-out prompt (`run.rlhf.completion_pairs()`), the higher-reward
 # one chosen and ties dropped; if that gives too few pairs, pairs sampled from the tuned policy and
@@ -55,13 +58,13 @@
 # %%
 import numpy as np
 import pandas as pd
-from IPython.display import display
+from IPython.display import Image, display
 
 import lfp_mech
 from lfp_mech import run_for_notebooks
 from lfp_mech.probes import (
     PreferenceProbeConfig,
-    fit_logistic_probe,
+    fit_preference_probes,
     mean_pooled_features,
     pca_explained,
     pca_figure,
@@ -72,6 +75,16 @@ run = run_for_notebooks()
 print(f"{run.path}: model {run.config.model}, seed {run.config.seed}")
 if run.is_smoke:
     print("smoke run: a tiny random model, the numbers mean nothing")
+
+# %% [markdown]
+# ## The run's own Table 3 (DPO runs)
+
+# %%
+if run.probes.has_preference:
+    display(run.probes.preference.set_index("labels"))
+    display(Image(run.probes.figures()["preference_pca"]))
+else:
+    print(f"{run.path.name}: policy tuned with {run.config.stages.rlhf.method}, no DPO Table 3")
 
 # %% [markdown]
 # ## Preference pairs
@@ -110,17 +123,8 @@ chosen = list(pairs["prompt"] + pairs["chosen"])
 rejected = list(pairs["prompt"] + pairs["rejected"])
 features = mean_pooled_features(model, saes, chosen + rejected, batch_size=config.batch_size)
 n = len(chosen)
-probes = {
-    labels: fit_logistic_probe(
-        features[:n],
-        features[n:],
-        labels=labels,
-        test_fraction=config.test_fraction,
-        C=config.C,
-        seed=config.seed,
-    )
-    for labels in ("preference", "delta")
-}
+probes, not_fitted = fit_preference_probes(features[:n], features[n:], config)
+print("not fitted:", not_fitted or "none")
 pd.DataFrame([probe.row() for probe in probes.values()]).set_index("labels")
 
 # %% [markdown]

@@ -64,6 +64,23 @@ def test_dpo_run_writes_table3_and_figure5(dpo_run):
     assert manifest["stages"]["probes"]["summary"]["preference"]["n_pairs"] == len(heldout)
 
 
+def test_load_run_reads_the_dpo_table3(dpo_run, tmp_path):
+    from lfp_mech import load_run
+    from lfp_mech.probes import ProbesResults
+
+    run = load_run(dpo_run)
+    probes = run.probes
+    assert probes.has_preference
+    pd.testing.assert_frame_equal(
+        probes.preference, pd.read_csv(dpo_run / "probes" / "preference_probe.csv")
+    )
+    assert probes.preference_summary["n_pairs"] == len(run.rlhf.heldout_pairs)
+    assert "preference_pca" in probes.figures()
+    grpo = ProbesResults(tmp_path)  # a GRPO run's probes folder has no Table 3
+    assert not grpo.has_preference and grpo.preference is None
+    assert grpo.preference_summary is None
+
+
 def test_hub_preference_data_offline_is_a_clear_error(monkeypatch):
     from lfp_mech.rlhf.dpo import load_preference_pairs
 

@@ -7,6 +7,7 @@ logistic probe on chosen vs rejected texts with a held-out split by pair,
 [`run_preference_probe`][lfp_mech.probes.preference.run_preference_probe] does all three for a (DPO)
 policy and writes the table and figure."""
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +38,12 @@ __all__ = [
     "PCAResult",
     "PreferenceProbeConfig",
     "fit_logistic_probe",
+    "fit_preference_probes",
     "pca_explained",
     "run_preference_probe",
 ]
+
+logger = logging.getLogger(__name__)
 
 LabelMode = Literal["preference", "delta"]
 
@@ -167,6 +171,33 @@ def fit_logistic_probe(
     )
 
 
+def fit_preference_probes(
+    chosen: Float[Tensor, "pair d"],
+    rejected: Float[Tensor, "pair d"],
+    config: PreferenceProbeConfig,
+) -> tuple[dict[str, LogisticProbeResult], dict[str, str]]:
+    """Both logistic probes of Table 3: ``labels="preference"`` (chosen = 1, the real question)
+    and ``labels="delta"`` (the paper's). Returns the fitted ones by label mode and, for a mode
+    that cannot be fitted (e.g. delta labels of one class on few pairs: a result, not a
+    crash), the reason."""
+    results: dict[str, LogisticProbeResult] = {}
+    unfit: dict[str, str] = {}
+    for mode in ("preference", "delta"):
+        try:
+            results[mode] = fit_logistic_probe(
+                chosen,
+                rejected,
+                labels=mode,
+                test_fraction=config.test_fraction,
+                C=config.C,
+                seed=config.seed,
+            )
+        except LfpMechError as error:
+            logger.warning("preference probe, %s labels: not fitted (%s)", mode, error)
+            unfit[mode] = str(error)
+    return results, unfit
+
+
 def pca_explained(inputs: Float[Tensor, "sample d"], n_components: int = 2) -> PCAResult:
     """PCA (``sklearn.decomposition.PCA``) of probe inputs: projections and explained-variance
     ratios."""
@@ -202,18 +233,9 @@ def run_preference_probe(
     feats = mean_pooled_features(
         model, saes, chosen + rejected, batch_size=config.batch_size, device=config.device
     )
-    f_chosen, f_rejected = feats[: len(chosen)], feats[len(chosen) :]
-    results = {
-        mode: fit_logistic_probe(
-            f_chosen,
-            f_rejected,
-            labels=mode,
-            test_fraction=config.test_fraction,
-            C=config.C,
-            seed=config.seed,
-        )
-        for mode in ("preference", "delta")
-    }
+    results, unfit = fit_preference_probes(feats[: len(chosen)], feats[len(chosen) :], config)
+    if "preference" not in results:
+        raise LfpMechError(f"the preference probe cannot be fitted: {unfit['preference']}")
     pca = pca_explained(feats, config.n_pca_components)
     write_table(out_dir / PREFERENCE_TABLE, [r.row() for r in results.values()])
     figure = pca_figure(pca.projected, results["preference"].targets, pca.explained_variance_ratio)
@@ -222,7 +244,8 @@ def run_preference_probe(
         "n_pairs": len(chosen),
         "test_accuracy": {m: r.test_accuracy for m, r in results.items()},
         "train_accuracy": {m: r.train_accuracy for m, r in results.items()},
-        "delta_label_agreement": results["delta"].label_agreement,
+        "delta_label_agreement": results["delta"].label_agreement if "delta" in results else None,
+        "not_fitted": unfit,
         "pca_explained_variance_ratio": pca.explained_variance_ratio.tolist(),
     }
     write_json(out_dir / PREFERENCE_SUMMARY_FILE, json_safe(summary))

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from lfp_mech._io import json_safe, write_json, write_table
-from lfp_mech.errors import LfpMechError
 from lfp_mech.models.coerce import as_hooked_model
 from lfp_mech.plotting import save_figure
 from lfp_mech.probes.artifacts import PREFERENCE_SUMMARY_FILE, PREFERENCE_TABLE
@@ -31,7 +30,7 @@ from lfp_mech.probes.plots import pca_figure
 from lfp_mech.probes.preference import (
     LogisticProbeResult,
     PreferenceProbeConfig,
-    fit_logistic_probe,
+    fit_preference_probes,
     pca_explained,
 )
 from lfp_mech.saes.io import load_saes
@@ -89,20 +88,7 @@ def run_preference_step(ctx: StageContext) -> dict[str, Any]:
         model, saes, chosen + rejected, batch_size=config.batch_size, device=config.device
     )
     n = len(chosen)
-    results, unfit = {}, {}
-    for mode in ("preference", "delta"):
-        try:
-            results[mode] = fit_logistic_probe(
-                features[:n],
-                features[n:],
-                labels=mode,
-                test_fraction=config.test_fraction,
-                C=config.C,
-                seed=config.seed,
-            )
-        except LfpMechError as error:  # e.g. delta labels of one class: a result, not a crash
-            logger.warning("preference probe, %s labels: not fitted (%s)", mode, error)
-            unfit[mode] = str(error)
+    results, unfit = fit_preference_probes(features[:n], features[n:], config)
     if "preference" not in results:
         return {"preference": {"n_pairs": n, "skipped": unfit["preference"]}}
     vs_preference = {

@@ -3,9 +3,12 @@
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from lfp_mech._io import read_json
 from lfp_mech.probes.artifacts import (
     KENDALL_TABLE,
     PER_WORD_TABLE,
+    PREFERENCE_SUMMARY_FILE,
+    PREFERENCE_TABLE,
     PRIMARY_PROBE,
     PROBE_INPUTS_FILE,
     PROBES_FILE,
@@ -123,6 +126,23 @@ class ProbesResults(StageResults):
 
         path = self.path / PROBE_INPUTS_FILE
         return load_probe_inputs(path) if path.is_file() else None
+
+    @property
+    def preference(self) -> "pd.DataFrame | None":
+        """Table 3 of a DPO run: one row per label mode ("preference", "delta") with train and
+        held-out accuracy (``test_accuracy_vs_preference``: against the true preference); None
+        when the run's policy was not tuned with DPO."""
+        return self.table(PREFERENCE_TABLE) if self.has_preference else None
+
+    @property
+    def preference_summary(self) -> dict[str, Any] | None:
+        """The DPO run's preference-probe summary (pairs, accuracies, PCA variance ratios)."""
+        return read_json(self.path / PREFERENCE_SUMMARY_FILE) if self.has_preference else None
+
+    @property
+    def has_preference(self) -> bool:
+        """Whether the stage wrote the preference probe (Table 3, Figure 5: DPO runs)."""
+        return (self.path / f"{PREFERENCE_TABLE}.csv").is_file()
 
     @property
     def shuffled_null_tau(self) -> list[float]:

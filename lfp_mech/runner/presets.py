@@ -197,25 +197,42 @@ sweep): what notebooks 02 (L1 sweep) and 03 (tied vs untied) read."""
 DEFAULT_STAGES: dict[str, Any] = {
     "rlhf": {"max_steps": 20, "learning_rate": 1.5e-4, "eval_batch_size": 128},
     "divergence": {"top_k": 3},
-    "activations": {"n_tokens": 32_000, "heldout_tokens": 6_144, "generation_batch_size": 128},
-    "saes": {"training_tokens": 100_000},
-    "probes": {"n_triples": 600},
-    "validate": {"n_completions": 320, "gen_batch_size": 160},
-    "irl": {"gen_batch_size": 128, "eval_batch_size": 64, "toxicity_rlhf_steps": 6},
+    "activations": {"n_tokens": 24_000, "heldout_tokens": 6_144, "generation_batch_size": 128},
+    "saes": {"training_tokens": 100_000, "ce_texts": 32},
+    "probes": {"n_triples": 400},
+    "validate": {"n_completions": 256, "gen_batch_size": 128},
+    "irl": {
+        "n_train_prompts": 96,
+        "n_test_prompts": 96,
+        "n_val_prompts": 48,
+        "gen_batch_size": 128,
+        "eval_batch_size": 64,
+        "toxicity_rlhf_steps": 0,
+    },
 }
 """The default study's sizes: every stage within one 45-minute run on a 2-core CPU (the
-measured minutes per stage and what a larger run buys are in docs/budget.md).
+measured minutes per stage, and what the larger ``full`` preset buys, are in docs/budget.md).
 
-A GRPO step costs ~11 s here, and the study trains two policies of equal length (the RLHF
+A GRPO step costs 11-15 s here, and the study trains two policies of equal length (the RLHF
 stage's and IRL-RLHF's), so the policy trains 20 steps at lr 1.5e-4 instead of 70 at 5e-5
-(measured on this machine: train-batch reward ~2.1 at step 20 at 1.5e-4; 1.8 at step 59 at
-5e-5). A decoding step costs ~0.4 s at batch 64 and ~0.7 s at 128 (fp32), so the stages that
-sample use large batches. The rest: three SAE layers (the top 3 by patching), 32k activation
-tokens per layer, 600 probe triples, 320 completions per Table-6 cell (a 95% CI of about ±0.1 on
-a mean reward) and six GRPO steps for the toxicity expert."""
+(measured on this machine: held-out reward 2.47 and distinct-2 0.50 after 20 steps at 1.5e-4;
+2.66 and 0.63 after 70 at 5e-5). A decoding step costs ~0.4 s at batch 64 and ~0.7 s at 128
+(fp32), so the stages that sample use large batches. The rest: three SAE layers (the top 3 by
+patching), 24k activation tokens per layer, 400 probe triples, 256 completions per Table-6 cell
+(a 95% CI of about ±0.1 on a mean reward), 96/96/48 IRL prompts, and no toxicity task (offline,
+its held-out texts are ~93% non-toxic; ``--set irl.toxicity_rlhf_steps=10`` or the ``full``
+preset runs it)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"name": "default", "model": "smollm2-135m", "stages": DEFAULT_STAGES},
+    # The stage defaults with 40k activation tokens: the larger study of 2026-12-01/02
+    # (~105 min on 2 cores): 70 GRPO steps at 5e-5, five SAE layers, 465 completions per cell,
+    # 128/128/64 IRL prompts and the toxicity task.
+    "full": {
+        "name": "full",
+        "model": "smollm2-135m",
+        "stages": {"activations": {"n_tokens": 40_000}},
+    },
     "smoke": {"name": "smoke", "model": "tiny-llama", "stages": SMOKE},
     "smoke-l1": {"name": "smoke-l1", "model": "tiny-llama", "stages": SMOKE_L1},
     "pythia-70m": {"name": "pythia-70m", "model": "pythia-70m", "stages": lfp_paper_stages()},
