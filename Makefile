@@ -17,6 +17,8 @@ export TOKENIZERS_PARALLELISM := false
 
 # the notebooks' sources (jupytext percent format); each is paired with its .ipynb
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.py))
+L1_NOTEBOOKS := notebooks/02_l1_sweep.py notebooks/03_tied_vs_untied.py
+RUN_NOTEBOOKS := $(filter-out $(L1_NOTEBOOKS),$(NOTEBOOKS))
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +53,11 @@ notebooks: install  ## execute every notebook on runs/default; outputs saved int
 	@test -f runs/default/manifest.json || { echo "no run in runs/default: make demo first"; exit 1; }
 	$(BIN)/jupytext --quiet --sync $(NOTEBOOKS)
 	LFP_MECH_RUN_DIR=runs/default TQDM_DISABLE=1 $(BIN)/jupyter nbconvert --to notebook \
-		--execute --inplace --ExecutePreprocessor.timeout=3600 $(NOTEBOOKS:.py=.ipynb)
+		--execute --inplace --ExecutePreprocessor.timeout=3600 $(RUN_NOTEBOOKS:.py=.ipynb)
+	@# the paper's L1 dictionaries (L1 sweep, tied vs untied): the default has TopK SAEs, so
+	@# these two read the smoke-l1 run they compute (LFP_MECH_RUN_DIR=<an L1 run> for a real one)
+	TQDM_DISABLE=1 $(BIN)/jupyter nbconvert --to notebook \
+		--execute --inplace --ExecutePreprocessor.timeout=3600 $(L1_NOTEBOOKS:.py=.ipynb)
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
