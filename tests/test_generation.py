@@ -103,11 +103,12 @@ def test_bad_hook_names_fail_clearly(tiny_hf):
             pass
 
 
+@pytest.mark.parametrize("sampler", ["exponential_race", "multinomial"])
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2", "tiny-neox", "tiny-gemma2"])
-def test_sample_batch_draws_what_hf_generate_draws(arch):
-    """``sampler="multinomial"``, same seed -> the same tokens as ``model.generate`` (sampling
-    with repetition penalty, minimum length, temperature, top-p; and greedy), left-padded
-    batch: the loop reproduces HF's arithmetic exactly."""
+def test_sample_batch_draws_what_hf_generate_draws(arch, sampler):
+    """Either sampler, same seed -> the same tokens as ``model.generate`` (sampling with
+    repetition penalty, minimum length, temperature, top-p; and greedy), left-padded batch: the
+    loop reproduces HF's arithmetic exactly, and the race is ``torch.multinomial``'s draw."""
     from transformers import GenerationConfig
 
     from lfp_mech.models.sampling import sample_batch
@@ -130,14 +131,15 @@ def test_sample_batch_draws_what_hf_generate_draws(arch):
             torch.manual_seed(1)
             ours = sample_batch(
                 hf, batch.input_ids, batch.attention_mask, max_new_tokens=16, **kwargs,
-                **special, sampler="multinomial",
+                **special, sampler=sampler,
             )  # fmt: skip
         assert torch.equal(ours, theirs[:, batch.input_ids.shape[1] :]), kwargs
 
 
 def test_exponential_race_draws_from_the_softmax_distribution():
     """The default draw: token frequencies over 40,000 draws match ``softmax(scores)``
-    (chi-square), ``-inf`` tokens are never drawn, and the same seed gives the same tokens."""
+    (chi-square), ``-inf`` tokens are never drawn, and the same seed gives ``torch.multinomial``'s
+    tokens, also over a 49,152-token vocabulary with a long tail."""
     from scipy.stats import chisquare
 
     from lfp_mech.models.sampling import _exponential_race as draw
@@ -152,10 +154,11 @@ def test_exponential_race_draws_from_the_softmax_distribution():
     expected = probs[keep] / probs[keep].sum() * counts.sum()
     test = chisquare(counts[keep].numpy(), expected.numpy())
     assert test.pvalue > 1e-3, test
-    torch.manual_seed(5)
-    first = draw(scores.expand(64, -1))
-    torch.manual_seed(5)
-    assert torch.equal(first, draw(scores.expand(64, -1)))
+    for logits in (scores.expand(64, -1), 4 * torch.randn(64, 49_152)):
+        torch.manual_seed(5)
+        first = draw(logits)
+        torch.manual_seed(5)
+        assert torch.equal(first, torch.multinomial(logits.softmax(dim=-1), 1)[:, 0])
 
 
 def test_completion_cache_hits_identical_requests_only(tiny_hf, tmp_path, monkeypatch):

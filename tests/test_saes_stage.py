@@ -145,9 +145,9 @@ def test_sparse_default_trains_dictionaries_of_tuned_and_base_model(
 ):
     run_dir = saes_stage_inputs_with_base(tiny_hf, tiny_model, tmp_path / "run")
     options = {} if architecture is None else {"architecture": architecture}
-    config = SAEConfig(
+    config = SAEConfig(  # 4 x d_in latents: room for BatchTopK's threshold to settle below d_sae / 2
         batch_size=128, training_tokens=128 * 30, k=8, eval_tokens=1024, ce_texts=8,
-        ce_batch_size=4, **options,
+        ce_batch_size=4, expansion_factors=(4,), **options,
     )  # fmt: skip
     architecture = architecture or "topk"
     assert config.architecture == architecture and config.base_model and not config.tied

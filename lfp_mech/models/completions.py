@@ -43,7 +43,7 @@ CACHE_ENV = "LFP_MECH_COMPLETIONS"
 """Environment variable naming the completion-cache folder (unset: no cache)."""
 COMPLETIONS_DIR = "completions"
 """The cache's folder inside a run directory."""
-VERSION = 2  # 2: sampled tokens are drawn by an exponential race (models.sampling)
+VERSION = 3  # 2: exponential race (models.sampling); 3: the race draws torch.multinomial's tokens
 
 
 def tensor_digest(tensors: Iterable[tuple[str, Tensor]]) -> str:

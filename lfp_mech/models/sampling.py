@@ -7,18 +7,20 @@ temperature, top-p), then draws the token (or takes the ``argmax``), without ``g
 per-step bookkeeping (stopping criteria objects, cache-position and mask preparation, input
 validation). Finished rows are padded, like ``generate``.
 
-The draw: ``sampler="exponential_race"`` (default) picks ``argmax_i p_i / E_i`` with one
-exponential variate ``E_i = -log U_i`` per vocabulary entry, ``U_i`` uniform: exactly how
-``torch.multinomial`` draws one sample (so the same distribution, and the same coupling: two
-runs with the same seed whose probabilities differ slightly draw the same token unless the
-difference matters, which paired comparisons such as an ablated vs a clean policy rely on), but
-with exponentials made from ``torch.rand`` and ``log``, ~4x faster on a CPU than
-``Tensor.exponential_``, which ``torch.multinomial`` uses and which measured ~15% of a sampled
-generation's time at batch 64. ``sampler="multinomial"`` calls ``torch.multinomial(softmax)`` as
-HF does and, with the same global seed, gives the same tokens as ``model.generate`` (tested).
-An inverse-CDF draw (one uniform per row) costs the same here but couples paired runs poorly: a
-small change to many probabilities shifts the whole cumulative sum
-(``benchmarks/bench_generation.py`` compares the samplers' completions and speed).
+The draw: ``sampler="exponential_race"`` (default) is ``torch.multinomial``'s own algorithm for
+one sample, ``argmax_i p_i / E_i`` with one exponential clock ``E_i = -log(1 - U_i)`` per
+vocabulary entry (``U_i`` float64 uniforms from the global generator, the clocks rounded to the
+probabilities' dtype, as ``Tensor.exponential_`` does), computed in three vectorised passes
+(``torch.rand``, ``log1p``, division) instead of ``exponential_``'s per-element loop, which
+measured ~15% of a sampled generation's time at batch 64. On a CPU it therefore draws exactly
+``torch.multinomial``'s token for the same seed, so both samplers give ``model.generate``'s
+completions (tested); on other devices the random streams differ, the distribution does not.
+The race also couples paired runs: two runs with the same seed whose probabilities differ
+slightly draw the same token unless the difference matters, which paired comparisons such as an
+ablated vs a clean policy rely on. An inverse-CDF draw (one uniform per row) would cost less but
+couples poorly: a small change to many probabilities shifts the whole cumulative sum.
+``sampler="multinomial"`` calls ``torch.multinomial(softmax)`` as HF does
+(``benchmarks/bench_generation.py`` compares the two samplers' speed).
 """
 
 from typing import Any, Literal, get_args
@@ -53,8 +55,8 @@ def sample_batch(
     """The new tokens of a left-padded batch (``[batch, <= max_new_tokens]``, stopping early when
     every row has produced EOS; rows that finished hold ``pad_token_id``). Call under
     ``torch.inference_mode()``; randomness from the global torch RNG, as ``generate``.
-    ``sampler="multinomial"`` draws exactly HF ``generate``'s tokens for the same seed; the
-    default ``"exponential_race"`` draws from the same distribution, faster."""
+    Both samplers draw HF ``generate``'s tokens for the same seed on a CPU; the default
+    ``"exponential_race"`` is faster (see the module docstring)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     pad = pad_token_id if pad_token_id is not None else eos_token_id
@@ -114,14 +116,13 @@ def sample_batch(
 
 
 def _exponential_race(scores: Float[Tensor, "batch vocab"]) -> Int[Tensor, " batch"]:
-    """One token per row drawn from ``softmax(scores)``: ``argmax_i w_i / E_i`` with
-    ``w = exp(scores - max)`` and ``E_i = -log U_i ~ Exp(1)`` (the token whose exponential clock
-    rings first; ``-inf`` scores have weight 0 and are never drawn). Float32 uniforms make the
-    clocks at least 2**-24, so a token whose weight is below ~6e-8 of the winner's never wins:
-    the extreme tail is cut (the ablation tutorial's "How fast" section compares the draws)."""
-    weights = (scores - scores.amax(dim=-1, keepdim=True)).exp_()
-    clocks = torch.rand_like(weights).log_().neg_()
-    return (weights / clocks).argmax(dim=-1)
+    """One token per row drawn from ``softmax(scores)``: ``argmax_i p_i / E_i`` with clocks
+    ``E_i = -log(1 - U_i) ~ Exp(1)`` from float64 uniforms, the arithmetic and random stream of
+    ``torch.multinomial(p, 1)`` on a CPU (``-inf`` scores have probability 0, never drawn)."""
+    probs = scores.softmax(dim=-1)
+    uniforms = torch.rand(probs.shape, dtype=torch.float64, device=probs.device)
+    clocks = uniforms.neg_().log1p_().neg_().to(probs.dtype)
+    return (probs / clocks).argmax(dim=-1)
 
 
 def _positions(sequences: Tensor) -> Tensor:
@@ -195,8 +196,8 @@ _REPRODUCED = {  # GenerationConfig fields sample_batch reproduces, with their n
 
 def fast_generate(model: PreTrainedModel, sampler: Sampler = "exponential_race") -> None:
     """Route ``model.generate(input_ids=, attention_mask=, generation_config=)`` through
-    [`sample_batch`][lfp_mech.models.sampling.sample_batch] (the same distribution, less
-    overhead; with ``sampler="multinomial"`` the same tokens for the same seed) when the config
+    [`sample_batch`][lfp_mech.models.sampling.sample_batch] (on a CPU the same tokens for the same
+    seed, less overhead) when the config
     uses only what it reproduces (sampling or greedy, temperature, top-p, repetition penalty,
     minimum new tokens, one EOS); any other call goes to HF's ``generate`` unchanged. Used for
     TRL's rollouts, which call ``generate`` that way."""

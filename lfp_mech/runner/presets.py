@@ -198,7 +198,7 @@ DEFAULT_STAGES: dict[str, Any] = {
     "rlhf": {"max_steps": 20, "learning_rate": 1.5e-4, "eval_batch_size": 128},
     "divergence": {"top_k": 3},
     "activations": {"n_tokens": 24_000, "heldout_tokens": 6_144, "generation_batch_size": 128},
-    "saes": {"training_tokens": 100_000, "ce_texts": 32},
+    "saes": {"training_tokens": 200_000, "ce_texts": 64},
     "probes": {"n_triples": 400},
     "validate": {"n_completions": 256, "gen_batch_size": 128},
     "irl": {
@@ -218,7 +218,8 @@ stage's and IRL-RLHF's), so the policy trains 20 steps at lr 1.5e-4 instead of 7
 (measured on this machine: held-out reward 2.47 and distinct-2 0.50 after 20 steps at 1.5e-4;
 2.66 and 0.63 after 70 at 5e-5). A decoding step costs ~0.4 s at batch 64 and ~0.7 s at 128
 (fp32), so the stages that sample use large batches. The rest: three SAE layers (the top 3 by
-patching), 24k activation tokens per layer, 400 probe triples, 256 completions per Table-6 cell
+patching), 24k activation tokens per layer, 200k training activations per SAE (2 x d_model
+latents, the stage default; 64 texts for the CE loss), 400 probe triples, 256 completions per Table-6 cell
 (a 95% CI of about ±0.1 on a mean reward), 96/96/48 IRL prompts, and no toxicity task (offline,
 its held-out texts are ~93% non-toxic; ``--set irl.toxicity_rlhf_steps=10`` or the ``full``
 preset runs it)."""
@@ -227,12 +228,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {"name": "default", "model": "smollm2-135m", "stages": DEFAULT_STAGES},
     # The larger study of 2026-12-01/02 (~105 min on 2 cores): the stage defaults (70 GRPO steps
     # at 5e-5, five SAE layers, 465 completions per cell, 128/128/64 IRL prompts, the toxicity
-    # task) with 40k activation tokens and 100k training activations per SAE (the stage's 400k
-    # brought the dead fraction to 7-10% on the two layers measured, for ~17 more minutes).
+    # task) with 40k activation tokens and 200k training activations per SAE (the stage's 400k
+    # costs ~8 more minutes; docs/budget.md).
     "full": {
         "name": "full",
         "model": "smollm2-135m",
-        "stages": {"activations": {"n_tokens": 40_000}, "saes": {"training_tokens": 100_000}},
+        "stages": {"activations": {"n_tokens": 40_000}, "saes": {"training_tokens": 200_000}},
     },
     "smoke": {"name": "smoke", "model": "tiny-llama", "stages": SMOKE},
     "smoke-l1": {"name": "smoke-l1", "model": "tiny-llama", "stages": SMOKE_L1},

@@ -40,10 +40,11 @@ class SAEConfig(StageConfig):
     tied-vs-untied notebooks use it)."""
     k: int = 64
     """Active latents per token of the TopK/BatchTopK dictionaries (ignored for ``"l1"``)."""
-    aux_loss_coefficient: float = 1 / 32
+    aux_loss_coefficient: float = 1.0
     """Weight of SAE-Lens's auxiliary loss that makes dead latents reconstruct the residual
-    (TopK/BatchTopK; Gao et al. 2024 use 1/32)."""
-    expansion_factors: tuple[int, ...] = (4,)
+    (TopK/BatchTopK). Gao et al. 2024 use 1/32 over billions of tokens; over the few hundred
+    thousand activations of a CPU study a larger weight keeps latents alive (docs/budget.md)."""
+    expansion_factors: tuple[int, ...] = (2,)
     """d_sae / d_in of the dictionaries per layer: ``(small,)`` or ``(small, big)`` (paper: n
     and 2n, ``(1, 2)``). With one size there is no big dictionary and no MMCS table."""
     base_model: bool = True
