@@ -1,6 +1,7 @@
 """Helpers of the smoke-run fixture (``conftest.smoke_run``) and the tests that read it."""
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ def read_manifest_stages(run_dir: Path) -> dict:
 def stage_files(run_dir: Path) -> dict[str, list[str]]:
     """``{stage folder: sorted file paths inside it}`` of a run directory ("." for its top-level
     files: manifest and report). The completion cache is left out: it is no stage's artifact
-    (it holds what a run sampled, and which process sampled it is not fixed)."""
+    (it holds what a run sampled, and which process sampled it is not fixed). Dashboard pages
+    are named by latent id, which depends on the trained dictionary: ``latent_<id>`` becomes
+    ``latent_N`` (the number of pages still counts)."""
     from lfp_mech.models.completions import COMPLETIONS_DIR
 
     run_dir = Path(run_dir)
@@ -38,6 +41,8 @@ def stage_files(run_dir: Path) -> dict[str, list[str]]:
     folders = (p for p in run_dir.iterdir() if p.is_dir() and p.name != COMPLETIONS_DIR)
     for folder in sorted(folders):
         files[folder.name] = sorted(
-            str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+            re.sub(r"latent_\d+", "latent_N", str(p.relative_to(folder)))
+            for p in folder.rglob("*")
+            if p.is_file()
         )
     return files

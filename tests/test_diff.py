@@ -192,7 +192,7 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
         (base, tok),
         (tuned, tok),
         load_prompts("reviews", "train")[:24],
-        load_prompts("reviews", "test")[:16],
+        load_prompts("reviews", "test")[:48],
         tmp_path,
         config,
     )
@@ -218,16 +218,16 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
         return sum(x == y for x, y in zip(by[a], by[b], strict=True))
 
     # same prompts and seeds, so the draws are coupled: a text changes only where the plant
-    # matters (measured: the plant changes 9 of 16 texts; ablating it gives back 12 of the base
-    # model's, adding it to the base model 15 of the tuned copy's)
+    # matters (measured: the plant changes 24 of 48 texts; ablating it gives back 43 of the base
+    # model's, adding it to the base model all 48 of the tuned copy's)
     plant, undone, added = (
         same("tuned", "base"),
         same("ablate_top1", "base"),
         same("steer_top1", "tuned"),
     )
-    assert plant <= 8  # the plant changes at least half of the texts...
-    assert undone >= 11 and undone >= plant + 4  # ...ablating it gives back the base model's
-    assert added >= 11 and added >= plant + 4  # ...and adding it to the base gives the tuned ones
+    assert len(by["tuned"]) == 48 and plant <= 28  # the plant changes 20+ of the 48 texts...
+    assert undone >= 40 and undone >= plant + 12  # ...ablating it gives back the base model's
+    assert added >= 40 and added >= plant + 12  # ...and adding it to the base gives the tuned ones
 
 
 def test_random_draws_are_distinct_live_features_capped_when_too_few():

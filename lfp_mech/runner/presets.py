@@ -214,15 +214,14 @@ DEFAULT_STAGES: dict[str, Any] = {
 measured minutes per stage, and what the larger ``full`` preset buys, are in docs/budget.md).
 
 A GRPO step costs 11-15 s here, and the study trains two policies of equal length (the RLHF
-stage's and IRL-RLHF's), so the policy trains 20 steps at lr 1.5e-4 instead of 70 at 5e-5
-(measured on this machine: held-out reward 2.47 and distinct-2 0.50 after 20 steps at 1.5e-4;
-2.66 and 0.63 after 70 at 5e-5). A decoding step costs ~0.4 s at batch 64 and ~0.7 s at 128
-(fp32), so the stages that sample use large batches. The rest: three SAE layers (the top 3 by
-patching), 24k activation tokens per layer, 200k training activations per SAE (2 x d_model
-latents, the stage default; 64 texts for the CE loss), 400 probe triples, 256 completions per Table-6 cell
-(a 95% CI of about ±0.1 on a mean reward), 96/96/48 IRL prompts, and no toxicity task (offline,
-its held-out texts are ~93% non-toxic; ``--set irl.toxicity_rlhf_steps=10`` or the ``full``
-preset runs it)."""
+stage's and IRL-RLHF's), so the policy trains 20 steps at lr 1.5e-4 instead of 70 at 5e-5: a
+clearly positive policy, though a weaker and more draw-dependent one (docs/tutorials/rlhf.md).
+A decoding step costs ~0.4 s at batch 64 and ~0.7 s at 128 (fp32), so the stages that sample use
+large batches. The rest: three SAE layers (the top 3 by patching), 24k activation tokens per
+layer, 200k training activations per SAE (2 x d_model latents, the stage default; 64 texts for
+the CE loss), 400 probe triples, 256 completions per Table-6 cell (a 95% CI of about ±0.1 on a
+mean reward), 96/96/48 IRL prompts, and no toxicity task (offline, its held-out texts are ~93%
+non-toxic; ``--set irl.toxicity_rlhf_steps=10`` or the ``full`` preset runs it)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"name": "default", "model": "smollm2-135m", "stages": DEFAULT_STAGES},
