@@ -17,8 +17,9 @@ measured ~15% of a sampled generation's time at batch 64. On a CPU it therefore 
 completions (tested); on other devices the random streams differ, the distribution does not.
 The race also couples paired runs: two runs with the same seed whose probabilities differ
 slightly draw the same token unless the difference matters, which paired comparisons such as an
-ablated vs a clean policy rely on. An inverse-CDF draw (one uniform per row) would cost less but
-couples poorly: a small change to many probabilities shifts the whole cumulative sum.
+ablated vs a clean policy rely on. An inverse-CDF draw (one uniform per row, not one per
+vocabulary entry) couples poorly: a small change to many probabilities shifts the whole
+cumulative sum.
 ``sampler="multinomial"`` calls ``torch.multinomial(softmax)`` as HF does
 (``benchmarks/bench_generation.py`` compares the two samplers' speed).
 """
