@@ -28,21 +28,20 @@ def read_manifest_stages(run_dir: Path) -> dict:
         return {}
 
 
-def stage_files(run_dir: Path) -> dict[str, list[str]]:
+def stage_files(run_dir: Path, *, latent_ids: bool = False) -> dict[str, list[str]]:
     """``{stage folder: sorted file paths inside it}`` of a run directory ("." for its top-level
     files: manifest and report). The completion cache is left out: it is no stage's artifact
     (it holds what a run sampled, and which process sampled it is not fixed). Dashboard pages
-    are named by latent id, which depends on the trained dictionary: ``latent_<id>`` becomes
-    ``latent_N`` (the number of pages still counts)."""
+    are named by latent id, which depends on the trained dictionary: unless ``latent_ids``,
+    ``latent_<id>`` becomes ``latent_N`` (the number of pages still counts)."""
     from lfp_mech.models.completions import COMPLETIONS_DIR
 
     run_dir = Path(run_dir)
     files: dict[str, list[str]] = {".": sorted(p.name for p in run_dir.iterdir() if p.is_file())}
     folders = (p for p in run_dir.iterdir() if p.is_dir() and p.name != COMPLETIONS_DIR)
     for folder in sorted(folders):
+        paths = (str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
         files[folder.name] = sorted(
-            re.sub(r"latent_\d+", "latent_N", str(p.relative_to(folder)))
-            for p in folder.rglob("*")
-            if p.is_file()
+            p if latent_ids else re.sub(r"latent_\d+", "latent_N", p) for p in paths
         )
     return files

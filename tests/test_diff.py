@@ -225,7 +225,7 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
         same("ablate_top1", "base"),
         same("steer_top1", "tuned"),
     )
-    assert len(by["tuned"]) == 48 and plant <= 28  # the plant changes 20+ of the 48 texts...
+    assert len(by["tuned"]) == 48 and plant <= 24  # the plant changes at least half the texts...
     assert undone >= 40 and undone >= plant + 12  # ...ablating it gives back the base model's
     assert added >= 40 and added >= plant + 12  # ...and adding it to the base gives the tuned ones
 

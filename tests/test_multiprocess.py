@@ -4,10 +4,9 @@ stage data-parallel, runs every other stage on process 0, and writes what one pr
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from smoke_helpers import stage_files
-
-from lfp_mech.models.completions import COMPLETIONS_DIR
 
 
 def test_two_process_smoke_run_completes_with_the_artifacts_of_one_process(smoke_run, tmp_path):
@@ -39,6 +38,6 @@ def test_two_process_smoke_run_completes_with_the_artifacts_of_one_process(smoke
     assert stage_files(run_dir) == single
     # every file is recorded once, by the main process: no stray or half-written artifact
     recorded = {p for entry in manifest["stages"].values() for p in entry["artifacts"]}
-    written = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
-    written -= {p for p in written if "/" not in p or p.startswith(COMPLETIONS_DIR + "/")}
+    files = stage_files(run_dir, latent_ids=True)
+    written = {str(Path(s) / f) for s, files in files.items() if s != "." for f in files}
     assert recorded == written
