@@ -12,8 +12,9 @@ side by side, interleaved:
   ``HF generate`` for the same seed);
 * ``lfp_mech ablated``: the shared path with an SAE-feature ablation on ``--layers``'
   ``hook_mlp_out`` (``x - (acts[..., F] - 0) @ W_dec[F]``, error term kept: validate's
-  ``_ablate``), random SAE-Lens TopK SAEs (the saes stage's default architecture, ``k`` = 64) of
-  width ``--sae-width`` x d_model, ``--n-features`` features each;
+  ``_ablate``), random SAE-Lens TopK SAEs (``k`` = 64; the saes stage's default BatchTopK is
+  saved as a JumpReLU SAE, whose encoder skips the top-k) of width ``--sae-width`` x d_model,
+  ``--n-features`` features each;
 * ``lfp_mech steered``: a vector added to ``blocks.{mid}.hook_resid_post``.
 
 Tokens/s of every variant count the same sequences (batch x (padded prompt + new tokens)), so a

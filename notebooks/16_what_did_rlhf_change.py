@@ -134,7 +134,10 @@ shown.pivot(index="prompt", columns="condition", values="completion").head(6)
 # ## What to look for
 #
 # * **Top-k vs random, and vs the difference of means.** A feature-level answer should beat
-#   matched random features by a wide margin and come close to the one-direction baseline.
+#   matched random features by a wide margin and come close to the one-direction baseline. The
+#   latents are ablated at one block: compare them with the direction projected out at that
+#   block alone (`dom_project_one_block`) as well as at that block and every later one
+#   (`dom_project`).
 # * **Fluency.** A share bought with broken text (distinct-2 below 0.6, perplexity far above the
 #   clean policy's) is not the behaviour being removed.
 # * **Dose-response.** If one feature carries most of the change, the curve saturates at

@@ -128,12 +128,14 @@ def test_sample_batch_draws_what_hf_generate_draws(arch, sampler):
         with torch.inference_mode():
             torch.manual_seed(1)
             theirs = hf.generate(**batch, generation_config=config)
+            rng_after_theirs = torch.get_rng_state()
             torch.manual_seed(1)
             ours = sample_batch(
                 hf, batch.input_ids, batch.attention_mask, max_new_tokens=16, **kwargs,
                 **special, sampler=sampler,
             )  # fmt: skip
         assert torch.equal(ours, theirs[:, batch.input_ids.shape[1] :]), kwargs
+        assert torch.equal(torch.get_rng_state(), rng_after_theirs), kwargs  # same draws used
 
 
 def test_exponential_race_draws_from_the_softmax_distribution():
@@ -159,6 +161,23 @@ def test_exponential_race_draws_from_the_softmax_distribution():
         first = draw(logits)
         torch.manual_seed(5)
         assert torch.equal(first, torch.multinomial(logits.softmax(dim=-1), 1)[:, 0])
+
+
+def test_exponential_race_evaluates_only_the_clocks_that_can_win():
+    """The race computes ``-log1p(-U)`` only where ``p / U`` (an upper bound) can reach the
+    winner; it picks the full race's token on peaked, flat, tied and masked rows."""
+    from lfp_mech.models.sampling import _clocks, _race_winners
+
+    torch.manual_seed(0)
+    logits = torch.randn(256, 4_096) * torch.linspace(0.1, 12.0, 256)[:, None]
+    logits[::7, 100:] = -float("inf")  # top-p-like masks
+    logits[1::9] = 0.0  # flat rows: every token ties on probability
+    for _ in range(20):
+        uniforms = torch.rand(logits.shape, dtype=torch.float64)
+        uniforms[3::11, :50] = uniforms[3::11, 50:100]  # tied clocks on flat-ish rows
+        probs = logits.softmax(dim=-1)
+        full = (probs / _clocks(uniforms, probs.dtype)).argmax(dim=-1)
+        assert torch.equal(_race_winners(probs, uniforms), full)
 
 
 def test_completion_cache_hits_identical_requests_only(tiny_hf, tmp_path, monkeypatch):

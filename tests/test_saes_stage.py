@@ -137,9 +137,7 @@ def test_stage_errors_name_the_problem(run_dir, tmp_path):
         saes_stage.run(_context(run_dir, _config()))
 
 
-@pytest.mark.parametrize(
-    ("architecture", "saved_as"), [(None, "TopKSAE"), ("batchtopk", "JumpReLUSAE")]
-)
+@pytest.mark.parametrize(("architecture", "saved_as"), [(None, "JumpReLUSAE"), ("topk", "TopKSAE")])
 def test_sparse_default_trains_dictionaries_of_tuned_and_base_model(
     tiny_hf, tiny_model, tmp_path, architecture, saved_as
 ):
@@ -149,7 +147,7 @@ def test_sparse_default_trains_dictionaries_of_tuned_and_base_model(
         batch_size=128, training_tokens=128 * 30, k=8, eval_tokens=1024, ce_texts=8,
         ce_batch_size=4, expansion_factors=(4,), **options,
     )  # fmt: skip
-    architecture = architecture or "topk"
+    architecture = architecture or "batchtopk"
     assert config.architecture == architecture and config.base_model and not config.tied
     summary = saes_stage.run(_context(run_dir, config))
     assert summary["architecture"] == architecture and summary["k"] == 8

@@ -128,12 +128,15 @@ def _mean_difference_conditions(
     mean_diff: torch.Tensor, layer: int, n_layers: int, config: DiffConfig
 ) -> list[Condition]:
     """The difference-of-means baseline: projected out of the tuned policy at ``layer`` and every
-    later block, and added to the base model at each of ``config.dom_add_scales``."""
+    later block (the issue's baseline), at ``layer`` alone (the same single edit the latent
+    ablations make, so the like-for-like comparison), and added to the base model at each of
+    ``config.dom_add_scales``."""
     project = project_out(mean_diff)
     out = [
         Condition(
             "dom_project", "tuned", "dom_project", 1, dict.fromkeys(range(layer, n_layers), project)
-        )
+        ),
+        Condition("dom_project_one_block", "tuned", "dom_project_one_block", 1, {layer: project}),
     ]
     for scale in config.dom_add_scales:
         out.append(
@@ -249,6 +252,7 @@ def _summary(
         f"random{k}_share": share(f"ablate_random0_k{k}"),
         f"steer_top{k}_share": share(f"steer_top{k}"),
         "dom_project_share": share("dom_project"),
+        "dom_project_one_block_share": share("dom_project_one_block"),
         "lfp_probe_share": share("lfp_probe") if probe_edits else None,
         "train_seconds": round(train_seconds, 1),
         "test_seconds": round(test_seconds, 1),

@@ -1,8 +1,9 @@
 """The ``saes`` stage: sparse autoencoders (SAE-Lens) on the most divergent layers' MLP outputs.
 
-**By default** the stage trains one SAE-Lens **TopK** dictionary per layer (``k`` = 64 active
-latents per token, 4 × d_in latents; ``saes.architecture = "batchtopk"`` for BatchTopK), the
-kind of sparse dictionary the field uses today, and, with ``base_model``, the same dictionary on
+**By default** the stage trains one SAE-Lens **BatchTopK** dictionary per layer (``k`` = 64
+active latents per token on average, 2 × d_in latents, saved as a JumpReLU SAE;
+``saes.architecture = "topk"`` for exactly ``k`` per token), the kind of sparse dictionary the
+field uses today, and, with ``base_model``, the same dictionary on
 the base model's activations on the same tokens (``base/``), so tuned and base features compare
 like with like. The held-out targets are L0 ≤ 64, FVU ≤ 0.25, CE loss recovered ≥ 0.90 and dead
 latents ≤ 10% (``stage.QUALITY_TARGETS``). The paper's L1 SAEs below are

@@ -31,11 +31,12 @@ class SAEConfig(StageConfig):
 
     section = "saes"
 
-    architecture: Literal["topk", "batchtopk", "l1"] = "topk"
-    """``"topk"`` (default): SAE-Lens TopK SAEs, exactly ``k`` active latents per token (in
-    training and at inference); ``"batchtopk"``: ``k`` per token on average over a batch while
-    training, saved as JumpReLU SAEs (a per-latent threshold, so a token's code does not depend
-    on its batch, and its L0 varies around ``k``); ``"l1"``: the paper's ReLU SAEs with an L1
+    architecture: Literal["topk", "batchtopk", "l1"] = "batchtopk"
+    """``"batchtopk"`` (default): SAE-Lens BatchTopK SAEs, ``k`` active latents per token on
+    average over a batch while training, saved as JumpReLU SAEs (a per-latent threshold, so a
+    token's code does not depend on its batch, and its L0 varies around ``k``); ``"topk"``:
+    SAE-Lens TopK SAEs, exactly ``k`` active latents per token (in training and at inference);
+    ``"l1"``: the paper's ReLU SAEs with an L1
     penalty ``l1_coefficient`` (tied or untied; the paper presets and the L1-sweep /
     tied-vs-untied notebooks use it)."""
     k: int = 64
@@ -60,7 +61,7 @@ class SAEConfig(StageConfig):
     """α in per-element-MSE units (SAE-Lens gets ``α·d_in``); paper 1e-3 on unnormalised
     Pythia activations."""
     lr: float = 1e-3
-    """Adam learning rate (paper 1e-3 for its L1 SAEs; also the TopK default here)."""
+    """Adam learning rate (paper 1e-3 for its L1 SAEs; also the TopK/BatchTopK default here)."""
     lr_decay_fraction: float = 0.0
     """Fraction of the final steps over which the lr decays linearly to 0 (0: constant)."""
     batch_size: int = 512
