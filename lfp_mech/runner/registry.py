@@ -72,8 +72,8 @@ STAGES: tuple[StageSpec, ...] = (
         "ActivationsResults", ("divergence",), _TORCH,
     ),
     StageSpec(
-        "saes", "saes", "train SAE-Lens dictionaries (BatchTopK; tuned and base model)", "SAEsResults",
-        ("activations",), (*_TORCH, "sae-lens"),
+        "saes", "saes", "train SAE-Lens dictionaries (BatchTopK; tuned and base model)",
+        "SAEsResults", ("activations",), (*_TORCH, "sae-lens"),
     ),
     StageSpec(
         "probes", "probes", "feedback probes on SAE features vs VADER + baselines",

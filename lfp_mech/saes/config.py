@@ -36,9 +36,8 @@ class SAEConfig(StageConfig):
     average over a batch while training, saved as JumpReLU SAEs (a per-latent threshold, so a
     token's code does not depend on its batch, and its L0 varies around ``k``); ``"topk"``:
     SAE-Lens TopK SAEs, exactly ``k`` active latents per token (in training and at inference);
-    ``"l1"``: the paper's ReLU SAEs with an L1
-    penalty ``l1_coefficient`` (tied or untied; the paper presets and the L1-sweep /
-    tied-vs-untied notebooks use it)."""
+    ``"l1"``: the paper's ReLU SAEs with an L1 penalty ``l1_coefficient`` (tied or untied; the
+    paper presets and the L1-sweep / tied-vs-untied notebooks use it)."""
     k: int = 64
     """Active latents per token of the TopK/BatchTopK dictionaries (ignored for ``"l1"``)."""
     aux_loss_coefficient: float = 1.0
