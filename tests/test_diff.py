@@ -199,8 +199,10 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
     assert summary["layer"] == 1 and summary["n_tokens"] > 100
     results = DiffResults(tmp_path)
     table = results.interventions
-    wanted = {"tuned", "base", "ablate_top1", "steer_top1", "dom_add_x3"}
-    assert wanted | {"dom_project", "dom_project_one_block"} <= set(table.condition)
+    assert {
+        "tuned", "base", "ablate_top1", "steer_top1", "dom_project", "dom_project_one_block",
+        "dom_add_x3",
+    } <= set(table.condition)  # fmt: skip
     assert summary["n_features"] == 1  # the plant, learnt by copies grouped into one feature
     assert (table.perplexity > 0).all() and table.distinct_2.between(0, 1).all()
     assert len(results.latents) == 1 and results.latents.description.str.len().min() > 0
