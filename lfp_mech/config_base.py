@@ -115,6 +115,18 @@ class StageConfig:
                 f"{first}..{last} (or None)",
             )
 
+    def require_blocks(self, option: str, n_layers: int, model: str) -> None:
+        """``option`` is None or a sequence of block indices of a model with ``n_layers``
+        blocks."""
+        values = getattr(self, option)
+        bad = [v for v in values or () if not 0 <= v < n_layers]
+        if bad:
+            raise self.invalid(
+                option,
+                f"block(s) {bad} do not fit {model}, which has {n_layers} decoder blocks; use "
+                f"0..{n_layers - 1} (or None)",
+            )
+
     def require_choice(self, option: str, choices: Iterable[Any]) -> None:
         """The option must be one of ``choices``."""
         choices = list(choices)

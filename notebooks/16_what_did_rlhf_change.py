@@ -33,23 +33,28 @@
 # base model's residual streams differ, which sparse features carry that difference, and does
 # removing them from the tuned policy (or adding them to the base model) move the reward?
 #
-# The `diff` stage reads the residual stream after block $L$ (block 20 of SmolLM2-135M) of both
-# models on train-split prompts completed by the tuned policy, and fits a TopK dictionary that
-# predicts the difference from the tuned activation alone:
+# The `diff` stage reads the residual stream after a few blocks $L$ (blocks 20, 22 and 24 of
+# SmolLM2-135M) of both models on train-split prompts completed by the tuned policy, and fits at
+# each a TopK dictionary that predicts the difference from the tuned activation alone:
 #
 # $$z = \mathrm{TopK}\big(\mathrm{ReLU}((x_t - \mu) W_{\text{enc}} + b)\big), \qquad
 #   x_t - x_b \approx z\, W_{\text{dec}} .$$
 #
-# Latents that share a decoder direction form one feature; features are ranked by their mean
-# activation on the tokens the policy wrote. Then, on held-out prompts, during generation:
+# One block is not enough: the tuned model's later blocks rebuild a change removed at one block,
+# so all the blocks are edited at once. Latents that share a decoder direction form one feature;
+# each block's features are ranked by their mean activation on the tokens the policy wrote, and
+# "the top $k$" are the $k$ features with the largest share of their block's total (the rule and
+# the blocks were chosen on validation prompts; see the tutorial). Then, on held-out prompts,
+# during generation:
 #
 # * **ablate** the top-$k$ features in the tuned policy, $x \mapsto x - \sum_{f\in F} z_f(x) W_{\text{dec}}[f]$
 #   (error term kept), $k \in \{1, 5, 10, 20, 50\}$;
 # * **steer** the base model, $x \mapsto x + \sum_{f\in F} \bar z_f W_{\text{dec}}[f]$ (their mean
 #   tuned activation);
-# * controls: frequency-matched random features, the LFP probe's SAE features (if the run has
-#   them), and the difference-of-means direction (projected out of the tuned policy at blocks
-#   $L..$, added to the base model).
+# * controls: frequency-matched random features (from the same blocks), the LFP probe's SAE
+#   features (if the run has them), and the difference-of-means direction (the first block's
+#   projected out of the tuned policy at that block and every later one, each dictionary block's
+#   projected out at its block; added to the base model).
 #
 # Every condition is scored by the VADER reward, distinct-2 and the perplexity of its
 # completions under the base model; shares of the tuned − base reward gap come with paired
@@ -68,7 +73,6 @@
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
 
 from lfp_mech import run_for_notebooks
 
@@ -79,18 +83,18 @@ if run.is_smoke:
     print("smoke run: a tiny random model, the numbers mean nothing")
 
 # %% [markdown]
-# ## The dictionary
+# ## The dictionaries
+#
+# One row per block: held-out unexplained variance of the difference it learns, live features,
+# the norm of that difference's mean, and how many of the top-20 features it holds.
 
 # %%
 diff = run.diff
 summary = diff.summary
-display(
-    Markdown(
-        f"Block **{summary['layer']}** (`{summary['hook']}`), {summary['n_tokens']} tokens; "
-        f"unexplained variance of the difference **{summary['fvu']:.3f}**; "
-        f"{summary['n_features']} features; |mean difference| {summary['mean_diff_norm']:.2f}."
-    )
-)
+k = summary["config"]["control_k"]
+pd.DataFrame.from_dict(summary["blocks"], orient="index").rename_axis("block")[
+    ["n_tokens", "fvu", "l0", "dead_fraction", "n_features", "mean_diff_norm", f"top{k}_features"]
+]
 
 # %% [markdown]
 # ## The most tuned-specific features
@@ -102,7 +106,7 @@ display(
 # activation histograms, offline.
 
 # %%
-columns = ["rank", "latent", "score", "frequency", "cos_mean_diff", "promoted",
+columns = ["rank", "layer", "latent", "score", "frequency", "cos_mean_diff", "promoted",
            "vader_promoted_share", "vader_promoted_valence", "description"]  # fmt: skip
 diff.latents[columns].head(10)
 
@@ -135,9 +139,9 @@ shown.pivot(index="prompt", columns="condition", values="completion").head(6)
 #
 # * **Top-k vs random, and vs the difference of means.** A feature-level answer should beat
 #   matched random features by a wide margin and come close to the one-direction baseline. The
-#   latents are ablated at one block: compare them with the direction projected out at that
-#   block alone (`dom_project_one_block`) as well as at that block and every later one
-#   (`dom_project`).
+#   latents are ablated at the dictionary blocks: compare them with the blocks' own directions
+#   projected out there (`dom_project_dictionary_blocks`) as well as the first block's direction
+#   projected out at that block and every later one (`dom_project`).
 # * **Fluency.** A share bought with broken text (distinct-2 below 0.6, perplexity far above the
 #   clean policy's) is not the behaviour being removed.
 # * **Dose-response.** If one feature carries most of the change, the curve saturates at

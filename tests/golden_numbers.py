@@ -45,8 +45,9 @@ def golden_numbers(run_dir: str | Path) -> dict[str, Any]:
     for key, value in sorted(validate["activation_frequency_ratio"].items()):
         out[f"validate.activation_frequency_ratio.{key}"] = value
     diff = run.diff
-    out["diff.layer"] = diff.summary["layer"]
-    out["diff.fvu"] = diff.summary["fvu"]
+    out["diff.layers"] = list(diff.summary["layers"])
+    for layer, block in diff.summary["blocks"].items():
+        out[f"diff.block{layer}.fvu"] = block["fvu"]
     out["diff.n_features"] = diff.summary["n_features"]
     for row in diff.interventions.itertuples():
         out[f"diff.{row.condition}.reward"] = float(row.reward)

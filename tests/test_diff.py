@@ -26,7 +26,7 @@ from lfp_mech.diff import (
 )
 from lfp_mech.diff.residual import capture_resid
 from lfp_mech.diff.scoring import group_latents, matched_random_latents
-from lfp_mech.errors import ConfigError
+from lfp_mech.errors import ConfigError, LfpMechError
 
 SMALL = {"d_dict": 64, "top_k": 4, "ks": (1, 2), "control_k": 2, "n_random": 2}
 
@@ -48,7 +48,7 @@ def _logprobs(model, batch):
 
 def test_planted_direction_is_top_feature_and_its_ablation_undoes_it():
     base, tuned, tok, v = _planted(layer=0)
-    config = DiffConfig(layer=0, corpus_new_tokens=10, n_epochs=100, **SMALL)
+    config = DiffConfig(layers=(0,), corpus_new_tokens=10, n_epochs=100, **SMALL)
     features = diff_features(
         (base, tok), (tuned, tok), load_prompts("reviews", "train")[:64], config
     )
@@ -171,8 +171,15 @@ def test_config_validation():
         DiffConfig(d_dict=4, top_k=8)
     with pytest.raises(ConfigError, match="diff.ks"):
         DiffConfig(ks=())
-    assert DiffConfig().resolved_layer(30) == 20
-    assert DiffConfig(layer=3).resolved_layer(30) == 3
+    assert DiffConfig().resolved_layers(30) == [20, 22, 24]
+    assert DiffConfig().resolved_layers(2) == [1]  # duplicates dropped
+    assert DiffConfig(layers=(5, 3)).resolved_layers(30) == [3, 5]
+    with pytest.raises(ConfigError, match="diff.layers"):
+        DiffConfig(layers=())
+    with pytest.raises(ConfigError, match="diff.layer_fractions"):
+        DiffConfig(layer_fractions=(0.5, 1.5))
+    with pytest.raises(ConfigError, match=r"diff.layers.*block\(s\) \[30\]"):
+        DiffConfig(layers=(3, 30)).check_depth(30, "SmolLM2-135M")
 
 
 def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
@@ -196,20 +203,24 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
         tmp_path,
         config,
     )
-    assert summary["layer"] == 1 and summary["n_tokens"] > 100
+    assert summary["layers"] == [1] and summary["blocks"]["1"]["n_tokens"] > 100
     results = DiffResults(tmp_path)
     table = results.interventions
     assert {
-        "tuned", "base", "ablate_top1", "steer_top1", "dom_project", "dom_project_one_block",
+        "tuned", "base", "ablate_top1", "steer_top1", "dom_project", "dom_project_dictionary_blocks",
         "dom_add_x3",
     } <= set(table.condition)  # fmt: skip
     assert summary["n_features"] == 1  # the plant, learnt by copies grouped into one feature
     assert (table.perplexity > 0).all() and table.distinct_2.between(0, 1).all()
     assert len(results.latents) == 1 and results.latents.description.str.len().min() > 0
-    page = results.dashboard(int(results.latents.latent[0])).read_text()
+    top = results.latents.iloc[0]
+    assert top.layer == 1 and top.block_rank == 1
+    page = results.dashboard(int(top.latent), int(top.layer)).read_text()
     assert "Top activating contexts" in page and "data:image/png;base64" in page
     assert results.dashboard().is_file() and (tmp_path / "dose_response.png").is_file()
-    assert results.dictionary().d_dict == 64
+    assert results.dictionary().d_dict == 64 and results.dictionary(1).d_dict == 64
+    with pytest.raises(LfpMechError, match="no dictionary at block 0"):
+        results.dictionary(0)
     completions = results.completions
     assert set(completions.condition) == set(table.condition)
     # the plant undone / added during generation: same seed, same text as the other model
@@ -231,14 +242,81 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
     assert added >= 40 and added >= plant + 12  # ...and adding it to the base gives the tuned ones
 
 
-def test_random_draws_are_distinct_live_features_capped_when_too_few():
+def test_random_draws_are_distinct_live_features_of_each_block_capped_when_too_few():
     from lfp_mech.diff.scoring import LatentGroup
     from lfp_mech.diff.study import random_draws
 
-    groups = [LatentGroup(members=(i,), score=float(30 - i), frequency=i / 30) for i in range(30)]
+    def groups(n, offset):
+        return [
+            LatentGroup(members=(offset + i,), score=float(30 - i), frequency=i / 30)
+            for i in range(n)
+        ]
+
     config = DiffConfig(control_k=5, n_random=3, d_dict=64)
-    draws = random_draws(groups, config)
-    assert len({tuple(sorted(d)) for d in draws.values()}) == 3  # distinct repeats
-    assert all(len(d) == 5 and min(d) >= 5 for d in draws.values())  # never a top-5 feature
-    few = random_draws(groups[:8], config)
-    assert all(len(d) == 4 and min(d) >= 4 for d in few.values())  # capped at 8 // 2
+    by_block = {3: groups(30, 0), 7: groups(30, 100)}
+    draws = random_draws(by_block, {3: [0, 1, 2], 7: [0, 1]}, config)
+    assert len({tuple(sorted(d[3] + d[7])) for d in draws.values()}) == 3  # distinct repeats
+    for d in draws.values():  # each block's own features, never a chosen one
+        assert len(d[3]) == 3 and min(d[3]) >= 3 and max(d[3]) < 100
+        assert len(d[7]) == 2 and min(d[7]) >= 102
+    few = random_draws({3: groups(8, 0)}, {3: [0, 1, 2, 3, 4]}, config)
+    assert all(len(d[3]) == 4 and min(d[3]) >= 4 for d in few.values())  # capped at 8 // 2
+
+
+def test_rank_across_blocks_rules():
+    from lfp_mech.diff.blocks import RankedFeature, rank_across_blocks
+    from lfp_mech.diff.scoring import LatentGroup
+
+    def block(scores):
+        return [LatentGroup(members=(i,), score=s, frequency=0.5) for i, s in enumerate(scores)]
+
+    blocks = {20: block([3.0, 1.0]), 28: block([8.0, 6.0, 6.0])}
+    order = {
+        rule: [(f.layer, f.index) for f in rank_across_blocks(blocks, rule)]
+        for rule in ("round_robin", "score", "relative")
+    }
+    assert order["round_robin"] == [(20, 0), (28, 0), (20, 1), (28, 1), (28, 2)]
+    assert order["score"] == [(28, 0), (28, 1), (28, 2), (20, 0), (20, 1)]
+    # shares of the block: 0.75, 0.25 | 0.4, 0.3, 0.3
+    assert order["relative"] == [(20, 0), (28, 0), (28, 1), (28, 2), (20, 1)]
+    assert rank_across_blocks(blocks, "score")[0] == RankedFeature(28, 0)
+    with pytest.raises(ValueError, match="unknown cross-block rule"):
+        rank_across_blocks(blocks, "best")
+
+
+def test_plants_at_two_blocks_are_recovered_and_undone_together_by_sequential_dictionaries():
+    from lfp_mech.diff import diff_features_by_block
+
+    base, tuned, tok, v0 = _planted(layer=0)
+    v1 = torch.randn(base.config.hidden_size, generator=torch.Generator().manual_seed(5))
+    v1 = 2.0 * v1 / v1.norm()
+    tuned.model.layers[1].mlp.down_proj.bias = nn.Parameter(v1.clone())
+    config = DiffConfig(
+        layers=(0, 1),
+        block_training="sequential",
+        cross_block_rank="round_robin",
+        corpus_new_tokens=10,
+        n_epochs=100,
+        **SMALL,
+    )
+    features = diff_features_by_block(
+        (base, tok), (tuned, tok), load_prompts("reviews", "train")[:64], config
+    )
+    assert features.layers == [0, 1]
+    # round robin: each block's best feature first; it is that block's plant
+    first, second = features.ranking[:2]
+    assert (first.layer, second.layer) == (0, 1)
+    # block 1's dictionary was trained with block 0's ablated: it holds block 1's plant alone,
+    # not block 0's carried on by the residual stream
+    for feature, v in ((first, v0), (second, v1)):
+        w = features.blocks[feature.layer].dictionary.W_dec[features.group(feature).members[0]]
+        assert float(w.detach() @ v / v.norm()) > 0.99
+    batch = tok(load_prompts("reviews", "test")[:16], return_tensors="pt", padding=True)
+    mask = batch["attention_mask"].bool()
+    lb, lt = _logprobs(base, batch), _logprobs(tuned, batch)
+    planted = (lt - lb).abs()[mask].mean()
+    with residual_hooks(tuned, features.ablation(features.top(2))):
+        both = (_logprobs(tuned, batch) - lb).abs()[mask].mean()
+    with residual_hooks(tuned, features.ablation(features.top(1))):
+        one = (_logprobs(tuned, batch) - lb).abs()[mask].mean()
+    assert both < 0.05 * planted < one  # both plants undone only with both blocks' features

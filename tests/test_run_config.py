@@ -54,6 +54,10 @@ def test_later_sources_win():
         ("irl.n_seeds=abc", r"irl.n_seeds: invalid value .*'abc'.*expected int"),
         ("saes.l1_coefficient=-1", r"saes.l1_coefficient = -1.0: must be >= 0"),
         ("rlhf.method=ppo", r"rlhf.method = 'ppo': must be one of grpo, rloo, dpo"),
+        (
+            "diff.cross_block_rank=best",
+            r"diff.cross_block_rank = 'best': must be one of relative, score, round_robin",
+        ),
         ("validate.autointerp.alpha=2", r"validate.autointerp.alpha = 2.0: must be in \(0, 1\)"),
         ("sede=1", r"unknown option 'sede' \(did you mean seed\?\)"),
         ("nope.x=1", r"unknown stage 'nope'"),

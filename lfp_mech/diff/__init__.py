@@ -1,12 +1,13 @@
 """What did RLHF change, causally? Model diffing with a dictionary, ablation and steering.
 
 **Method.** On the same tokens (train-split prompts completed by the tuned policy) the base and
-the tuned model's residual streams are read after one block (``blocks.{L}.hook_resid_post``,
-default ``L ≈ 0.69 · (n_layers − 1)``: block 20 of SmolLM2-135M). A TopK dictionary learns the
-difference ``δ = x_tuned − x_base`` from the tuned activation alone
-([`DiffDictionary`][lfp_mech.diff.dictionary.DiffDictionary]); latents are ranked by their mean
-activation on the tokens the policy wrote. The top-k latents are then ablated in the tuned policy
-(error term kept) and added to the base model (scaled to their mean tuned activation) while they
+the tuned model's residual streams are read after a few blocks (``blocks.{L}.hook_resid_post``,
+default ``L ≈ (0.69, 0.76, 0.83) · (n_layers − 1)``: blocks 20, 22 and 24 of SmolLM2-135M). At
+each, a TopK dictionary learns the difference ``δ = x_tuned − x_base`` from the tuned activation
+alone ([`DiffDictionary`][lfp_mech.diff.dictionary.DiffDictionary]); latents are ranked by their
+mean activation on the tokens the policy wrote, and the blocks' rankings are merged
+([`blocks`][lfp_mech.diff.blocks]). The top-k features are then ablated in the tuned policy (error
+term kept) and added to the base model (scaled to their mean tuned activation) while they
 generate, against frequency-matched random latents, the LFP probe's SAE features and the
 difference-of-means direction, measuring VADER reward, distinct-2 and perplexity under the base
 model.
@@ -22,7 +23,8 @@ all of them returns a perfectly trained dictionary to the base model's activatio
 
 Modules: [`config`][lfp_mech.diff.config], [`residual`][lfp_mech.diff.residual] (HF hooks),
 [`dictionary`][lfp_mech.diff.dictionary], [`build`][lfp_mech.diff.build]
-([`diff_features`][lfp_mech.diff.build.diff_features]), [`scoring`][lfp_mech.diff.scoring],
+([`diff_features`][lfp_mech.diff.build.diff_features]), [`blocks`][lfp_mech.diff.blocks]
+([`diff_features_by_block`][lfp_mech.diff.blocks.diff_features_by_block]), [`scoring`][lfp_mech.diff.scoring],
 [`interventions`][lfp_mech.diff.interventions] (pure edit functions),
 [`causal`][lfp_mech.diff.causal] ([`steer_features`][lfp_mech.diff.causal.steer_features],
 statistics), [`tables`][lfp_mech.diff.tables], [`dashboards`][lfp_mech.diff.dashboards],
@@ -40,6 +42,9 @@ __getattr__, __dir__ = lazy_exports(
         "train_dictionary": "dictionary",
         "DiffFeatures": "build",
         "diff_features": "build",
+        "BlockDiff": "blocks",
+        "diff_features_by_block": "blocks",
+        "rank_across_blocks": "blocks",
         "residual_hooks": "residual",
         "ablate_latents": "interventions",
         "add_latents": "interventions",
@@ -56,6 +61,7 @@ __getattr__, __dir__ = lazy_exports(
 )
 
 __all__ = [
+    "BlockDiff",
     "DiffConfig",
     "DiffDictionary",
     "DiffFeatures",
@@ -65,10 +71,12 @@ __all__ = [
     "add_latents",
     "add_vector",
     "diff_features",
+    "diff_features_by_block",
     "gap_share",
     "permutation_p",
     "plot_dose_response",
     "project_out",
+    "rank_across_blocks",
     "residual_hooks",
     "run_diff",
     "steer_features",

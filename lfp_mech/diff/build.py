@@ -2,7 +2,7 @@
 from a base and a tuned model and some prompts (the core of the ``diff`` stage)."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +11,13 @@ from torch import Tensor
 
 from lfp_mech.diff.config import DiffConfig
 from lfp_mech.diff.dictionary import DiffDictionary, TrainStats, train_dictionary
-from lfp_mech.diff.residual import capture_resid, decoder_layers, tokenize_texts
+from lfp_mech.diff.residual import (
+    EditFn,
+    capture_resid,
+    decoder_layers,
+    residual_hooks,
+    tokenize_texts,
+)
 from lfp_mech.diff.scoring import (
     LatentGroup,
     encode_all,
@@ -33,9 +39,12 @@ class DiffFeatures:
     """A trained diff dictionary and what it says about the corpus tokens."""
 
     dictionary: DiffDictionary
-    """The dictionary (encoder on the tuned activation, decoder to ``x_tuned − x_base``)."""
+    """The dictionary (encoder on the tuned activation, decoder to ``x_tuned − x_base``; with
+    ``upstream`` edits active on the tuned model)."""
     layer: int
     """Its block (``blocks.{layer}.hook_resid_post``)."""
+    upstream: list[int | str]
+    """Earlier blocks that were edited (their dictionaries ablated) while it was trained."""
     train: TrainStats
     """Fit statistics."""
     stats: dict[str, Tensor]
@@ -43,7 +52,9 @@ class DiffFeatures:
     groups: list[LatentGroup]
     """Features (latents sharing a decoder direction), most tuned-specific first."""
     mean_diff: Float[Tensor, " d_model"]
-    """Difference of means ``E[x_tuned − x_base]`` over the corpus tokens (the baseline)."""
+    """Difference of means ``E[x_tuned − x_base]`` at ``layer`` over the corpus tokens (the
+    baseline; the plain tuned model's, also when the dictionary was trained with edits
+    upstream)."""
     z: Float[Tensor, "n d_dict"]
     """Latent activations of every corpus token."""
     token_ids: Int[Tensor, " n"]
@@ -95,44 +106,10 @@ def corpus_from_prompts(
     return list(prompts), completions
 
 
-def diff_features(
-    base: ModelLike,
-    tuned: ModelLike,
-    prompts: Sequence[str],
-    config: DiffConfig | None = None,
-    *,
-    completions: Sequence[str] | None = None,
-) -> DiffFeatures:
-    """Train the diff dictionary on ``prompt + completion`` texts and score its latents.
-
-    Args:
-        base: the base model (a name, a checkpoint folder or an ``(hf_model, tokenizer)`` pair).
-        tuned: the tuned model fine-tuned from it (same kinds).
-        prompts: training prompts (not the ones the causal tests use).
-        config: sizes; ``config.layer`` None picks the depth-relative default block.
-        completions: the tuned policy's completions of ``prompts``; None samples them.
-    """
-    config = config or DiffConfig()
-    base_hf, tokenizer = as_hf_model(base, device=config.device)
-    tuned_hf, _ = as_hf_model(tuned, device=config.device)
-    n_layers = len(decoder_layers(tuned_hf))
-    layer = config.resolved_layer(n_layers)
-    if layer >= n_layers:
-        raise ConfigError(
-            f"diff.layer = {layer}: the model has {n_layers} blocks (0..{n_layers - 1})"
-        )
-    if completions is None:
-        _, completions = corpus_from_prompts((tuned_hf, tokenizer), prompts, config)
-    texts = [p + c for p, c in zip(prompts, completions, strict=True)]
-    ids, mask = tokenize_texts(tokenizer, texts, config.max_len)
-    prompt_len = [len(tokenizer(p).input_ids) for p in prompts]
-    x_t = capture_resid(tuned_hf, ids, mask, layer)
-    x_b = capture_resid(base_hf, ids, mask, layer)
-    positions = torch.arange(ids.shape[1]).expand_as(ids)
-    text_index = torch.arange(ids.shape[0]).unsqueeze(-1).expand_as(ids)
-    policy = positions >= torch.tensor(prompt_len).unsqueeze(-1)
-    x_t, delta = x_t[mask], (x_t - x_b)[mask]
-    logger.info("diff: %d corpus tokens at block %d", len(x_t), layer)
+def _fit(
+    x_t: Float[Tensor, "n d_model"], delta: Float[Tensor, "n d_model"], config: DiffConfig
+) -> tuple[DiffDictionary, TrainStats]:
+    """The dictionary of ``delta`` from ``x_t``, trained with ``config``'s settings."""
     torch.manual_seed(config.seed)
     dictionary, train = train_dictionary(
         x_t,
@@ -154,16 +131,77 @@ def diff_features(
         100 * train.dead_fraction,
         train.l0,
     )
+    return dictionary, train
+
+
+def diff_features(
+    base: ModelLike,
+    tuned: ModelLike,
+    prompts: Sequence[str],
+    config: DiffConfig | None = None,
+    *,
+    completions: Sequence[str] | None = None,
+    layer: int | None = None,
+    upstream: Mapping[int | str, EditFn] | None = None,
+) -> DiffFeatures:
+    """Train the diff dictionary of one block on ``prompt + completion`` texts and score its
+    latents (every block of the config: [`diff_features_by_block`][lfp_mech.diff.blocks.diff_features_by_block]).
+
+    Args:
+        base: the base model (a name, a checkpoint folder or an ``(hf_model, tokenizer)`` pair).
+        tuned: the tuned model fine-tuned from it (same kinds).
+        prompts: training prompts (not the ones the causal tests use).
+        config: sizes.
+        completions: the tuned policy's completions of ``prompts``; None samples them.
+        layer: the block; None: the first of ``config``'s blocks.
+        upstream: edits of earlier blocks active on the tuned model while its activations
+            are read (the earlier blocks' dictionaries ablated): the dictionary then learns the
+            difference that is left once they are removed, and reads the activations it will
+            see when they are ablated too. None: the plain tuned model.
+    """
+    config = config or DiffConfig()
+    base_hf, tokenizer = as_hf_model(base, device=config.device)
+    tuned_hf, _ = as_hf_model(tuned, device=config.device)
+    n_layers = len(decoder_layers(tuned_hf))
+    layer = config.resolved_layers(n_layers)[0] if layer is None else layer
+    if not 0 <= layer < n_layers:
+        raise ConfigError(
+            f"diff: block {layer} does not exist: the model has {n_layers} blocks "
+            f"(0..{n_layers - 1}); set diff.layers"
+        )
+    if completions is None:
+        _, completions = corpus_from_prompts((tuned_hf, tokenizer), prompts, config)
+    texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+    ids, mask = tokenize_texts(tokenizer, texts, config.max_len)
+    prompt_len = [len(tokenizer(p).input_ids) for p in prompts]
+    x_b = capture_resid(base_hf, ids, mask, layer)
+    x_clean = capture_resid(tuned_hf, ids, mask, layer)
+    x_t = x_clean
+    if upstream:
+        with residual_hooks(tuned_hf, upstream):
+            x_t = capture_resid(tuned_hf, ids, mask, layer)
+    positions = torch.arange(ids.shape[1]).expand_as(ids)
+    text_index = torch.arange(ids.shape[0]).unsqueeze(-1).expand_as(ids)
+    policy = positions >= torch.tensor(prompt_len).unsqueeze(-1)
+    x_t, delta, mean_diff = x_t[mask], (x_t - x_b)[mask], (x_clean - x_b)[mask].mean(0)
+    logger.info(
+        "diff: %d corpus tokens at block %d%s",
+        len(x_t),
+        layer,
+        f" (earlier blocks {list(upstream)} ablated)" if upstream else "",
+    )
+    dictionary, train = _fit(x_t, delta, config)
     z = encode_all(dictionary, x_t)
     policy_tokens = policy[mask]
     stats = latent_stats(z, policy_tokens)
     return DiffFeatures(
         dictionary=dictionary,
         layer=layer,
+        upstream=list(upstream or ()),
         train=train,
         stats=stats,
         groups=group_latents(dictionary.W_dec, z, stats["score"], config.group_cos),
-        mean_diff=delta.mean(0),
+        mean_diff=mean_diff,
         z=z,
         token_ids=ids[mask],
         text_index=text_index[mask],

@@ -39,8 +39,8 @@ class Condition:
     policy: str
     """"tuned" or "base"."""
     group: str
-    """clean, ablate, random, dom_project, dom_project_one_block, lfp_probe, steer, steer_random,
-    dom_add."""
+    """clean, ablate, random, dom_project, dom_project_dictionary_blocks, lfp_probe, steer,
+    steer_random, dom_add."""
     k: int = 0
     edits: Mapping[int | str, EditFn] = field(default_factory=dict, repr=False)
 

@@ -1,6 +1,7 @@
 """Options of the ``diff`` stage: which internal features carry what RLHF changed?"""
 
 from dataclasses import dataclass
+from typing import Literal
 
 from lfp_mech.config_base import RunDevice, RunSeed, StageConfig
 
@@ -13,12 +14,25 @@ class DiffConfig(StageConfig):
 
     section = "diff"
 
-    layer: int | None = None
-    """Block whose residual stream (``blocks.{layer}.hook_resid_post``) the dictionary reads and
-    the interventions edit. None: ``round(layer_fraction * (n_layers - 1))`` (block 20 of
-    SmolLM2-135M's 30)."""
-    layer_fraction: float = 0.69
-    """Relative depth of the default layer when ``layer`` is None (0 = first block, 1 = last)."""
+    layers: tuple[int, ...] | None = None
+    """Blocks whose residual streams (``blocks.{L}.hook_resid_post``) get a dictionary each; the
+    interventions edit all of them at once. None: ``layer_fractions``."""
+    layer_fractions: tuple[float, ...] = (0.69, 0.76, 0.83)
+    """Relative depths of the default blocks when ``layers`` is None (0 = first block, 1 = last;
+    ``round(f * (n_layers - 1))``, duplicates dropped): blocks 20, 22 and 24 of SmolLM2-135M's 30.
+    The tuned model's later blocks rebuild a change removed at one block, so one block is not
+    enough (see the diff tutorial)."""
+    block_training: Literal["independent", "sequential"] = "independent"
+    """How the blocks' dictionaries are trained: ``independent``, each on the plain tuned model
+    (it learns the whole difference at its block, the earlier blocks' change carried on by the
+    residual stream included, so a constant change can be removed twice); ``sequential``, in
+    order of depth, each on the tuned model with every latent of the earlier ones ablated (it
+    learns the difference that is left)."""
+    cross_block_rank: Literal["relative", "score", "round_robin"] = "relative"
+    """How the top-k features are drawn from the blocks' dictionaries: ``relative`` by a
+    feature's score over its block's total score (its share of the block's change); ``score`` by
+    score (the length of its contribution to the difference, which grows with depth);
+    ``round_robin`` each block's best in turn (first block first)."""
     n_corpus_prompts: int = 160
     """Train-split prompts completed by the tuned policy: the dictionary's texts (never the
     held-out prompts of the causal tests)."""
@@ -80,8 +94,18 @@ class DiffConfig(StageConfig):
     """Where models and the dictionary run."""
 
     def __post_init__(self) -> None:
-        self.require_optional_at_least(0, "layer")
-        self.require_between("layer_fraction", 0.0, 1.0)
+        self.require(
+            self.layers is None or (len(self.layers) > 0 and min(self.layers) >= 0),
+            "layers",
+            "needs blocks >= 0 (or None for layer_fractions)",
+        )
+        self.require_choice("block_training", ("independent", "sequential"))
+        self.require_choice("cross_block_rank", ("relative", "score", "round_robin"))
+        self.require(
+            len(self.layer_fractions) > 0 and all(0.0 <= f <= 1.0 for f in self.layer_fractions),
+            "layer_fractions",
+            "needs values in [0, 1]",
+        )
         self.require_between("group_cos", 0.0, 1.0)
         self.require_at_least(
             1,
@@ -108,11 +132,11 @@ class DiffConfig(StageConfig):
         self.require(self.control_k <= self.d_dict // 2, "control_k", "must be <= d_dict / 2")
 
     def check_depth(self, n_layers: int, model: str) -> None:
-        """``layer`` must be a block of the model."""
-        self.require_block("layer", n_layers, model)
+        """``layers`` must be blocks of the model."""
+        self.require_blocks("layers", n_layers, model)
 
-    def resolved_layer(self, n_layers: int) -> int:
-        """The block the stage uses for a model with ``n_layers`` blocks."""
-        if self.layer is not None:
-            return self.layer
-        return round(self.layer_fraction * (n_layers - 1))
+    def resolved_layers(self, n_layers: int) -> list[int]:
+        """The blocks the stage uses for a model with ``n_layers`` blocks, in order."""
+        if self.layers is not None:
+            return sorted(set(self.layers))
+        return sorted({round(f * (n_layers - 1)) for f in self.layer_fractions})

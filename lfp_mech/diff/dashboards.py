@@ -12,10 +12,10 @@ from typing import Any
 from torch import nn
 
 from lfp_mech._io import write_text
-from lfp_mech.diff.build import DiffFeatures
+from lfp_mech.diff.blocks import BlockDiff
 from lfp_mech.diff.scoring import logit_effects, unembedding
 
-__all__ = ["INDEX_FILE", "write_dashboards"]
+__all__ = ["INDEX_FILE", "dashboard_file", "write_dashboards"]
 
 INDEX_FILE = "index.html"
 _STYLE = (
@@ -23,6 +23,11 @@ _STYLE = (
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}"
     "mark{background:#fc8}.pos{color:#070}.neg{color:#a00}"
 )
+
+
+def dashboard_file(layer: int, latent: int) -> str:
+    """File name of the dashboard of ``latent`` of block ``layer``'s dictionary."""
+    return f"block{int(layer)}_latent_{int(latent)}.html"
 
 
 def _page(title: str, body: str) -> str:
@@ -49,23 +54,25 @@ def _histogram(values: Sequence[float]) -> str:
 
 def write_dashboards(
     out_dir: str | os.PathLike[str],
-    features: DiffFeatures,
+    features: BlockDiff,
     rows: Sequence[dict[str, Any]],
     model: nn.Module,
     tokenizer: Any,
     *,
     n_contexts: int = 12,
 ) -> Path:
-    """Write ``latent_<id>.html`` for each row of the latents table and ``index.html``."""
+    """Write ``block<L>_latent_<id>.html`` for each row of the latents table and
+    ``index.html``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     w_u, scale = unembedding(model)
     links = []
     for row in rows:
-        f = int(row["latent"])
-        acts = features.group_activation(int(row["rank"]) - 1)
-        effect = logit_effects(features.dictionary.W_dec.detach()[f : f + 1], w_u, scale)[0]
-        contexts = features.top_contexts(int(row["rank"]) - 1, tokenizer, n_contexts)
+        f, layer, index = int(row["latent"]), int(row["layer"]), int(row["block_rank"]) - 1
+        block = features.blocks[layer]
+        acts = block.group_activation(index)
+        effect = logit_effects(block.dictionary.W_dec.detach()[f : f + 1], w_u, scale)[0]
+        contexts = block.top_contexts(index, tokenizer, n_contexts)
         ctx_rows = "".join(
             f"<tr><td>{c['activation']:.2f}</td><td>{html.escape(c['before'])}"
             f"<mark>{html.escape(c['token'])}</mark></td></tr>"
@@ -79,7 +86,7 @@ def write_dashboards(
         )
         image = _histogram(acts[acts > 0].tolist())
         body = (
-            f"<h1>Feature {row['rank']}: latent {f}</h1><p>latents {row['members']}</p><p>{html.escape(str(row['description']))}</p>"
+            f"<h1>Feature {row['rank']}: block {layer}, latent {f}</h1><p>latents {row['members']}</p><p>{html.escape(str(row['description']))}</p>"
             f"<p>score (mean activation on tuned-policy tokens) {row['score']:.3f}; fires on "
             f"{100 * row['frequency']:.1f}% of tokens; cos with the difference of means "
             f"{row['cos_mean_diff']:+.2f}</p>"
@@ -89,14 +96,16 @@ def write_dashboards(
             f"<h2>Activation histogram</h2><img src='data:image/png;base64,{image}'>"
             f"<p><a href='{INDEX_FILE}'>all latents</a></p>"
         )
-        name = f"latent_{f}.html"
-        write_text(out / name, _page(f"latent {f}", body))
+        name = dashboard_file(layer, f)
+        write_text(out / name, _page(f"block {layer} latent {f}", body))
         links.append(
-            f"<tr><td>{row['rank']}</td><td><a href='{name}'>{f}</a></td><td>{row['score']:.3f}</td>"
+            f"<tr><td>{row['rank']}</td><td>{layer}</td><td><a href='{name}'>{f}</a></td>"
+            f"<td>{row['score']:.3f}</td>"
             f"<td>{html.escape(str(row['description']))}</td></tr>"
         )
     index = (
-        "<h1>Tuned-specific latents</h1><table><tr><th>rank</th><th>latent</th><th>score</th>"
+        "<h1>Tuned-specific latents</h1><table><tr><th>rank</th><th>block</th><th>latent</th>"
+        "<th>score</th>"
         f"<th>description</th></tr>{''.join(links)}</table>"
     )
     return write_text(out / INDEX_FILE, _page("diff dashboards", index))

@@ -86,7 +86,7 @@ class TrainStats:
     """Fraction of the variance of ``δ`` (around 0, so the mean counts) left unexplained on the
     held-out tokens (the training tokens if none are held out)."""
     mean_diff_norm: float
-    """Norm of the mean difference ``E[δ]``."""
+    """Norm of the mean of what the dictionary learns, ``E[δ]``."""
     dead_fraction: float
     """Share of latents that never fire on any corpus token (training and held out)."""
     losses: Sequence[float]

@@ -36,8 +36,8 @@ def plot_dose_response(rows: "Sequence[Mapping[str, Any]] | Any") -> Figure:
         )
     baselines = (
         ("random", "C2", "random latents (ablate)"),
-        ("dom_project", "C3", "diff. of means projected out (this block and later)"),
-        ("dom_project_one_block", "C6", "diff. of means projected out (this block)"),
+        ("dom_project", "C3", "diff. of means projected out (first block and later)"),
+        ("dom_project_dictionary_blocks", "C6", "diff. of means projected out (dictionary blocks)"),
         ("dom_add", "C4", "diff. of means added"),
         ("lfp_probe", "C5", "LFP probe features"),
     )

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lfp_mech.errors import LfpMechError
 from lfp_mech.stage_api import StageResults
 
 if TYPE_CHECKING:
@@ -22,15 +23,16 @@ class DiffResults(StageResults):
         diff = DiffResults("runs/default/diff")
         diff.latents.head()          # the most tuned-specific latents, with descriptions
         diff.interventions           # gap shares with CIs, distinct-2, perplexity per condition
-        diff.dashboard(diff.latents.latent[0])   # path of an offline HTML dashboard
+        top = diff.latents.iloc[0]
+        diff.dashboard(top.latent, top.layer)   # path of an offline HTML dashboard
     """
 
     stage = "diff"
 
     @property
-    def layer(self) -> int:
-        """The block whose residual stream the dictionary reads."""
-        return int(self.summary["layer"])
+    def layers(self) -> list[int]:
+        """The blocks whose residual streams have a dictionary (and were edited), ascending."""
+        return [int(layer) for layer in self.summary["layers"]]
 
     @property
     def latents(self) -> "pd.DataFrame":
@@ -47,17 +49,27 @@ class DiffResults(StageResults):
         """Every condition's completions of the held-out prompts, with rewards."""
         return self.jsonl("completions")
 
-    def dictionary(self, device: str = "cpu") -> "DiffDictionary":
-        """The trained diff dictionary."""
+    def dictionary(self, layer: int | None = None, device: str = "cpu") -> "DiffDictionary":
+        """The trained diff dictionary of block ``layer`` (None: the first block)."""
         from lfp_mech.diff.dictionary import DiffDictionary
-        from lfp_mech.diff.study import DICTIONARY_FILE
+        from lfp_mech.diff.study import dictionary_file
 
-        return DiffDictionary.load(str(self.file(DICTIONARY_FILE)), device=device)
+        layer = self.layers[0] if layer is None else int(layer)
+        if layer not in self.layers:
+            raise LfpMechError(
+                f"the diff stage has no dictionary at block {layer}: its blocks are {self.layers}"
+            )
+        return DiffDictionary.load(str(self.file(dictionary_file(layer))), device=device)
 
-    def dashboard(self, latent: int | None = None) -> Path:
-        """The dashboard of ``latent`` (None: the index page)."""
-        name = "index.html" if latent is None else f"latent_{int(latent)}.html"
-        return self.file(f"dashboards/{name}")
+    def dashboard(self, latent: int | None = None, layer: int | None = None) -> Path:
+        """The dashboard of ``latent`` of block ``layer`` (None: the first block); no latent:
+        the index page."""
+        from lfp_mech.diff.dashboards import INDEX_FILE, dashboard_file
+
+        if latent is None:
+            return self.file(f"dashboards/{INDEX_FILE}")
+        layer = self.layers[0] if layer is None else layer
+        return self.file(f"dashboards/{dashboard_file(layer, latent)}")
 
     def figure(self) -> "Figure":
         """The dose-response figure."""

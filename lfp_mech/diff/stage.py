@@ -4,9 +4,9 @@ Inputs: the run's base model and the RLHF stage's policy; the dictionary's texts
 review prompts completed by the policy, the causal tests use test-split prompts (held out). If the
 ``saes`` and ``validate`` stages have run, the LFP probe's chosen features are ablated as one more
 control (read at run time, not part of this stage's fingerprint); otherwise that control is
-skipped with a logged note. Writes ``dictionary.safetensors``, the ``latents`` and
-``interventions`` tables, ``completions.jsonl``, ``controls.json``, ``dose_response.png``,
-``dashboards/`` (offline HTML) and ``summary.json``; read them with
+skipped with a logged note. Writes ``dictionary_block{L}.safetensors`` per block, the
+``latents`` and ``interventions`` tables, ``completions.jsonl``, ``controls.json``,
+``dose_response.png``, ``dashboards/`` (offline HTML) and ``summary.json``; read them with
 [`DiffResults`][lfp_mech.diff.results.DiffResults]."""
 
 import logging

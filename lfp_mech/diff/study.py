@@ -1,5 +1,5 @@
 """[`run_diff`][lfp_mech.diff.study.run_diff]: the whole diff study on models in memory —
-dictionary, ranked latents, dashboards and the causal tests — written to a folder."""
+a dictionary per block, ranked features, dashboards and the causal tests — written to a folder."""
 
 import logging
 import os
@@ -11,15 +11,10 @@ from typing import Any
 import torch
 
 from lfp_mech._io import write_json, write_jsonl, write_table
-from lfp_mech.diff.build import DiffFeatures, diff_features
+from lfp_mech.diff.blocks import BlockDiff, diff_features_by_block
 from lfp_mech.diff.causal import Condition, ConditionResult, run_condition
 from lfp_mech.diff.config import DiffConfig
-from lfp_mech.diff.interventions import (
-    ablate_latents,
-    add_latents,
-    add_vector,
-    project_out,
-)
+from lfp_mech.diff.interventions import add_vector, project_out
 from lfp_mech.diff.residual import EditFn, decoder_layers
 from lfp_mech.diff.scoring import LatentGroup, matched_random_latents
 from lfp_mech.diff.tables import intervention_rows, latent_rows
@@ -28,79 +23,93 @@ from lfp_mech.stage_api import SUMMARY_FILE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DICTIONARY_FILE", "build_conditions", "run_diff"]
+__all__ = ["build_conditions", "dictionary_file", "run_diff"]
 
-DICTIONARY_FILE = "dictionary.safetensors"
 LATENTS_TABLE = "latents"
 INTERVENTIONS_TABLE = "interventions"
 COMPLETIONS_FILE = "completions.jsonl"
 CONTROLS_FILE = "controls.json"
 
 
-def random_draws(groups: Sequence[LatentGroup], config: DiffConfig) -> dict[str, list[int]]:
-    """``n_random`` draws of frequency-matched random features (their latents), each feature
-    matched to one of the top ``control_k`` among the live features outside them (the 5 closest
-    in firing frequency); repeats use different seeds and an identical repeat is redrawn. With
-    fewer than ``2 control_k`` live features, ``control_k`` is capped at half of them (logged)."""
-    n_groups = len(groups)
-    chosen = list(range(min(config.control_k, n_groups // 2)))
-    if len(chosen) < config.control_k:
-        logger.warning(
-            "diff: only %d live features: the random control draws %d (not diff.control_k = %d)"
-            " matched to the top %d; a larger, healthier dictionary gives the full control",
-            n_groups,
-            len(chosen),
-            config.control_k,
-            len(chosen),
-        )
-    group_freq = torch.tensor([g.frequency for g in groups])
-    draws: dict[str, list[int]] = {}
-    seen: set[tuple[int, ...]] = set()
+def random_draws(
+    groups: Mapping[int, Sequence[LatentGroup]],
+    chosen: Mapping[int, Sequence[int]],
+    config: DiffConfig,
+) -> dict[str, dict[int, list[int]]]:
+    """``n_random`` draws of frequency-matched random features (their latents, by block): each
+    chosen feature (``chosen``: its index in its block's ``groups``) is matched to a feature of
+    its own block among the 5 closest in firing frequency, never a chosen one; repeats use
+    different seeds and an identical repeat is redrawn. A block with fewer than twice as many
+    live features as chosen ones has its chosen features capped at half of them (logged)."""
+    capped: dict[int, list[int]] = {}
+    for layer, ids in chosen.items():
+        n_groups = len(groups[layer])
+        capped[layer] = list(ids)[: n_groups // 2]
+        if len(capped[layer]) < len(ids):
+            logger.warning(
+                "diff: block %d has only %d live features: the random control matches %d of its"
+                " %d chosen ones; a larger, healthier dictionary gives the full control",
+                layer,
+                n_groups,
+                len(capped[layer]),
+                len(ids),
+            )
+    draws: dict[str, dict[int, list[int]]] = {}
+    seen: set[tuple[tuple[int, ...], ...]] = set()
     for i in range(config.n_random):
         for attempt in range(20):
             seed = config.seed + i + 1000 * attempt
-            picked = matched_random_latents(group_freq, chosen, seed=seed)
-            if tuple(sorted(picked)) not in seen:
+            picked = {
+                layer: matched_random_latents(
+                    torch.tensor([g.frequency for g in groups[layer]]), ids, seed=seed + layer
+                )
+                for layer, ids in capped.items()
+            }
+            key = tuple(tuple(sorted(picked[layer])) for layer in sorted(picked))
+            if key not in seen:
                 break
-        seen.add(tuple(sorted(picked)))
-        draws[f"random{i}"] = [f for g in picked for f in groups[g].members]
-    logger.info("diff: random controls: %d distinct draws of %d features", len(seen), len(chosen))
+        seen.add(key)
+        draws[f"random{i}"] = {
+            layer: [f for g in ids for f in groups[layer][g].members]
+            for layer, ids in picked.items()
+        }
+    logger.info(
+        "diff: random controls: %d distinct draws of %d features",
+        len(seen),
+        sum(map(len, capped.values())),
+    )
     return draws
 
 
 def build_conditions(
-    features: DiffFeatures,
+    features: BlockDiff,
     n_layers: int,
     config: DiffConfig,
     probe_edits: Mapping[int | str, EditFn] | None = None,
-) -> tuple[list[Condition], dict[str, list[int]]]:
-    """Every condition of the causal tests, and the random latent draws used."""
-    d, layer = features.dictionary, features.layer
-    score = features.stats["score"]
+) -> tuple[list[Condition], dict[str, dict[int, list[int]]]]:
+    """Every condition of the causal tests, and the random latent draws used (by block)."""
     conditions = [Condition("tuned", "tuned", "clean"), Condition("base", "base", "clean")]
-    n_groups = len(features.groups)
+    n_features = len(features.ranking)
     for k in sorted(set(config.ks) | {config.control_k}):
-        if k > n_groups:
-            logger.warning("diff: only %d features; k=%d skipped", n_groups, k)
+        if k > n_features:
+            logger.warning("diff: only %d features; k=%d skipped", n_features, k)
             continue
-        ids = features.top(k)
-        conditions.append(
-            Condition(f"ablate_top{k}", "tuned", "ablate", k, {layer: ablate_latents(d, ids)})
-        )
+        top = features.top(k)
+        conditions.append(Condition(f"ablate_top{k}", "tuned", "ablate", k, features.ablation(top)))
         conditions.append(
             Condition(
-                f"steer_top{k}",
-                "base",
-                "steer",
-                k,
-                {layer: add_latents(d, ids, score, config.steer_scale)},
+                f"steer_top{k}", "base", "steer", k, features.steering(top, config.steer_scale)
             )
         )
-    draws = random_draws(features.groups, config)
-    for i, (name, ids) in enumerate(draws.items()):
+    chosen: dict[int, list[int]] = {}
+    for feature in features.ranking[: config.control_k]:
+        chosen.setdefault(feature.layer, []).append(feature.index)
+    groups = {layer: block.groups for layer, block in features.blocks.items()}
+    draws = random_draws(groups, chosen, config)
+    for i, (name, latents) in enumerate(draws.items()):
         k = config.control_k
         conditions.append(
-            Condition(f"ablate_{name}_k{k}", "tuned", "random", k, {layer: ablate_latents(d, ids)})
+            Condition(f"ablate_{name}_k{k}", "tuned", "random", k, features.ablation(latents))
         )
         if i == 0:
             conditions.append(
@@ -109,15 +118,16 @@ def build_conditions(
                     "base",
                     "steer_random",
                     k,
-                    {layer: add_latents(d, ids, score, config.steer_scale)},
+                    features.steering(latents, config.steer_scale),
                 )
             )
-    if float(features.mean_diff.norm()) > 0:
-        conditions += _mean_difference_conditions(features.mean_diff, layer, n_layers, config)
+    mean_diffs = {layer: block.mean_diff for layer, block in features.blocks.items()}
+    if all(float(v.norm()) > 0 for v in mean_diffs.values()):
+        conditions += _mean_difference_conditions(mean_diffs, n_layers, config)
     else:  # e.g. a policy whose updates were all zero
         logger.warning(
-            "diff: tuned and base activations have the same mean at block %d: no "
-            "difference-of-means controls (did the rlhf stage change the model?)", layer
+            "diff: tuned and base activations have the same mean at a block of %s: no "
+            "difference-of-means controls (did the rlhf stage change the model?)", features.layers
         )  # fmt: skip
     if probe_edits:
         conditions.append(Condition("lfp_probe", "tuned", "lfp_probe", 0, dict(probe_edits)))
@@ -125,18 +135,26 @@ def build_conditions(
 
 
 def _mean_difference_conditions(
-    mean_diff: torch.Tensor, layer: int, n_layers: int, config: DiffConfig
+    mean_diffs: Mapping[int, torch.Tensor], n_layers: int, config: DiffConfig
 ) -> list[Condition]:
-    """The difference-of-means baseline: projected out of the tuned policy at ``layer`` and every
-    later block (the issue's baseline), at ``layer`` alone (the same single edit the latent
-    ablations make, so the like-for-like comparison), and added to the base model at each of
-    ``config.dom_add_scales``."""
-    project = project_out(mean_diff)
+    """The difference-of-means baseline: the first block's difference projected out of the tuned
+    policy at that block and every later block (the issue's baseline); each dictionary block's
+    own difference projected out at that block (the same blocks the latent ablations edit, so
+    the like-for-like comparison); the first block's difference added to the base model at that
+    block at each of ``config.dom_add_scales``."""
+    first = min(mean_diffs)
+    project = project_out(mean_diffs[first])
     out = [
         Condition(
-            "dom_project", "tuned", "dom_project", 1, dict.fromkeys(range(layer, n_layers), project)
+            "dom_project", "tuned", "dom_project", 1, dict.fromkeys(range(first, n_layers), project)
         ),
-        Condition("dom_project_one_block", "tuned", "dom_project_one_block", 1, {layer: project}),
+        Condition(
+            "dom_project_dictionary_blocks",
+            "tuned",
+            "dom_project_dictionary_blocks",
+            len(mean_diffs),
+            {layer: project_out(v) for layer, v in mean_diffs.items()},
+        ),
     ]
     for scale in config.dom_add_scales:
         out.append(
@@ -145,10 +163,15 @@ def _mean_difference_conditions(
                 "base",
                 "dom_add",
                 1,
-                {layer: add_vector(mean_diff, scale * config.steer_scale)},
+                {first: add_vector(mean_diffs[first], scale * config.steer_scale)},
             )
         )
     return out
+
+
+def dictionary_file(layer: int) -> str:
+    """File name of block ``layer``'s dictionary in the stage folder."""
+    return f"dictionary_block{layer}.safetensors"
 
 
 def run_diff(
@@ -161,8 +184,8 @@ def run_diff(
     *,
     probe_edits: Mapping[int | str, EditFn] | None = None,
 ) -> dict[str, Any]:
-    """Train and score the diff dictionary on ``train_prompts``, run every causal test on
-    ``eval_prompts`` (held out), write tables, dashboards, figures; return the summary."""
+    """Train and score a diff dictionary per block on ``train_prompts``, run every causal test
+    on ``eval_prompts`` (held out), write tables, dashboards, figures; return the summary."""
     from lfp_mech.diff.dashboards import write_dashboards
     from lfp_mech.diff.plots import plot_dose_response
     from lfp_mech.plotting import save_figure
@@ -173,8 +196,11 @@ def run_diff(
     start = time.perf_counter()
     base_hf, tokenizer = as_hf_model(base, device=config.device)
     tuned_hf, _ = as_hf_model(tuned, device=config.device)
-    features = diff_features((base_hf, tokenizer), (tuned_hf, tokenizer), train_prompts, config)
-    features.dictionary.save(str(out / DICTIONARY_FILE))
+    features = diff_features_by_block(
+        (base_hf, tokenizer), (tuned_hf, tokenizer), train_prompts, config
+    )
+    for layer, block in features.blocks.items():
+        block.dictionary.save(str(out / dictionary_file(layer)))
     trained = time.perf_counter()
     n_rows = max(config.n_dashboards, max(config.ks))
     rows = latent_rows(features, tuned_hf, tokenizer, n_rows, config.n_contexts)
@@ -199,18 +225,7 @@ def run_diff(
         logger.info("diff %s: reward %.3f", condition.name, results[condition.name].rewards.mean())
     table = intervention_rows(results, config)
     write_table(out / INTERVENTIONS_TABLE, table)
-    write_jsonl(
-        out / COMPLETIONS_FILE,
-        [
-            {"condition": name, "prompt": p, "completion": c, "reward": float(r)}
-            for name, res in results.items()
-            for p, c, r in zip(eval_prompts, res.completions, res.rewards, strict=True)
-        ],
-    )
-    write_json(
-        out / CONTROLS_FILE,
-        {"random_latents": draws, "top_features": [list(g.members) for g in features.groups[:50]]},
-    )
+    _write_completions_and_controls(out, features, results, eval_prompts, draws)
     save_figure(plot_dose_response(table), out / "dose_response.png")
     summary = _summary(
         features, table, config, trained - start, time.perf_counter() - trained, probe_edits
@@ -219,8 +234,40 @@ def run_diff(
     return summary
 
 
+def _write_completions_and_controls(
+    out: Path,
+    features: BlockDiff,
+    results: Mapping[str, ConditionResult],
+    prompts: Sequence[str],
+    draws: Mapping[str, Mapping[int, list[int]]],
+) -> None:
+    """``completions.jsonl`` (every condition's completions with rewards) and ``controls.json``
+    (the random draws and the top 50 features, by block)."""
+    write_jsonl(
+        out / COMPLETIONS_FILE,
+        [
+            {"condition": name, "prompt": p, "completion": c, "reward": float(r)}
+            for name, res in results.items()
+            for p, c, r in zip(prompts, res.completions, res.rewards, strict=True)
+        ],
+    )
+    write_json(
+        out / CONTROLS_FILE,
+        {
+            "random_latents": {
+                name: {str(layer): ids for layer, ids in by_block.items()}
+                for name, by_block in draws.items()
+            },
+            "top_features": [
+                {"layer": f.layer, "latents": list(features.group(f).members)}
+                for f in features.ranking[:50]
+            ],
+        },
+    )
+
+
 def _summary(
-    features: DiffFeatures,
+    features: BlockDiff,
     table: list[dict[str, Any]],
     config: DiffConfig,
     train_seconds: float,
@@ -235,16 +282,27 @@ def _summary(
         return None if row is None else [row["gap_share"], row["ci_low"], row["ci_high"]]
 
     return {
-        "layer": features.layer,
-        "hook": f"blocks.{features.layer}.hook_resid_post",
-        "n_tokens": int(features.z.shape[0]),
-        "fvu": features.train.fvu,
-        "train_fvu": features.train.train_fvu,
-        "dead_fraction": features.train.dead_fraction,
-        "l0": features.train.l0,
-        "mean_diff_norm": features.train.mean_diff_norm,
-        "n_features": len(features.groups),
-        "top_features": [list(g.members) for g in features.groups[:10]],
+        "layers": features.layers,
+        "hooks": [f"blocks.{layer}.hook_resid_post" for layer in features.layers],
+        "cross_block_rank": config.cross_block_rank,
+        "blocks": {
+            str(layer): {
+                "n_tokens": int(block.z.shape[0]),
+                "fvu": block.train.fvu,
+                "train_fvu": block.train.train_fvu,
+                "dead_fraction": block.train.dead_fraction,
+                "l0": block.train.l0,
+                "mean_diff_norm": block.train.mean_diff_norm,
+                "n_features": len(block.groups),
+                f"top{k}_features": sum(f.layer == layer for f in features.ranking[:k]),
+            }
+            for layer, block in features.blocks.items()
+        },
+        "n_features": len(features.ranking),
+        "top_features": [
+            {"layer": f.layer, "latents": list(features.group(f).members)}
+            for f in features.ranking[:10]
+        ],
         "reward_tuned": by_name["tuned"]["reward"],
         "reward_base": by_name["base"]["reward"],
         f"ablate_top{k}_share": share(f"ablate_top{k}"),
@@ -252,7 +310,7 @@ def _summary(
         f"random{k}_share": share(f"ablate_random0_k{k}"),
         f"steer_top{k}_share": share(f"steer_top{k}"),
         "dom_project_share": share("dom_project"),
-        "dom_project_one_block_share": share("dom_project_one_block"),
+        "dom_project_dictionary_blocks_share": share("dom_project_dictionary_blocks"),
         "lfp_probe_share": share("lfp_probe") if probe_edits else None,
         "train_seconds": round(train_seconds, 1),
         "test_seconds": round(test_seconds, 1),

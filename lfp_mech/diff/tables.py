@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from lfp_mech.diff.build import DiffFeatures
+from lfp_mech.diff.blocks import BlockDiff
 from lfp_mech.diff.causal import ConditionResult, gap_share, permutation_p
 from lfp_mech.diff.config import DiffConfig
 from lfp_mech.diff.scoring import logit_effects, unembedding
@@ -20,35 +20,38 @@ def _clean(token: str) -> str:
 
 
 def latent_rows(
-    features: DiffFeatures, model: nn.Module, tokenizer: Any, n: int, n_contexts: int
+    features: BlockDiff, model: nn.Module, tokenizer: Any, n: int, n_contexts: int
 ) -> list[dict[str, Any]]:
-    """One row per top-``n`` latent, most tuned-specific first."""
+    """One row per top-``n`` feature of the cross-block ranking, most tuned-specific first."""
     from lfp_mech.rewards import vader_lexicon
 
     lexicon = vader_lexicon()
-    groups = features.groups[:n]
-    top = [g.members[0] for g in groups]
     w_u, scale = unembedding(model)
-    effects = logit_effects(features.dictionary.W_dec.detach()[top], w_u, scale)
-    dom_unit = features.mean_diff / features.mean_diff.norm().clamp_min(1e-12)
     rows = []
-    for rank, (group, effect) in enumerate(zip(groups, effects, strict=True), start=1):
+    for rank, ranked in enumerate(features.ranking[:n], start=1):
+        block = features.blocks[ranked.layer]
+        group = block.groups[ranked.index]
         f = group.members[0]
-        acts = features.group_activation(rank - 1)
+        direction = block.dictionary.W_dec.detach()[f]
+        effect = logit_effects(direction[None], w_u, scale)[0]
+        acts = block.group_activation(ranked.index)
         promoted = [_clean(tokenizer.decode([i])) for i in effect.topk(20).indices.tolist()]
-        contexts = features.top_contexts(rank - 1, tokenizer, n_contexts)
+        contexts = block.top_contexts(ranked.index, tokenizer, n_contexts)
         ctx_tokens = [_clean(c["token"]) for c in contexts]
         valences = [lexicon[t] for t in promoted if t in lexicon]
+        dom_unit = block.mean_diff / block.mean_diff.norm().clamp_min(1e-12)
         rows.append(
             {
                 "rank": rank,
+                "layer": ranked.layer,
+                "block_rank": ranked.index + 1,
                 "latent": f,
                 "members": " ".join(map(str, group.members)),
                 "score": group.score,
                 "mean_act": float(acts.mean()),
                 "frequency": group.frequency,
                 "mean_when_active": float(acts[acts > 0].mean()) if bool((acts > 0).any()) else 0.0,
-                "cos_mean_diff": float(features.dictionary.W_dec[f].detach() @ dom_unit),
+                "cos_mean_diff": float(direction @ dom_unit),
                 "promoted": " ".join(promoted[:8]),
                 "suppressed": " ".join(
                     _clean(tokenizer.decode([i])) for i in (-effect).topk(8).indices.tolist()

@@ -151,6 +151,7 @@ SMOKE: dict[str, Any] = {
     },
     "validate": {"n_completions": 8, "max_new_tokens": 6, "autointerp": {"n_null": 20, "k": 4}},
     "diff": {
+        "layers": [0, 1],  # both blocks of the tiny model: the multi-block path
         "n_corpus_prompts": 16,
         "corpus_new_tokens": 6,
         "d_dict": 64,
