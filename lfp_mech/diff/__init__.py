@@ -24,7 +24,8 @@ all of them returns a perfectly trained dictionary to the base model's activatio
 Modules: [`config`][lfp_mech.diff.config], [`residual`][lfp_mech.diff.residual] (HF hooks),
 [`dictionary`][lfp_mech.diff.dictionary], [`build`][lfp_mech.diff.build]
 ([`diff_features`][lfp_mech.diff.build.diff_features]), [`blocks`][lfp_mech.diff.blocks]
-([`diff_features_by_block`][lfp_mech.diff.blocks.diff_features_by_block]), [`scoring`][lfp_mech.diff.scoring],
+([`diff_features_by_block`][lfp_mech.diff.blocks.diff_features_by_block]),
+[`scoring`][lfp_mech.diff.scoring],
 [`interventions`][lfp_mech.diff.interventions] (pure edit functions),
 [`causal`][lfp_mech.diff.causal] ([`steer_features`][lfp_mech.diff.causal.steer_features],
 statistics), [`tables`][lfp_mech.diff.tables], [`dashboards`][lfp_mech.diff.dashboards],

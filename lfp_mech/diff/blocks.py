@@ -7,8 +7,9 @@ them at once. Each block's dictionary is trained on the plain tuned model (``ind
 default) or, in order of depth, on the tuned model with every latent of the earlier ones
 ablated (``sequential``): a later dictionary then learns the difference that is *left*, not the
 earlier change the residual stream carries on (which an independent one can remove a second
-time, e.g. a constant shift). The tutorial compares the two on validation prompts. "The top-k features" are then drawn from every block's ranking by one of the rules
-of [`rank_across_blocks`][lfp_mech.diff.blocks.rank_across_blocks]; an edit is a mapping
+time, e.g. a constant shift). The tutorial compares the two on validation prompts. "The top-k
+features" are drawn from every block's ranking by one of the rules of
+[`rank_across_blocks`][lfp_mech.diff.blocks.rank_across_blocks]; an edit is a mapping
 ``{block: edit}`` for [`residual_hooks`][lfp_mech.diff.residual.residual_hooks]."""
 
 import logging
@@ -25,7 +26,13 @@ from lfp_mech.models.coerce import ModelLike, as_hf_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RANK_RULES", "BlockDiff", "diff_features_by_block", "rank_across_blocks"]
+__all__ = [
+    "RANK_RULES",
+    "BlockDiff",
+    "RankedFeature",
+    "diff_features_by_block",
+    "rank_across_blocks",
+]
 
 RANK_RULES = ("relative", "score", "round_robin")
 

@@ -145,7 +145,8 @@ def diff_features(
     upstream: Mapping[int | str, EditFn] | None = None,
 ) -> DiffFeatures:
     """Train the diff dictionary of one block on ``prompt + completion`` texts and score its
-    latents (every block of the config: [`diff_features_by_block`][lfp_mech.diff.blocks.diff_features_by_block]).
+    latents (every block of the config:
+    [`diff_features_by_block`][lfp_mech.diff.blocks.diff_features_by_block]).
 
     Args:
         base: the base model (a name, a checkpoint folder or an ``(hf_model, tokenizer)`` pair).

@@ -86,7 +86,8 @@ def write_dashboards(
         )
         image = _histogram(acts[acts > 0].tolist())
         body = (
-            f"<h1>Feature {row['rank']}: block {layer}, latent {f}</h1><p>latents {row['members']}</p><p>{html.escape(str(row['description']))}</p>"
+            f"<h1>Feature {row['rank']}: block {layer}, latent {f}</h1>"
+            f"<p>latents {row['members']}</p><p>{html.escape(str(row['description']))}</p>"
             f"<p>score (mean activation on tuned-policy tokens) {row['score']:.3f}; fires on "
             f"{100 * row['frequency']:.1f}% of tokens; cos with the difference of means "
             f"{row['cos_mean_diff']:+.2f}</p>"
