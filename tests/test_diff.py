@@ -89,6 +89,18 @@ def test_residual_hooks_edit_block_and_mlp_outputs():
             pass
 
 
+def test_one_pass_capture_of_several_blocks_equals_one_capture_per_block():
+    from lfp_mech.diff.residual import capture_resids
+
+    base, tok = build_tiny_model("tiny-llama", seed=0)
+    batch = tok(load_prompts("reviews", "test")[:20], return_tensors="pt", padding=True)
+    ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+    both = capture_resids(base, ids, mask, [1, 0], batch_size=8)
+    assert sorted(both) == [0, 1]
+    for layer in (0, 1):
+        assert torch.equal(both[layer], capture_resid(base, ids, mask, layer, batch_size=8))
+
+
 def _dictionary(d_model=8, d_dict=6, k=2):
     d = DiffDictionary(d_model, d_dict, k)
     with torch.no_grad():

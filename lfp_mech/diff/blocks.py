@@ -17,10 +17,22 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from lfp_mech.diff.build import DiffFeatures, corpus_from_prompts, diff_features
+from lfp_mech.diff.build import (
+    DiffFeatures,
+    block_features,
+    check_block,
+    corpus_from_prompts,
+    tokenize_corpus,
+)
 from lfp_mech.diff.config import DiffConfig
 from lfp_mech.diff.interventions import ablate_latents, add_latents
-from lfp_mech.diff.residual import EditFn, decoder_layers
+from lfp_mech.diff.residual import (
+    EditFn,
+    capture_resid,
+    capture_resids,
+    decoder_layers,
+    residual_hooks,
+)
 from lfp_mech.diff.scoring import LatentGroup
 from lfp_mech.models.coerce import ModelLike, as_hf_model
 
@@ -135,27 +147,38 @@ def diff_features_by_block(
     *,
     completions: Sequence[str] | None = None,
 ) -> BlockDiff:
-    """[`diff_features`][lfp_mech.diff.build.diff_features] at each of ``config``'s blocks, on
-    one corpus (the tuned policy's completions of ``prompts``, sampled once), in order of depth,
+    """What [`diff_features`][lfp_mech.diff.build.diff_features] gives at one block, at each of
+    ``config``'s blocks, on one corpus (the tuned policy's completions of ``prompts``, sampled once), in order of depth,
     each trained with the earlier ones' latents all ablated (``config.block_training`` =
     ``sequential``) or on the plain tuned model; ranked together by ``config.cross_block_rank``."""
     config = config or DiffConfig()
-    base_pair = as_hf_model(base, device=config.device)
-    tuned_pair = as_hf_model(tuned, device=config.device)
-    layers = config.resolved_layers(len(decoder_layers(tuned_pair[0])))
+    base_hf, tokenizer = as_hf_model(base, device=config.device)
+    tuned_hf, _ = as_hf_model(tuned, device=config.device)
+    n_layers = len(decoder_layers(tuned_hf))
+    layers = config.resolved_layers(n_layers)
+    for layer in layers:
+        check_block(layer, n_layers)
     if completions is None:
-        _, completions = corpus_from_prompts(tuned_pair, prompts, config)
+        _, completions = corpus_from_prompts((tuned_hf, tokenizer), prompts, config)
+    corpus = tokenize_corpus(tokenizer, prompts, completions, config.max_len)
+    # every block's activations from one pass per model; only sequential training needs more
+    x_tuned = capture_resids(tuned_hf, corpus.ids, corpus.mask, layers)
+    x_base = capture_resids(base_hf, corpus.ids, corpus.mask, layers)
     blocks: dict[int, DiffFeatures] = {}
     upstream: dict[int | str, EditFn] = {}
     for layer in layers:
-        blocks[layer] = block = diff_features(
-            base_pair,
-            tuned_pair,
-            prompts,
+        x_edited = None
+        if upstream:
+            with residual_hooks(tuned_hf, upstream):
+                x_edited = capture_resid(tuned_hf, corpus.ids, corpus.mask, layer)
+        blocks[layer] = block = block_features(
+            corpus,
+            layer,
+            x_tuned[layer],
+            x_base[layer],
             config,
-            completions=completions,
-            layer=layer,
-            upstream=dict(upstream),
+            x_edited=x_edited,
+            upstream=list(upstream),
         )
         if config.block_training == "sequential":
             everything = list(range(block.dictionary.d_dict))

@@ -4,6 +4,7 @@ from a base and a tuned model and some prompts (the core of the ``diff`` stage).
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -31,7 +32,15 @@ from lfp_mech.models.generation import generate_texts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DiffFeatures", "corpus_from_prompts", "diff_features"]
+__all__ = [
+    "CorpusTokens",
+    "DiffFeatures",
+    "block_features",
+    "check_block",
+    "corpus_from_prompts",
+    "diff_features",
+    "tokenize_corpus",
+]
 
 
 @dataclass
@@ -134,6 +143,86 @@ def _fit(
     return dictionary, train
 
 
+@dataclass(frozen=True)
+class CorpusTokens:
+    """The corpus texts (prompt + completion), tokenized once for every block."""
+
+    ids: Int[Tensor, "texts pos"]
+    """Right-padded token ids."""
+    mask: Bool[Tensor, "texts pos"]
+    """Real (not padding) tokens."""
+    policy: Bool[Tensor, "texts pos"]
+    """Tokens the tuned policy wrote (not the prompt)."""
+
+
+def tokenize_corpus(
+    tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], max_len: int
+) -> CorpusTokens:
+    """``prompt + completion`` texts tokenized (truncated to ``max_len``), with the mask of the
+    completions' tokens."""
+    texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+    ids, mask = tokenize_texts(tokenizer, texts, max_len)
+    prompt_len = torch.tensor([len(tokenizer(p).input_ids) for p in prompts])
+    policy = torch.arange(ids.shape[1]).expand_as(ids) >= prompt_len.unsqueeze(-1)
+    return CorpusTokens(ids=ids, mask=mask, policy=policy)
+
+
+def check_block(layer: int, n_layers: int) -> None:
+    """A one-line error if ``layer`` is not a block of a model with ``n_layers`` blocks."""
+    if not 0 <= layer < n_layers:
+        raise ConfigError(
+            f"diff: block {layer} does not exist: the model has {n_layers} blocks "
+            f"(0..{n_layers - 1}); set diff.layers"
+        )
+
+
+def block_features(
+    corpus: CorpusTokens,
+    layer: int,
+    x_tuned: Float[Tensor, "texts pos d_model"],
+    x_base: Float[Tensor, "texts pos d_model"],
+    config: DiffConfig,
+    *,
+    x_edited: Float[Tensor, "texts pos d_model"] | None = None,
+    upstream: Sequence[int | str] = (),
+) -> DiffFeatures:
+    """Train and score block ``layer``'s dictionary from the two models' activations there.
+
+    ``x_edited``: the tuned model's activations with the ``upstream`` blocks' edits active (the
+    dictionary then reads and learns from them); None: ``x_tuned``. The difference of means is
+    always the plain tuned model's."""
+    ids, mask = corpus.ids, corpus.mask
+    x_t = x_tuned if x_edited is None else x_edited
+    positions = torch.arange(ids.shape[1]).expand_as(ids)
+    text_index = torch.arange(ids.shape[0]).unsqueeze(-1).expand_as(ids)
+    x_t, delta, mean_diff = x_t[mask], (x_t - x_base)[mask], (x_tuned - x_base)[mask].mean(0)
+    logger.info(
+        "diff: %d corpus tokens at block %d%s",
+        len(x_t),
+        layer,
+        f" (earlier blocks {list(upstream)} ablated)" if upstream else "",
+    )
+    dictionary, train = _fit(x_t, delta, config)
+    z = encode_all(dictionary, x_t)
+    policy_tokens = corpus.policy[mask]
+    stats = latent_stats(z, policy_tokens)
+    return DiffFeatures(
+        dictionary=dictionary,
+        layer=layer,
+        upstream=list(upstream),
+        train=train,
+        stats=stats,
+        groups=group_latents(dictionary.W_dec, z, stats["score"], config.group_cos),
+        mean_diff=mean_diff,
+        z=z,
+        token_ids=ids[mask],
+        text_index=text_index[mask],
+        position=positions[mask],
+        policy_tokens=policy_tokens,
+        corpus_ids=ids,
+    )
+
+
 def diff_features(
     base: ModelLike,
     tuned: ModelLike,
@@ -165,48 +254,20 @@ def diff_features(
     tuned_hf, _ = as_hf_model(tuned, device=config.device)
     n_layers = len(decoder_layers(tuned_hf))
     layer = config.resolved_layers(n_layers)[0] if layer is None else layer
-    if not 0 <= layer < n_layers:
-        raise ConfigError(
-            f"diff: block {layer} does not exist: the model has {n_layers} blocks "
-            f"(0..{n_layers - 1}); set diff.layers"
-        )
+    check_block(layer, n_layers)
     if completions is None:
         _, completions = corpus_from_prompts((tuned_hf, tokenizer), prompts, config)
-    texts = [p + c for p, c in zip(prompts, completions, strict=True)]
-    ids, mask = tokenize_texts(tokenizer, texts, config.max_len)
-    prompt_len = [len(tokenizer(p).input_ids) for p in prompts]
-    x_b = capture_resid(base_hf, ids, mask, layer)
-    x_clean = capture_resid(tuned_hf, ids, mask, layer)
-    x_t = x_clean
+    corpus = tokenize_corpus(tokenizer, prompts, completions, config.max_len)
+    x_edited = None
     if upstream:
         with residual_hooks(tuned_hf, upstream):
-            x_t = capture_resid(tuned_hf, ids, mask, layer)
-    positions = torch.arange(ids.shape[1]).expand_as(ids)
-    text_index = torch.arange(ids.shape[0]).unsqueeze(-1).expand_as(ids)
-    policy = positions >= torch.tensor(prompt_len).unsqueeze(-1)
-    x_t, delta, mean_diff = x_t[mask], (x_t - x_b)[mask], (x_clean - x_b)[mask].mean(0)
-    logger.info(
-        "diff: %d corpus tokens at block %d%s",
-        len(x_t),
+            x_edited = capture_resid(tuned_hf, corpus.ids, corpus.mask, layer)
+    return block_features(
+        corpus,
         layer,
-        f" (earlier blocks {list(upstream)} ablated)" if upstream else "",
-    )
-    dictionary, train = _fit(x_t, delta, config)
-    z = encode_all(dictionary, x_t)
-    policy_tokens = policy[mask]
-    stats = latent_stats(z, policy_tokens)
-    return DiffFeatures(
-        dictionary=dictionary,
-        layer=layer,
+        capture_resid(tuned_hf, corpus.ids, corpus.mask, layer),
+        capture_resid(base_hf, corpus.ids, corpus.mask, layer),
+        config,
+        x_edited=x_edited,
         upstream=list(upstream or ()),
-        train=train,
-        stats=stats,
-        groups=group_latents(dictionary.W_dec, z, stats["score"], config.group_cos),
-        mean_diff=mean_diff,
-        z=z,
-        token_ids=ids[mask],
-        text_index=text_index[mask],
-        position=positions[mask],
-        policy_tokens=policy_tokens,
-        corpus_ids=ids,
     )

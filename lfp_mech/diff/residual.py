@@ -6,7 +6,8 @@ by ``fn(activation)`` (shape ``[batch, pos, d_model]``), so every forward inside
 is edited: teacher-forced passes and ``generate`` with the KV cache (each new token is edited as it
 is computed; cached keys/values of earlier tokens already carry their edit).
 [`capture_resid`][lfp_mech.diff.residual.capture_resid] reads one block's output on a batch of
-texts, stopping the forward after that block."""
+texts, stopping the forward after that block ([`capture_resids`][lfp_mech.diff.residual.capture_resids]:
+several blocks' outputs from one pass)."""
 
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,6 +23,7 @@ from lfp_mech.errors import ConfigError
 __all__ = [
     "EditFn",
     "capture_resid",
+    "capture_resids",
     "decoder_layers",
     "hooked_module",
     "residual_hooks",
@@ -122,15 +124,34 @@ def capture_resid(
     batch_size: int = 16,
 ) -> Float[Tensor, "n pos d_model"]:
     """Block ``layer``'s output (``blocks.{layer}.hook_resid_post``) on ``input_ids``."""
-    layers = decoder_layers(model)
+    return capture_resids(model, input_ids, mask, [layer], batch_size=batch_size)[layer]
+
+
+def capture_resids(
+    model: nn.Module,
+    input_ids: Tensor,
+    mask: Tensor,
+    layers: Sequence[int],
+    *,
+    batch_size: int = 16,
+) -> dict[int, Float[Tensor, "n pos d_model"]]:
+    """The outputs of blocks ``layers`` on ``input_ids``, from one forward pass per batch that
+    stops after the deepest of them."""
+    blocks = decoder_layers(model)
     device = next(model.parameters()).device
-    seen: list[Tensor] = []
+    wanted = sorted(set(layers))
+    seen: dict[int, list[Tensor]] = {layer: [] for layer in wanted}
 
-    def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-        seen.append((output[0] if isinstance(output, tuple) else output).detach().float().cpu())
-        raise _Stop
+    def hook_for(layer: int) -> Any:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            seen[layer].append(out.detach().float().cpu())
+            if layer == wanted[-1]:
+                raise _Stop
 
-    handle = layers[layer].register_forward_hook(hook)
+        return hook
+
+    handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in wanted]
     try:
         with torch.no_grad():
             for start in range(0, input_ids.shape[0], batch_size):
@@ -140,5 +161,6 @@ def capture_resid(
                 except _Stop:
                     pass
     finally:
-        handle.remove()
-    return torch.cat(seen)
+        for handle in handles:
+            handle.remove()
+    return {layer: torch.cat(parts) for layer, parts in seen.items()}

@@ -54,15 +54,14 @@ def random_draws(
                 len(capped[layer]),
                 len(ids),
             )
+    frequency = {layer: torch.tensor([g.frequency for g in groups[layer]]) for layer in capped}
     draws: dict[str, dict[int, list[int]]] = {}
     seen: set[tuple[tuple[int, ...], ...]] = set()
     for i in range(config.n_random):
         for attempt in range(20):
             seed = config.seed + i + 1000 * attempt
             picked = {
-                layer: matched_random_latents(
-                    torch.tensor([g.frequency for g in groups[layer]]), ids, seed=seed + layer
-                )
+                layer: matched_random_latents(frequency[layer], ids, seed=seed + layer)
                 for layer, ids in capped.items()
             }
             key = tuple(tuple(sorted(picked[layer])) for layer in sorted(picked))
