@@ -80,8 +80,8 @@ _EXPORTS: dict[str, str] = {
         "lfp_mech.validate",
     ),
     **dict.fromkeys(
-        ["DiffConfig", "diff_features", "diff_features_by_block", "steer_features", "run_diff",
-         "DiffResults"],
+        ["DiffConfig", "diff_features", "diff_features_by_block", "kl_attribution",
+         "steer_features", "run_diff", "DiffResults"],
         "lfp_mech.diff",
     ),
     **dict.fromkeys(

@@ -41,11 +41,12 @@
 #   x_t - x_b \approx z\, W_{\text{dec}} .$$
 #
 # One block is not enough: the tuned model's later blocks rebuild a change removed at one block,
-# so all the blocks are edited at once. Latents that share a decoder direction form one feature;
-# each block's features are ranked by their mean activation on the tokens the policy wrote, and
-# "the top $k$" are the $k$ features with the largest share of their block's total (the rule and
-# the blocks were chosen on validation prompts; see the tutorial). Then, on held-out prompts,
-# during generation:
+# so all the blocks are edited at once. Latents that share a decoder direction form one feature.
+# "The top $k$" are the features whose ablation brings the tuned model's next-token predictions
+# closest to the base model's on the corpus: attribution patching of $\mathrm{KL}(p_{base} \|
+# p_{tuned})$, taken greedily in rounds of 5, each round given the features already taken (the
+# `kl_attribution` column; it uses the base model, not the reward). The rule and the blocks were
+# chosen on validation prompts; see the tutorial. Then, on held-out prompts, during generation:
 #
 # * **ablate** the top-$k$ features in the tuned policy, $x \mapsto x - \sum_{f\in F} z_f(x) W_{\text{dec}}[f]$
 #   (error term kept), $k \in \{1, 5, 10, 20, 50\}$;
@@ -86,7 +87,9 @@ if run.is_smoke:
 # ## The dictionaries
 #
 # One row per block: held-out unexplained variance of the difference it learns, live features,
-# the norm of that difference's mean, and how many of the top-20 features it holds.
+# the norm of that difference's mean, and how many of the top-20 features it holds. Then the
+# ranking's own measure: $\sum \mathrm{KL}(p_{base} \| p_{tuned})$ on the corpus with the first
+# $n$ features ablated (teacher-forced on the policy's texts).
 
 # %%
 diff = run.diff
@@ -95,6 +98,9 @@ k = summary["config"]["control_k"]
 pd.DataFrame.from_dict(summary["blocks"], orient="index").rename_axis("block")[
     ["n_tokens", "fvu", "l0", "dead_fraction", "n_features", "mean_diff_norm", f"top{k}_features"]
 ]
+
+# %%
+pd.Series(summary.get("attribution_kl", {}), name="KL with the first n ablated").rename_axis("n")
 
 # %% [markdown]
 # ## The most tuned-specific features
@@ -106,8 +112,8 @@ pd.DataFrame.from_dict(summary["blocks"], orient="index").rename_axis("block")[
 # activation histograms, offline.
 
 # %%
-columns = ["rank", "layer", "latent", "score", "frequency", "cos_mean_diff", "promoted",
-           "vader_promoted_share", "vader_promoted_valence", "description"]  # fmt: skip
+columns = ["rank", "layer", "latent", "kl_attribution", "score", "frequency", "cos_mean_diff",
+           "promoted", "vader_promoted_share", "vader_promoted_valence", "description"]  # fmt: skip
 diff.latents[columns].head(10)
 
 # %% [markdown]

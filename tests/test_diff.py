@@ -332,3 +332,84 @@ def test_plants_at_two_blocks_are_recovered_and_undone_together_by_sequential_di
     with residual_hooks(tuned, features.ablation(features.top(1))):
         one = (_logprobs(tuned, batch) - lb).abs()[mask].mean()
     assert both < 0.05 * planted < one  # both plants undone only with both blocks' features
+
+
+def _corpus(tok, n: int = 8):
+    from lfp_mech.diff.build import tokenize_corpus
+
+    prompts = load_prompts("reviews", "test")[:n]
+    completions = [" a good film, and I loved it"] * n
+    return tokenize_corpus(tok, prompts, completions, max_len=24)
+
+
+def test_kl_attribution_is_the_first_order_change_of_the_kl_when_a_latent_is_ablated():
+    from lfp_mech.diff import kl_attribution
+
+    base, tuned, tok, _ = _planted(layer=0)
+    corpus = _corpus(tok)
+    d_model = base.config.hidden_size
+    torch.manual_seed(0)
+    dictionaries = {}
+    for layer in (0, 1):
+        d = DiffDictionary(d_model, 16, k=4)
+        with torch.no_grad():  # small activations: the first-order estimate should be close
+            d.W_enc.normal_(0, 0.02)
+            d.W_dec.normal_()
+            d.normalize_decoder()
+        dictionaries[layer] = d
+    clean = kl_attribution(base, tuned, corpus, dictionaries)
+    assert clean.kl > 0 and set(clean.latents) == {0, 1}
+    checked = 0
+    for layer in (0, 1):
+        for f in torch.argsort(clean.latents[layer].abs(), descending=True)[:3].tolist():
+            estimate = float(clean.latents[layer][f])
+            ablated = kl_attribution(base, tuned, corpus, dictionaries, ablated={layer: [f]})
+            actual = clean.kl - ablated.kl  # the decrease of the KL
+            assert actual == pytest.approx(estimate, rel=0.1, abs=1e-4)
+            checked += abs(estimate) > 1e-3
+    assert checked >= 2  # not only vanishing effects were compared
+    # the tuned model's parameters keep their gradient flags
+    assert all(p.requires_grad for p in tuned.parameters())
+
+
+def test_greedy_attribution_discounts_a_change_already_removed_at_a_later_block():
+    """Independent dictionaries at blocks 0 and 1 of a model with a plant at each: block 1's
+    dictionary learns block 0's plant too (the residual stream carries it on). The first feature
+    of the attribution ranking undoes most of both plants; given it is ablated, block 0's feature
+    is worth little, while a one-shot attribution would rank it high (a change removed twice).
+    Plants of half the residual stream's norm: the first-order estimate holds there."""
+    from lfp_mech.diff import diff_features_by_block, kl_attribution
+    from lfp_mech.diff.build import tokenize_corpus
+
+    base, tuned, tok, _ = _planted(layer=0, norm=0.1)
+    v1 = torch.randn(base.config.hidden_size, generator=torch.Generator().manual_seed(5))
+    tuned.model.layers[1].mlp.down_proj.bias = nn.Parameter(0.1 * v1 / v1.norm())
+    config = DiffConfig(
+        layers=(0, 1),
+        cross_block_rank="attribution",
+        attribution_rounds=(1,),
+        corpus_new_tokens=10,
+        n_epochs=100,
+        **SMALL,
+    )
+    assert config.block_training == "independent"
+    prompts = load_prompts("reviews", "train")[:64]
+    features = diff_features_by_block((base, tok), (tuned, tok), prompts, config)
+    first, second = features.ranking[:2]
+    assert (first.layer, second.layer) == (1, 0)
+    batch = tok(load_prompts("reviews", "test")[:16], return_tensors="pt", padding=True)
+    mask = batch["attention_mask"].bool()
+    lb, lt = _logprobs(base, batch), _logprobs(tuned, batch)
+    with residual_hooks(tuned, features.ablation(features.top(1))):
+        left = (_logprobs(tuned, batch) - lb).abs()[mask].mean()
+    assert left < 0.2 * (lt - lb).abs()[mask].mean()
+    # the same corpus, measured once without conditioning
+    from lfp_mech.diff.build import corpus_from_prompts
+
+    _, completions = corpus_from_prompts((tuned, tok), prompts, config)
+    corpus = tokenize_corpus(tok, prompts, completions, config.max_len)
+    dictionaries = {layer: block.dictionary for layer, block in features.blocks.items()}
+    one_shot = kl_attribution(base, tuned, corpus, dictionaries).latents[0]
+    block0 = float(one_shot[list(features.group(second).members)].sum())
+    assert features.attribution[first] > block0 > 0  # one-shot: block 0's plant also ranks high
+    assert features.attribution[second] < 0.2 * block0  # given block 1's feature: little left

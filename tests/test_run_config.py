@@ -56,7 +56,7 @@ def test_later_sources_win():
         ("rlhf.method=ppo", r"rlhf.method = 'ppo': must be one of grpo, rloo, dpo"),
         (
             "diff.cross_block_rank=best",
-            r"diff.cross_block_rank = 'best': must be one of relative, score, round_robin",
+            r"diff.cross_block_rank = 'best': must be one of attribution, relative, score, round_robin",
         ),
         ("validate.autointerp.alpha=2", r"validate.autointerp.alpha = 2.0: must be in \(0, 1\)"),
         ("sede=1", r"unknown option 'sede' \(did you mean seed\?\)"),

@@ -4,9 +4,11 @@
 the tuned model's residual streams are read after a few blocks (``blocks.{L}.hook_resid_post``,
 default ``L ≈ (0.69, 0.76, 0.83) · (n_layers − 1)``: blocks 20, 22 and 24 of SmolLM2-135M). At
 each, a TopK dictionary learns the difference ``δ = x_tuned − x_base`` from the tuned activation
-alone ([`DiffDictionary`][lfp_mech.diff.dictionary.DiffDictionary]); latents are ranked by their
-mean activation on the tokens the policy wrote, and the blocks' rankings are merged
-([`blocks`][lfp_mech.diff.blocks]). The top-k features are then ablated in the tuned policy (error
+alone ([`DiffDictionary`][lfp_mech.diff.dictionary.DiffDictionary]); the features of all blocks
+are ranked together by how much ablating them is estimated to bring the tuned model's next-token
+predictions back to the base model's (greedy KL attribution,
+[`attribution`][lfp_mech.diff.attribution] and [`blocks`][lfp_mech.diff.blocks]; or by their mean
+activation on the tokens the policy wrote). The top-k features are then ablated in the tuned policy (error
 term kept) and added to the base model (scaled to their mean tuned activation) while they
 generate, against frequency-matched random latents, the LFP probe's SAE features and the
 difference-of-means direction, measuring VADER reward, distinct-2 and perplexity under the base
@@ -22,7 +24,7 @@ of the tuned model alone. Without a decoder bias the mean shift must live in lat
 all of them returns a perfectly trained dictionary to the base model's activation.
 
 Modules: [`config`][lfp_mech.diff.config], [`residual`][lfp_mech.diff.residual] (HF hooks),
-[`dictionary`][lfp_mech.diff.dictionary], [`build`][lfp_mech.diff.build]
+[`dictionary`][lfp_mech.diff.dictionary], [`attribution`][lfp_mech.diff.attribution], [`build`][lfp_mech.diff.build]
 ([`diff_features`][lfp_mech.diff.build.diff_features]), [`blocks`][lfp_mech.diff.blocks]
 ([`diff_features_by_block`][lfp_mech.diff.blocks.diff_features_by_block]),
 [`scoring`][lfp_mech.diff.scoring],
@@ -45,6 +47,8 @@ __getattr__, __dir__ = lazy_exports(
         "diff_features": "build",
         "BlockDiff": "blocks",
         "diff_features_by_block": "blocks",
+        "attribution_ranking": "blocks",
+        "kl_attribution": "attribution",
         "rank_across_blocks": "blocks",
         "residual_hooks": "residual",
         "ablate_latents": "interventions",
@@ -71,9 +75,11 @@ __all__ = [
     "ablate_sae_features",
     "add_latents",
     "add_vector",
+    "attribution_ranking",
     "diff_features",
     "diff_features_by_block",
     "gap_share",
+    "kl_attribution",
     "permutation_p",
     "plot_dose_response",
     "project_out",

@@ -8,16 +8,23 @@ default) or, in order of depth, on the tuned model with every latent of the earl
 ablated (``sequential``): a later dictionary then learns the difference that is *left*, not the
 earlier change the residual stream carries on (which an independent one can remove a second
 time, e.g. a constant shift). The tutorial compares the two on validation prompts. "The top-k
-features" are drawn from every block's ranking by one of the rules of
+features" are ranked across blocks by the greedy KL attribution of
+[`attribution_ranking`][lfp_mech.diff.blocks.attribution_ranking] (which features, ablated, bring
+the tuned model's next-token predictions closest to the base model's, each round given the
+features already taken), or by one of the activation-based rules of
 [`rank_across_blocks`][lfp_mech.diff.blocks.rank_across_blocks]; an edit is a mapping
 ``{block: edit}`` for [`residual_hooks`][lfp_mech.diff.residual.residual_hooks]."""
 
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from torch import nn
+
+from lfp_mech.diff.attribution import base_log_probs, kl_attribution
 from lfp_mech.diff.build import (
+    CorpusTokens,
     DiffFeatures,
     block_features,
     check_block,
@@ -42,6 +49,7 @@ __all__ = [
     "RANK_RULES",
     "BlockDiff",
     "RankedFeature",
+    "attribution_ranking",
     "diff_features_by_block",
     "rank_across_blocks",
 ]
@@ -67,6 +75,13 @@ class BlockDiff:
     """Each block's dictionary and statistics, by block index (ascending)."""
     ranking: list[RankedFeature]
     """Every live feature of every block, most tuned-specific first."""
+    attribution: dict[RankedFeature, float] = field(default_factory=dict)
+    """With the ``attribution`` rule: each feature's estimated decrease of ``Σ KL(p_base ‖
+    p_tuned)`` on the corpus when it is ablated, given the features ranked before it in earlier
+    rounds (see [`attribution_ranking`][lfp_mech.diff.blocks.attribution_ranking]); else empty."""
+    attribution_kl: dict[int, float] = field(default_factory=dict)
+    """With the ``attribution`` rule: ``Σ KL(p_base ‖ p_tuned)`` on the corpus (teacher-forced)
+    with the first ``n`` features ablated, by ``n`` (one entry per round); else empty."""
 
     @property
     def layers(self) -> list[int]:
@@ -120,7 +135,10 @@ def rank_across_blocks(
     ``relative``: by score over the sum of the scores of the block's features (its share of the
     block's change)."""
     if rule not in RANK_RULES:
-        raise ValueError(f"unknown cross-block rule {rule!r}: use one of {RANK_RULES}")
+        raise ValueError(
+            f"unknown cross-block rule {rule!r}: use one of {RANK_RULES} (the attribution rule "
+            "needs the models: attribution_ranking)"
+        )
     layers = sorted(groups)
     if rule == "round_robin":
         depth = max((len(groups[layer]) for layer in layers), default=0)
@@ -137,6 +155,56 @@ def rank_across_blocks(
             keyed.append((g.score / total if rule == "relative" else g.score, layer, i))
     keyed.sort(key=lambda t: (-t[0], t[1], t[2]))
     return [RankedFeature(layer, i) for _, layer, i in keyed]
+
+
+def attribution_ranking(
+    base: nn.Module,
+    tuned: nn.Module,
+    corpus: CorpusTokens,
+    blocks: Mapping[int, DiffFeatures],
+    rounds: Sequence[int],
+) -> tuple[list[RankedFeature], dict[RankedFeature, float], dict[int, float]]:
+    """Every feature of every block, ranked greedily by
+    [`kl_attribution`][lfp_mech.diff.attribution.kl_attribution] (a feature's ``a`` is the sum of
+    its latents'): each round takes the ``rounds[i]`` features that lower ``Σ KL(p_base ‖
+    p_tuned)`` most given every feature taken before is ablated, then the attributions are
+    measured again; after the last round the rest follow in the last measurement's order. One
+    measurement per round plus one; ``rounds = ()``: a single measurement. Returns the ranking,
+    each feature's ``a`` when it was taken, and ``Σ KL`` by number of features ablated."""
+    chosen: list[RankedFeature] = []
+    value: dict[RankedFeature, float] = {}
+    kl: dict[int, float] = {}
+    dictionaries = {layer: block.dictionary for layer, block in blocks.items()}
+    n_features = sum(len(block.groups) for block in blocks.values())
+    targets = base_log_probs(base, corpus)
+    for picks in [*rounds, None]:
+        ablated = BlockDiff(dict(blocks), []).latents(chosen)
+        attribution = kl_attribution(
+            base, tuned, corpus, dictionaries, ablated=ablated, base_targets=targets
+        )
+        taken = set(chosen)
+        kl[len(taken)] = attribution.kl
+        keyed = sorted(
+            (
+                (float(attribution.latents[layer][list(group.members)].sum()), layer, i)
+                for layer in sorted(blocks)
+                for i, group in enumerate(blocks[layer].groups)
+                if RankedFeature(layer, i) not in taken
+            ),
+            key=lambda t: (-t[0], t[1], t[2]),
+        )
+        for a, layer, i in keyed if picks is None else keyed[:picks]:
+            chosen.append(RankedFeature(layer, i))
+            value[chosen[-1]] = a
+        logger.info(
+            "diff attribution: KL %.1f with %d features ablated; next %s",
+            attribution.kl,
+            len(taken),
+            [round(a, 1) for a, _, _ in keyed[:5]],
+        )
+        if len(chosen) >= n_features:
+            break
+    return chosen, value, kl
 
 
 def diff_features_by_block(
@@ -183,9 +251,16 @@ def diff_features_by_block(
         if config.block_training == "sequential":
             everything = list(range(block.dictionary.d_dict))
             upstream[layer] = ablate_latents(block.dictionary, everything)
-    ranking = rank_across_blocks(
-        {layer: block.groups for layer, block in blocks.items()}, config.cross_block_rank
-    )
+    attribution: dict[RankedFeature, float] = {}
+    kl: dict[int, float] = {}
+    if config.cross_block_rank == "attribution":
+        ranking, attribution, kl = attribution_ranking(
+            base_hf, tuned_hf, corpus, blocks, config.attribution_rounds
+        )
+    else:
+        ranking = rank_across_blocks(
+            {layer: block.groups for layer, block in blocks.items()}, config.cross_block_rank
+        )
     logger.info(
         "diff: blocks %s; blocks of the top %d features (%s): %s",
         layers,
@@ -193,4 +268,4 @@ def diff_features_by_block(
         config.cross_block_rank,
         dict(Counter(f.layer for f in ranking[: config.control_k])),
     )
-    return BlockDiff(blocks=blocks, ranking=ranking)
+    return BlockDiff(blocks=blocks, ranking=ranking, attribution=attribution, attribution_kl=kl)

@@ -28,11 +28,18 @@ class DiffConfig(StageConfig):
     residual stream included, so a constant change can be removed twice); ``sequential``, in
     order of depth, each on the tuned model with every latent of the earlier ones ablated (it
     learns the difference that is left)."""
-    cross_block_rank: Literal["relative", "score", "round_robin"] = "relative"
-    """How the top-k features are drawn from the blocks' dictionaries: ``relative`` by a
-    feature's score over its block's total score (its share of the block's change); ``score`` by
-    score (the length of its contribution to the difference, which grows with depth);
-    ``round_robin`` each block's best in turn (first block first)."""
+    cross_block_rank: Literal["attribution", "relative", "score", "round_robin"] = "attribution"
+    """How the features of all blocks are ranked: ``attribution``, greedily by how much ablating
+    a feature is estimated to lower ``KL(p_base ‖ p_tuned)`` of the next-token predictions on the
+    corpus (attribution patching; each round given the features already taken, see
+    ``attribution_rounds``; uses the base model, not the reward); or by activation on the
+    policy's tokens: ``relative``, a feature's score over its block's total score (its share of
+    the block's change); ``score``, by score (the length of its contribution to the difference,
+    which grows with depth); ``round_robin``, each block's best in turn (first block first)."""
+    attribution_rounds: tuple[int, ...] = (5, 5, 5, 5)
+    """Features taken per round of the ``attribution`` ranking before the attributions are
+    measured again with them ablated (one forward/backward pass over the corpus per round, plus
+    one for the rest); () = one measurement."""
     n_corpus_prompts: int = 160
     """Train-split prompts completed by the tuned policy: the dictionary's texts (never the
     held-out prompts of the causal tests)."""
@@ -100,7 +107,12 @@ class DiffConfig(StageConfig):
             "needs blocks >= 0 (or None for layer_fractions)",
         )
         self.require_choice("block_training", ("independent", "sequential"))
-        self.require_choice("cross_block_rank", ("relative", "score", "round_robin"))
+        self.require_choice("cross_block_rank", ("attribution", "relative", "score", "round_robin"))
+        self.require(
+            all(n >= 1 for n in self.attribution_rounds),
+            "attribution_rounds",
+            "needs values >= 1 (or () for one measurement)",
+        )
         self.require(
             len(self.layer_fractions) > 0 and all(0.0 <= f <= 1.0 for f in self.layer_fractions),
             "layer_fractions",

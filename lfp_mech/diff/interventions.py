@@ -52,7 +52,9 @@ def ablate_latents(dictionary: DiffDictionary, latents: Sequence[int]) -> EditFn
             return x
         with torch.no_grad():
             z = dictionary.encode(x.to(w_dec.dtype)).index_select(-1, ids.to(x.device))
-            return x - (z @ w_dec.to(x.device)).to(x.dtype)
+            removed = (z @ w_dec.to(x.device)).to(x.dtype)
+        # subtracted outside no_grad: gradients flow through x (attribution with latents ablated)
+        return x - removed
 
     return edit
 

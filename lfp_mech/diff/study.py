@@ -284,6 +284,7 @@ def _summary(
         "layers": features.layers,
         "hooks": [f"blocks.{layer}.hook_resid_post" for layer in features.layers],
         "cross_block_rank": config.cross_block_rank,
+        "attribution_kl": {str(n): kl for n, kl in features.attribution_kl.items()},
         "blocks": {
             str(layer): {
                 "n_tokens": int(block.z.shape[0]),

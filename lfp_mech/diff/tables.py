@@ -48,6 +48,7 @@ def latent_rows(
                 "latent": f,
                 "members": " ".join(map(str, group.members)),
                 "score": group.score,
+                "kl_attribution": features.attribution.get(ranked),
                 "mean_act": float(acts.mean()),
                 "frequency": group.frequency,
                 "mean_when_active": float(acts[acts > 0].mean()) if bool((acts > 0).any()) else 0.0,

@@ -1,0 +1,147 @@
+"""Which diff features, ablated, bring the tuned model's predictions back to the base model's?
+
+On the corpus texts, at every position that predicts a token the policy wrote, the divergence
+``D = KL(p_base ‖ p_tuned)`` of the two models' next-token distributions measures what tuning
+changed in the model's output. Attribution patching (Nanda 2023; Syed et al. 2023, "Attribution
+patching outperforms automated circuit discovery") estimates, to first order, how much ablating
+latent ``f`` of block ``L`` (``x ↦ x − z_f(x) W_dec[f]``) lowers ``ΣD``::
+
+    a_f = Σ_t z_f(x_t) · (W_dec[f] · ∂ΣD/∂x_t)          (ΣD after the ablation ≈ ΣD − a_f)
+
+One forward pass of each model and one backward pass of the tuned model from the logits down to
+the first dictionary block give ``a`` for every latent of every block
+([`kl_attribution`][lfp_mech.diff.attribution.kl_attribution]), optionally with some latents
+already ablated: the estimate is then conditional on them, which is how the greedy ranking of
+[`blocks`][lfp_mech.diff.blocks] avoids choosing one change twice (a change written at block 20
+is carried on by the residual stream, and an independent block-22 dictionary learns it again).
+Ranking by ``a`` uses the base model's predictions, never the reward."""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from lfp_mech.diff.build import CorpusTokens
+from lfp_mech.diff.dictionary import DiffDictionary
+from lfp_mech.diff.interventions import ablate_latents
+from lfp_mech.diff.residual import decoder_layers
+
+__all__ = ["KLAttribution", "base_log_probs", "kl_attribution"]
+
+
+@dataclass(frozen=True)
+class KLAttribution:
+    """What [`kl_attribution`][lfp_mech.diff.attribution.kl_attribution] measured."""
+
+    latents: dict[int, Float[Tensor, " d_dict"]]
+    """Per block, each latent's ``a_f``: the first-order decrease of ``ΣD`` when it is ablated."""
+    kl: float
+    """``ΣD`` itself (with the call's ``ablated`` latents ablated)."""
+
+
+def _predicting(corpus: CorpusTokens) -> Tensor:
+    """Positions whose next token is a real token the policy wrote."""
+    keep = torch.zeros_like(corpus.mask)
+    keep[:, :-1] = (corpus.policy & corpus.mask)[:, 1:]
+    return keep
+
+
+def base_log_probs(
+    base: nn.Module, corpus: CorpusTokens, *, batch_size: int = 16
+) -> list[Float[Tensor, "n vocab"]]:
+    """The base model's next-token log-probabilities at the positions that predict a policy
+    token, one tensor per batch of ``batch_size`` texts (on the CPU): computed once, they serve
+    every round of the greedy ranking."""
+    device = next(base.parameters()).device
+    predicting = _predicting(corpus)
+    out = []
+    for start in range(0, corpus.ids.shape[0], batch_size):
+        rows = slice(start, start + batch_size)
+        ids, mask = corpus.ids[rows].to(device), corpus.mask[rows].to(device)
+        with torch.no_grad():
+            logits = base(input_ids=ids, attention_mask=mask).logits
+        out.append(logits.float().log_softmax(-1)[predicting[rows].to(device)].cpu())
+    return out
+
+
+def kl_attribution(
+    base: nn.Module,
+    tuned: nn.Module,
+    corpus: CorpusTokens,
+    dictionaries: Mapping[int, DiffDictionary],
+    *,
+    ablated: Mapping[int, Sequence[int]] | None = None,
+    batch_size: int = 16,
+    base_targets: Sequence[Tensor] | None = None,
+) -> KLAttribution:
+    """``a_f`` for every latent of every block of ``dictionaries`` (see the module docstring),
+    with the ``ablated`` latents (by block) ablated in the tuned model throughout.
+    ``base_targets``: [`base_log_probs`][lfp_mech.diff.attribution.base_log_probs] of the same
+    corpus and ``batch_size``, if already computed (the base model is then not run)."""
+    layers = sorted(dictionaries)
+    device = next(tuned.parameters()).device
+    edits = {
+        layer: ablate_latents(dictionaries[layer], ids) for layer, ids in (ablated or {}).items()
+    }
+    totals = {layer: torch.zeros(dictionaries[layer].d_dict) for layer in layers}
+    predicting = _predicting(corpus)
+    targets = base_targets or base_log_probs(base, corpus, batch_size=batch_size)
+    kl_sum = 0.0
+    grad_flags = [p.requires_grad for p in tuned.parameters()]
+    tuned.requires_grad_(False)  # gradients only w.r.t. the hooked blocks' outputs
+    try:
+        for batch, start in enumerate(range(0, corpus.ids.shape[0], batch_size)):
+            rows = slice(start, start + batch_size)
+            ids, mask = corpus.ids[rows].to(device), corpus.mask[rows].to(device)
+            keep = predicting[rows].to(device)
+            if not bool(keep.any()):
+                continue
+            log_base = targets[batch].to(device)
+            read, handles = _attach(tuned, layers, edits)
+            try:
+                with torch.enable_grad():
+                    logits = tuned(input_ids=ids, attention_mask=mask).logits
+                    log_tuned = logits.float()[keep].log_softmax(-1)
+                    kl = (log_base.exp() * (log_base - log_tuned)).sum()
+                    grads = torch.autograd.grad(kl, [read["post"][layer] for layer in layers])
+            finally:
+                for handle in handles:
+                    handle.remove()
+            kl_sum += float(kl.detach())
+            for layer, grad in zip(layers, grads, strict=True):
+                dictionary = dictionaries[layer]
+                with torch.no_grad():
+                    z = dictionary.encode(read["pre"][layer][mask])
+                    along = grad[mask].float() @ dictionary.W_dec.detach().T
+                    totals[layer] += (z * along).sum(0).cpu()
+    finally:
+        for param, flag in zip(tuned.parameters(), grad_flags, strict=True):
+            param.requires_grad_(flag)
+    return KLAttribution(latents=totals, kl=kl_sum)
+
+
+def _attach(
+    model: nn.Module, layers: Sequence[int], edits: Mapping[int, Any]
+) -> tuple[dict[str, dict[int, Tensor]], list[Any]]:
+    """Hooks that record each block's output before (``pre``) and after (``post``) its edit; the
+    first block's edited output becomes a leaf that requires grad, so the graph starts there."""
+    read: dict[str, dict[int, Tensor]] = {"pre": {}, "post": {}}
+    first = layers[0]
+
+    def hook_for(layer: int) -> Any:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+            out = output[0] if isinstance(output, tuple) else output
+            read["pre"][layer] = out.detach()
+            edited = edits[layer](out) if layer in edits else out
+            if layer == first:
+                edited = edited.detach().requires_grad_(True)
+            read["post"][layer] = edited
+            return (edited, *output[1:]) if isinstance(output, tuple) else edited
+
+        return hook
+
+    blocks = decoder_layers(model)
+    return read, [blocks[layer].register_forward_hook(hook_for(layer)) for layer in layers]
