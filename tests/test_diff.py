@@ -224,6 +224,10 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
     } <= set(table.condition)  # fmt: skip
     assert summary["n_features"] == 1  # the plant, learnt by copies grouped into one feature
     assert (table.perplexity > 0).all() and table.distinct_2.between(0, 1).all()
+    ratio = table.set_index("condition")[["perplexity_vs_tuned", "ppl_ci_low", "ppl_ci_high"]]
+    assert tuple(ratio.loc["tuned"]) == pytest.approx((1.0, 1.0, 1.0))
+    assert (ratio.ppl_ci_low <= ratio.perplexity_vs_tuned + 1e-9).all()
+    assert (ratio.perplexity_vs_tuned <= ratio.ppl_ci_high + 1e-9).all()
     assert len(results.latents) == 1 and results.latents.description.str.len().min() > 0
     top = results.latents.iloc[0]
     assert top.layer == 1 and top.block_rank == 1
@@ -413,3 +417,21 @@ def test_greedy_attribution_discounts_a_change_already_removed_at_a_later_block(
     block0 = float(one_shot[list(features.group(second).members)].sum())
     assert features.attribution[first] > block0 > 0  # one-shot: block 0's plant also ranks high
     assert features.attribution[second] < 0.2 * block0  # given block 1's feature: little left
+
+
+def test_perplexity_ratio_and_its_bootstrap_interval():
+    from lfp_mech.diff.causal import perplexity_ratio
+
+    rng = np.random.default_rng(0)
+    reference = [rng.uniform(1, 5, size=n) for n in rng.integers(5, 20, size=32)]
+    assert perplexity_ratio(reference, reference) == pytest.approx((1.0, 1.0, 1.0))
+    doubled = [r + np.log(2.0) for r in reference]  # every token twice as unlikely
+    ratio, low, high = perplexity_ratio(doubled, reference)
+    assert ratio == pytest.approx(2.0) and low == pytest.approx(2.0) and high == pytest.approx(2.0)
+    noisy = [r + rng.normal(np.log(1.5), 1.0, size=r.size) for r in reference]
+    ratio, low, high = perplexity_ratio(noisy, reference)
+    pooled = np.exp(np.concatenate(noisy).mean() - np.concatenate(reference).mean())
+    assert ratio == pytest.approx(pooled) and low < ratio < high
+    assert 1.0 < low and high < 2.5
+    empty = [np.zeros(0)] * 4
+    assert np.isnan(perplexity_ratio(empty, empty)[0])

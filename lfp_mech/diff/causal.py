@@ -4,8 +4,9 @@ completions under the base model. Every condition uses the same seed (common ran
 
 Shares of the gap ``G = R_tuned − R_base``: an edit of the tuned policy *removes*
 ``(R_tuned − R_edit) / G``; an edit of the base model *adds* ``(R_edit − R_base) / G``. CIs are
-paired percentile bootstraps over prompts (``scipy.stats.bootstrap``); top-k vs random latents is
-a one-sided sign-flip permutation test on the per-prompt reward differences."""
+paired percentile bootstraps over prompts (``scipy.stats.bootstrap``), also for the ratio of a
+condition's perplexity to the clean policy's; top-k vs random latents is a one-sided sign-flip
+permutation test on the per-prompt reward differences."""
 
 import math
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,8 @@ __all__ = [
     "Condition",
     "ConditionResult",
     "base_perplexity",
+    "base_token_nll",
+    "perplexity_ratio",
     "gap_share",
     "permutation_p",
     "run_condition",
@@ -54,6 +57,8 @@ class ConditionResult:
     rewards: np.ndarray
     distinct_2: float
     perplexity: float
+    token_nll: list[np.ndarray] = field(default_factory=list, repr=False)
+    """Per completion, the base model's NLL of each of its tokens (the perplexity's terms)."""
 
 
 def steer_features(
@@ -94,11 +99,28 @@ def base_perplexity(
     batch_size: int = 16,
 ) -> float:
     """``exp`` of the mean per-token NLL of the completions given their prompts, under ``base``."""
-    total, count = 0.0, 0
+    nll = base_token_nll(base, tokenizer, prompts, completions, batch_size=batch_size)
+    tokens = np.concatenate(nll) if nll else np.zeros(0)
+    return math.exp(float(tokens.mean())) if tokens.size else float("nan")
+
+
+def base_token_nll(
+    base: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    *,
+    batch_size: int = 16,
+) -> list[np.ndarray]:
+    """Per completion, the NLL under ``base`` of each of its tokens given the prompt and the
+    tokens before (an empty array for an empty completion)."""
+    out: list[np.ndarray] = [np.zeros(0) for _ in prompts]
     device = next(base.parameters()).device
-    pairs = [(p, c) for p, c in zip(prompts, completions, strict=True) if c.strip()]
+    pairs = [
+        (i, p, c) for i, (p, c) in enumerate(zip(prompts, completions, strict=True)) if c.strip()
+    ]
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
+        chunk = [(p, c) for _, p, c in pairs[start : start + batch_size]]
         full = tokenizer(
             [p + c for p, c in chunk], return_tensors="pt", padding=True, padding_side="right"
         )
@@ -111,9 +133,44 @@ def base_perplexity(
         )
         target_pos = torch.arange(1, ids.shape[1], device=device).unsqueeze(0)
         keep = mask[:, 1:].bool() & (target_pos >= torch.tensor(n_prompt, device=device)[:, None])
-        total += float(nll[keep].sum())
-        count += int(keep.sum())
-    return math.exp(total / count) if count else float("nan")
+        for row, (index, _, _) in enumerate(pairs[start : start + batch_size]):
+            out[index] = nll[row][keep[row]].cpu().numpy().astype(np.float64)
+    return out
+
+
+def perplexity_ratio(
+    edited: Sequence[np.ndarray],
+    reference: Sequence[np.ndarray],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``(ratio, ci_low, ci_high)``: perplexity of the ``edited`` completions over the
+    ``reference`` ones (per-token NLLs of the same prompts, as from
+    [`base_token_nll`][lfp_mech.diff.causal.base_token_nll]), with a percentile bootstrap over
+    prompts (``scipy.stats.bootstrap``, paired: a resample draws the same prompts for both)."""
+    from scipy.stats import bootstrap
+
+    def ratio(index: np.ndarray) -> float:
+        e = np.concatenate([edited[i] for i in index])
+        r = np.concatenate([reference[i] for i in index])
+        if not (e.size and r.size):
+            return float("nan")
+        return float(np.exp(e.mean() - r.mean()))
+
+    prompts = np.arange(len(edited))
+    point = ratio(prompts)
+    if not np.isfinite(point):
+        return point, float("nan"), float("nan")
+    res = bootstrap(
+        (prompts,),
+        ratio,
+        vectorized=False,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def run_condition(
@@ -141,12 +198,15 @@ def run_condition(
         device=device,
     )
     rewards = vader_reward([p + c for p, c in zip(prompts, completions, strict=True)])
+    nll = base_token_nll(models["base"], tokenizer, prompts, completions)
+    tokens = np.concatenate(nll) if nll else np.zeros(0)
     return ConditionResult(
         condition=condition,
         completions=completions,
         rewards=np.asarray(rewards, dtype=np.float64),
         distinct_2=distinct_n(completions, 2),
-        perplexity=base_perplexity(models["base"], tokenizer, prompts, completions),
+        perplexity=math.exp(float(tokens.mean())) if tokens.size else float("nan"),
+        token_nll=nll,
     )
 
 

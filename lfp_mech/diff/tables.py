@@ -8,7 +8,7 @@ import numpy as np
 from torch import nn
 
 from lfp_mech.diff.blocks import BlockDiff
-from lfp_mech.diff.causal import ConditionResult, gap_share, permutation_p
+from lfp_mech.diff.causal import ConditionResult, gap_share, permutation_p, perplexity_ratio
 from lfp_mech.diff.config import DiffConfig
 from lfp_mech.diff.scoring import logit_effects, unembedding
 
@@ -87,9 +87,10 @@ def _describe(
 def intervention_rows(
     results: Mapping[str, ConditionResult], config: DiffConfig
 ) -> list[dict[str, Any]]:
-    """One row per condition: reward, share of the gap (CI), distinct-2, perplexity."""
+    """One row per condition: reward, share of the gap (CI), distinct-2, perplexity and its
+    ratio to the clean policy's (CI)."""
     tuned, base = results["tuned"].rewards, results["base"].rewards
-    ppl_tuned = results["tuned"].perplexity
+    tuned_nll = results["tuned"].token_nll
     random_tuned = [r.rewards for r in results.values() if r.condition.group == "random"]
     random_base = [r.rewards for r in results.values() if r.condition.group == "steer_random"]
     rows = []
@@ -131,7 +132,19 @@ def intervention_rows(
                 "p_vs_random": p_value,
                 "distinct_2": res.distinct_2,
                 "perplexity": res.perplexity,
-                "perplexity_vs_tuned": res.perplexity / ppl_tuned if ppl_tuned else None,
+                **_perplexity_columns(res, tuned_nll, config),
             }
         )
     return rows
+
+
+def _perplexity_columns(
+    res: ConditionResult, tuned_nll: Sequence[np.ndarray], config: DiffConfig
+) -> dict[str, float | None]:
+    """``perplexity_vs_tuned`` (the clean policy's = 1) with its bootstrap CI over prompts."""
+    if not (res.token_nll and tuned_nll):
+        return {"perplexity_vs_tuned": None, "ppl_ci_low": None, "ppl_ci_high": None}
+    ratio, low, high = perplexity_ratio(
+        res.token_nll, tuned_nll, n_resamples=config.n_bootstrap, seed=config.seed
+    )
+    return {"perplexity_vs_tuned": ratio, "ppl_ci_low": low, "ppl_ci_high": high}
