@@ -100,7 +100,8 @@ pd.DataFrame.from_dict(summary["blocks"], orient="index").rename_axis("block")[
 ]
 
 # %%
-pd.Series(summary.get("attribution_kl", {}), name="KL with the first n ablated").rename_axis("n")
+kl = {int(n): value for n, value in summary.get("attribution_kl", {}).items()}
+pd.Series(kl, name="KL with the first n ablated", dtype=float).rename_axis("n").sort_index()
 
 # %% [markdown]
 # ## The most tuned-specific features

@@ -114,8 +114,9 @@ def kl_attribution(
             for layer, grad in zip(layers, grads, strict=True):
                 dictionary = dictionaries[layer]
                 with torch.no_grad():
-                    z = dictionary.encode(read["pre"][layer][mask])
-                    along = grad[mask].float() @ dictionary.W_dec.detach().T
+                    w_dec = dictionary.W_dec.detach()
+                    z = dictionary.encode(read["pre"][layer][mask].to(w_dec.dtype))
+                    along = grad[mask].to(w_dec.dtype) @ w_dec.T
                     totals[layer] += (z * along).sum(0).cpu()
     finally:
         for param, flag in zip(tuned.parameters(), grad_flags, strict=True):

@@ -88,7 +88,8 @@ def write_dashboards(
         body = (
             f"<h1>Feature {row['rank']}: block {layer}, latent {f}</h1>"
             f"<p>latents {row['members']}</p><p>{html.escape(str(row['description']))}</p>"
-            f"<p>score (mean activation on tuned-policy tokens) {row['score']:.3f}; fires on "
+            f"<p>{_attribution_text(row.get('kl_attribution'))}"
+            f"score (mean activation on tuned-policy tokens) {row['score']:.3f}; fires on "
             f"{100 * row['frequency']:.1f}% of tokens; cos with the difference of means "
             f"{row['cos_mean_diff']:+.2f}</p>"
             f"<h2>Top activating contexts</h2><table><tr><th>act</th><th>context</th></tr>{ctx_rows}</table>"
@@ -110,3 +111,9 @@ def write_dashboards(
         f"<th>description</th></tr>{''.join(links)}</table>"
     )
     return write_text(out / INDEX_FILE, _page("diff dashboards", index))
+
+
+def _attribution_text(value: float | None) -> str:
+    if value is None or value != value:  # None or NaN: not the attribution ranking
+        return ""
+    return f"estimated decrease of Σ KL(base ‖ tuned) on the corpus when ablated {value:.1f}; "
