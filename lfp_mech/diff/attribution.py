@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from lfp_mech.diff.build import CorpusTokens
 from lfp_mech.diff.dictionary import DiffDictionary
 from lfp_mech.diff.interventions import ablate_latents
-from lfp_mech.diff.residual import decoder_layers
+from lfp_mech.diff.residual import decoder_layers, replace_output
 
 __all__ = ["KLAttribution", "base_log_probs", "kl_attribution"]
 
@@ -133,16 +133,15 @@ def _attach(
     first = layers[0]
 
     def hook_for(layer: int) -> Any:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-            out = output[0] if isinstance(output, tuple) else output
+        def record_and_edit(out: Tensor) -> Tensor:
             read["pre"][layer] = out.detach()
             edited = edits[layer](out) if layer in edits else out
             if layer == first:
                 edited = edited.detach().requires_grad_(True)
             read["post"][layer] = edited
-            return (edited, *output[1:]) if isinstance(output, tuple) else edited
+            return edited
 
-        return hook
+        return lambda _module, _args, output: replace_output(output, record_and_edit)
 
     blocks = decoder_layers(model)
     return read, [blocks[layer].register_forward_hook(hook_for(layer)) for layer in layers]

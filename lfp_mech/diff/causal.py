@@ -99,8 +99,14 @@ def base_perplexity(
     batch_size: int = 16,
 ) -> float:
     """``exp`` of the mean per-token NLL of the completions given their prompts, under ``base``."""
-    nll = base_token_nll(base, tokenizer, prompts, completions, batch_size=batch_size)
-    tokens = np.concatenate(nll) if nll else np.zeros(0)
+    return _pooled_perplexity(
+        base_token_nll(base, tokenizer, prompts, completions, batch_size=batch_size)
+    )
+
+
+def _pooled_perplexity(nll: Sequence[np.ndarray]) -> float:
+    """``exp`` of the mean NLL over every token of every completion (NaN without tokens)."""
+    tokens = np.concatenate(nll) if len(nll) else np.zeros(0)
     return math.exp(float(tokens.mean())) if tokens.size else float("nan")
 
 
@@ -199,13 +205,12 @@ def run_condition(
     )
     rewards = vader_reward([p + c for p, c in zip(prompts, completions, strict=True)])
     nll = base_token_nll(models["base"], tokenizer, prompts, completions)
-    tokens = np.concatenate(nll) if nll else np.zeros(0)
     return ConditionResult(
         condition=condition,
         completions=completions,
         rewards=np.asarray(rewards, dtype=np.float64),
         distinct_2=distinct_n(completions, 2),
-        perplexity=math.exp(float(tokens.mean())) if tokens.size else float("nan"),
+        perplexity=_pooled_perplexity(nll),
         token_nll=nll,
     )
 

@@ -26,6 +26,7 @@ __all__ = [
     "capture_resids",
     "decoder_layers",
     "hooked_module",
+    "replace_output",
     "residual_hooks",
     "tokenize_texts",
 ]
@@ -52,7 +53,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     )
 
 
-def _replace_output(output: Any, fn: EditFn) -> Any:
+def replace_output(output: Any, fn: EditFn) -> Any:
+    """A module's output with its hidden states (the first element of a tuple) replaced by
+    ``fn(hidden states)``."""
     if isinstance(output, tuple):
         return (fn(output[0]), *output[1:])
     return fn(output)
@@ -86,7 +89,7 @@ def residual_hooks(model: nn.Module, edits: Mapping[int | str, EditFn]) -> Itera
     ``"blocks.{i}.hook_mlp_out"`` (its MLP's output)."""
     modules = {hook: hooked_module(model, hook) for hook in edits}
     handles = [
-        modules[hook].register_forward_hook(lambda _m, _a, out, fn=fn: _replace_output(out, fn))
+        modules[hook].register_forward_hook(lambda _m, _a, out, fn=fn: replace_output(out, fn))
         for hook, fn in edits.items()
     ]
     try:
