@@ -183,6 +183,8 @@ def test_config_validation():
         DiffConfig(d_dict=4, top_k=8)
     with pytest.raises(ConfigError, match="diff.ks"):
         DiffConfig(ks=())
+    with pytest.raises(ConfigError, match="diff.attribution_fluency"):
+        DiffConfig(attribution_fluency=-1.0)
     assert DiffConfig().resolved_layers(30) == [20, 22, 24]
     assert DiffConfig().resolved_layers(2) == [1]  # duplicates dropped
     assert DiffConfig(layers=(5, 3)).resolved_layers(30) == [3, 5]
@@ -346,7 +348,8 @@ def _corpus(tok, n: int = 8):
     return tokenize_corpus(tok, prompts, completions, max_len=24)
 
 
-def test_kl_attribution_is_the_first_order_change_of_the_kl_when_a_latent_is_ablated():
+@pytest.mark.parametrize("measure", ["kl", "base_cross_entropy"])
+def test_kl_attribution_is_the_first_order_change_of_the_kl_when_a_latent_is_ablated(measure):
     from lfp_mech.diff import kl_attribution
 
     base, tuned, tok, _ = _planted(layer=0)
@@ -361,14 +364,16 @@ def test_kl_attribution_is_the_first_order_change_of_the_kl_when_a_latent_is_abl
             d.W_dec.normal_()
             d.normalize_decoder()
         dictionaries[layer] = d
-    clean = kl_attribution(base, tuned, corpus, dictionaries)
+    clean = kl_attribution(base, tuned, corpus, dictionaries, measure=measure)
     assert clean.kl > 0 and set(clean.latents) == {0, 1}
     checked = 0
     for layer in (0, 1):
         for f in torch.argsort(clean.latents[layer].abs(), descending=True)[:3].tolist():
             estimate = float(clean.latents[layer][f])
-            ablated = kl_attribution(base, tuned, corpus, dictionaries, ablated={layer: [f]})
-            actual = clean.kl - ablated.kl  # the decrease of the KL
+            ablated = kl_attribution(
+                base, tuned, corpus, dictionaries, ablated={layer: [f]}, measure=measure
+            )
+            actual = clean.kl - ablated.kl  # the decrease of the measure
             assert actual == pytest.approx(estimate, rel=0.1, abs=1e-4)
             checked += abs(estimate) > 1e-3
     assert checked >= 2  # not only vanishing effects were compared
@@ -417,6 +422,63 @@ def test_greedy_attribution_discounts_a_change_already_removed_at_a_later_block(
     block0 = float(one_shot[list(features.group(second).members)].sum())
     assert features.attribution[first] > block0 > 0  # one-shot: block 0's plant also ranks high
     assert features.attribution[second] < 0.2 * block0  # given block 1's feature: little left
+
+
+def test_fluency_term_adds_the_base_cross_entropy_attribution_on_the_ablated_policys_texts():
+    """With ``fluency`` λ, each measurement also asks for the policy's texts with the features
+    taken so far ablated, and a feature's value is its KL attribution on the corpus plus λ × its
+    base-cross-entropy attribution on those texts (both with the same latents ablated)."""
+    from lfp_mech.diff import kl_attribution
+    from lfp_mech.diff.blocks import DiffFeatures, attribution_ranking
+    from lfp_mech.diff.dictionary import TrainStats
+    from lfp_mech.diff.scoring import LatentGroup
+
+    base, tuned, tok, _ = _planted(layer=0)
+    corpus, own = _corpus(tok), _corpus(tok, n=4)
+    torch.manual_seed(0)
+    d = DiffDictionary(base.config.hidden_size, 8, k=2)
+    with torch.no_grad():
+        d.W_enc.normal_(0, 0.02)
+        d.W_dec.normal_()
+        d.normalize_decoder()
+    groups = [LatentGroup(members=(i,), score=0.0, frequency=0.0) for i in range(8)]
+    n = torch.zeros(1, dtype=torch.long)
+    blocks = {
+        0: DiffFeatures(
+            d,
+            0,
+            [],
+            TrainStats(0.0, 0.0, 0.0, []),
+            {},
+            groups,
+            torch.zeros(d.W_dec.shape[1]),
+            torch.zeros(1, 8),
+            n,
+            n,
+            n,
+            n.bool(),
+            n[None],
+        )  # fmt: skip
+    }
+    asked = []
+
+    def own_texts(ablated):
+        asked.append({layer: sorted(ids) for layer, ids in ablated.items()})
+        return own
+
+    ranking, value, _ = attribution_ranking(
+        base, tuned, corpus, blocks, (2,), fluency=0.5, own_texts=own_texts
+    )
+    assert asked[0] == {}  # the first measurement: nothing ablated yet
+    assert asked[1] == {0: sorted(f.index for f in ranking[:2])}  # then the first round's two
+    kl = kl_attribution(base, tuned, corpus, {0: d}).latents[0]
+    ce = kl_attribution(base, tuned, own, {0: d}, measure="base_cross_entropy").latents[0]
+    assert float(ce.abs().max()) > 0.2 * float(kl.abs().max())  # the term is not negligible
+    combined = kl + 0.5 * ce
+    assert [f.index for f in ranking[:2]] == torch.argsort(combined, descending=True)[:2].tolist()
+    assert value[ranking[0]] == pytest.approx(float(combined.max()), rel=1e-4)
+    with pytest.raises(ValueError, match="own_texts"):
+        attribution_ranking(base, tuned, corpus, blocks, (2,), fluency=0.5)
 
 
 def test_perplexity_ratio_and_its_bootstrap_interval():

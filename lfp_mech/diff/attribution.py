@@ -14,11 +14,16 @@ the first dictionary block give ``a`` for every latent of every block
 already ablated: the estimate is then conditional on them, which is how the greedy ranking of
 [`blocks`][lfp_mech.diff.blocks] avoids choosing one change twice (a change written at block 20
 is carried on by the residual stream, and an independent block-22 dictionary learns it again).
-Ranking by ``a`` uses the base model's predictions, never the reward."""
+Ranking by ``a`` uses the base model's predictions, never the reward.
+
+``measure="base_cross_entropy"`` attributes ``D = −Σ_v p_tuned(v) log p_base(v)`` instead: on texts
+the (ablated) policy sampled itself, how unlikely its predictions are for the base model, the
+per-token term of the base-model perplexity of its text. The greedy ranking can add it as a
+fluency term (``DiffConfig.attribution_fluency``)."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -31,6 +36,10 @@ from lfp_mech.diff.residual import decoder_layers, replace_output
 
 __all__ = ["KLAttribution", "base_log_probs", "kl_attribution"]
 
+Measure = Literal["kl", "base_cross_entropy"]
+MEASURES: tuple[Measure, ...] = ("kl", "base_cross_entropy")
+"""What [`kl_attribution`][lfp_mech.diff.attribution.kl_attribution] attributes (module docstring)."""
+
 
 @dataclass(frozen=True)
 class KLAttribution:
@@ -39,7 +48,7 @@ class KLAttribution:
     latents: dict[int, Float[Tensor, " d_dict"]]
     """Per block, each latent's ``a_f``: the first-order decrease of ``ΣD`` when it is ablated."""
     kl: float
-    """``ΣD`` itself (with the call's ``ablated`` latents ablated)."""
+    """``ΣD`` itself (with the call's ``ablated`` latents ablated; ``D`` the call's measure)."""
 
 
 def _predicting(corpus: CorpusTokens) -> Tensor:
@@ -76,11 +85,15 @@ def kl_attribution(
     ablated: Mapping[int, Sequence[int]] | None = None,
     batch_size: int = 16,
     base_targets: Sequence[Tensor] | None = None,
+    measure: Measure = "kl",
 ) -> KLAttribution:
     """``a_f`` for every latent of every block of ``dictionaries`` (see the module docstring),
     with the ``ablated`` latents (by block) ablated in the tuned model throughout.
     ``base_targets``: [`base_log_probs`][lfp_mech.diff.attribution.base_log_probs] of the same
-    corpus and ``batch_size``, if already computed (the base model is then not run)."""
+    corpus and ``batch_size``, if already computed (the base model is then not run).
+    ``measure``: ``"kl"`` (``KL(p_base ‖ p_tuned)``) or ``"base_cross_entropy"`` (module docstring)."""
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
     layers = sorted(dictionaries)
     device = next(tuned.parameters()).device
     edits = {
@@ -105,7 +118,7 @@ def kl_attribution(
                 with torch.enable_grad():
                     logits = tuned(input_ids=ids, attention_mask=mask).logits
                     log_tuned = logits.float()[keep].log_softmax(-1)
-                    kl = (log_base.exp() * (log_base - log_tuned)).sum()
+                    kl = _divergence(log_base, log_tuned, measure)
                     grads = torch.autograd.grad(kl, [read["post"][layer] for layer in layers])
             finally:
                 for handle in handles:
@@ -122,6 +135,14 @@ def kl_attribution(
         for param, flag in zip(tuned.parameters(), grad_flags, strict=True):
             param.requires_grad_(flag)
     return KLAttribution(latents=totals, kl=kl_sum)
+
+
+def _divergence(
+    log_base: Float[Tensor, "n vocab"], log_tuned: Float[Tensor, "n vocab"], measure: Measure
+) -> Float[Tensor, ""]:
+    if measure == "kl":
+        return (log_base.exp() * (log_base - log_tuned)).sum()
+    return -(log_tuned.exp() * log_base).sum()
 
 
 def _attach(

@@ -17,8 +17,9 @@ features already taken), or by one of the activation-based rules of
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -163,14 +164,22 @@ def attribution_ranking(
     corpus: CorpusTokens,
     blocks: Mapping[int, DiffFeatures],
     rounds: Sequence[int],
+    *,
+    fluency: float = 0.0,
+    own_texts: Callable[[dict[int, list[int]]], CorpusTokens] | None = None,
 ) -> tuple[list[RankedFeature], dict[RankedFeature, float], dict[int, float]]:
     """Every feature of every block, ranked greedily by
     [`kl_attribution`][lfp_mech.diff.attribution.kl_attribution] (a feature's ``a`` is the sum of
     its latents'): each round takes the ``rounds[i]`` features that lower ``Σ KL(p_base ‖
     p_tuned)`` most given every feature taken before is ablated, then the attributions are
     measured again; after the last round the rest follow in the last measurement's order. One
-    measurement per round plus one; ``rounds = ()``: a single measurement. Returns the ranking,
-    each feature's ``a`` when it was taken, and ``Σ KL`` by number of features ablated."""
+    measurement per round plus one; ``rounds = ()``: a single measurement. With ``fluency`` λ > 0,
+    ``own_texts(ablated)`` (the policy's texts sampled with those latents ablated) is measured
+    too and a feature's ``a`` adds λ × its attribution of the base-model cross-entropy there.
+    Returns the ranking, each feature's ``a`` when it was taken, and ``Σ KL`` by number of
+    features ablated."""
+    if fluency > 0 and own_texts is None:
+        raise ValueError("a fluency term needs own_texts (the ablated policy's texts)")
     chosen: list[RankedFeature] = []
     value: dict[RankedFeature, float] = {}
     kl: dict[int, float] = {}
@@ -182,11 +191,18 @@ def attribution_ranking(
         attribution = kl_attribution(
             base, tuned, corpus, dictionaries, ablated=ablated, base_targets=targets
         )
+        scores = attribution.latents
+        if fluency > 0 and own_texts is not None:
+            fluent = kl_attribution(
+                base, tuned, own_texts(ablated), dictionaries, ablated=ablated,
+                measure="base_cross_entropy",
+            )  # fmt: skip
+            scores = {layer: a + fluency * fluent.latents[layer] for layer, a in scores.items()}
         taken = set(chosen)
         kl[len(taken)] = attribution.kl
         keyed = sorted(
             (
-                (float(attribution.latents[layer][list(group.members)].sum()), layer, i)
+                (float(scores[layer][list(group.members)].sum()), layer, i)
                 for layer in sorted(blocks)
                 for i, group in enumerate(blocks[layer].groups)
                 if RankedFeature(layer, i) not in taken
@@ -205,6 +221,21 @@ def attribution_ranking(
         if len(chosen) >= n_features:
             break
     return chosen, value, kl
+
+
+def _own_texts(
+    tuned: tuple[nn.Module, Any], prompts: Sequence[str], blocks: Mapping[int, DiffFeatures],
+    config: DiffConfig,
+) -> Callable[[dict[int, list[int]]], CorpusTokens]:  # fmt: skip
+    """The fluency term's texts: the policy's completions of ``prompts`` sampled with the given
+    latents ablated (seed ``config.seed + 1``: other samples than the corpus's)."""
+
+    def sample(ablated: dict[int, list[int]]) -> CorpusTokens:
+        with residual_hooks(tuned[0], BlockDiff(dict(blocks), []).ablation(ablated)):
+            _, texts = corpus_from_prompts(tuned, prompts, config, seed=config.seed + 1)
+        return tokenize_corpus(tuned[1], prompts, texts, config.max_len)
+
+    return sample
 
 
 def diff_features_by_block(
@@ -255,8 +286,10 @@ def diff_features_by_block(
     kl: dict[int, float] = {}
     if config.cross_block_rank == "attribution":
         ranking, attribution, kl = attribution_ranking(
-            base_hf, tuned_hf, corpus, blocks, config.attribution_rounds
-        )
+            base_hf, tuned_hf, corpus, blocks, config.attribution_rounds,
+            fluency=config.attribution_fluency,
+            own_texts=_own_texts((tuned_hf, tokenizer), prompts, blocks, config),
+        )  # fmt: skip
     else:
         ranking = rank_across_blocks(
             {layer: block.groups for layer, block in blocks.items()}, config.cross_block_rank

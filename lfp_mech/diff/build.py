@@ -97,9 +97,10 @@ class DiffFeatures:
 
 
 def corpus_from_prompts(
-    tuned: ModelLike, prompts: Sequence[str], config: DiffConfig
+    tuned: ModelLike, prompts: Sequence[str], config: DiffConfig, *, seed: int | None = None
 ) -> tuple[list[str], list[str]]:
-    """``(prompts, completions)``: each prompt completed once by the tuned policy."""
+    """``(prompts, completions)``: each prompt completed once by the tuned policy (sampling
+    seed ``config.seed`` unless ``seed`` is given)."""
     hf, tokenizer = as_hf_model(tuned, device=config.device)
     completions, _ = generate_texts(
         hf,
@@ -108,7 +109,7 @@ def corpus_from_prompts(
         max_new_tokens=config.corpus_new_tokens,
         temperature=config.temperature if config.temperature > 0 else 1.0,
         do_sample=config.temperature > 0,
-        seed=config.seed,
+        seed=config.seed if seed is None else seed,
         device=config.device,
         desc="diff corpus",
     )

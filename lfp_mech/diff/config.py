@@ -40,6 +40,13 @@ class DiffConfig(StageConfig):
     """Features taken per round of the ``attribution`` ranking before the attributions are
     measured again with them ablated (one forward/backward pass over the corpus per round, plus
     one for the rest); () = one measurement."""
+    attribution_fluency: float = 0.0
+    """Weight λ of a fluency term in the ``attribution`` ranking; 0 = off. With λ > 0 every
+    measurement also samples the policy's completions of the corpus prompts with the features
+    taken so far ablated (seed ``seed + 1``), and a feature's score adds λ × its attribution of
+    the cross-entropy of the policy's predictions under the base model on those texts, so
+    features whose ablation makes the policy write what the base model finds unlikely rank
+    lower. Costs one sampling pass and one more forward/backward pass per measurement."""
     n_corpus_prompts: int = 160
     """Train-split prompts completed by the tuned policy: the dictionary's texts (never the
     held-out prompts of the causal tests)."""
@@ -136,7 +143,9 @@ class DiffConfig(StageConfig):
         self.require_at_least(2, "d_dict", "n_eval_prompts")
         self.require_at_least(100, "n_bootstrap", "n_permutations")
         self.require_positive("learning_rate")
-        self.require_at_least(0.0, "steer_scale", "temperature", "weight_decay", "aux_coef")
+        self.require_at_least(
+            0.0, "steer_scale", "temperature", "weight_decay", "aux_coef", "attribution_fluency"
+        )
         self.require(0.0 <= self.heldout < 0.5, "heldout", "must be in [0, 0.5)")
         self.require(self.top_k <= self.d_dict, "top_k", "must be <= d_dict")
         self.require(len(self.ks) > 0 and min(self.ks) >= 1, "ks", "needs values >= 1")
