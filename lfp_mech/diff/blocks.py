@@ -79,7 +79,8 @@ class BlockDiff:
     attribution: dict[RankedFeature, float] = field(default_factory=dict)
     """With the ``attribution`` rule: each feature's estimated decrease of ``Σ KL(p_base ‖
     p_tuned)`` on the corpus when it is ablated, given the features ranked before it in earlier
-    rounds (see [`attribution_ranking`][lfp_mech.diff.blocks.attribution_ranking]); else empty."""
+    rounds (see [`attribution_ranking`][lfp_mech.diff.blocks.attribution_ranking]), plus λ × its
+    fluency attribution when ``attribution_fluency`` = λ > 0; else empty."""
     attribution_kl: dict[int, float] = field(default_factory=dict)
     """With the ``attribution`` rule: ``Σ KL(p_base ‖ p_tuned)`` on the corpus (teacher-forced)
     with the first ``n`` features ablated, by ``n`` (one entry per round); else empty."""
@@ -198,6 +199,10 @@ def attribution_ranking(
                 measure="base_cross_entropy",
             )  # fmt: skip
             scores = {layer: a + fluency * fluent.latents[layer] for layer, a in scores.items()}
+            logger.info(
+                "diff attribution: base-model cross-entropy of the policy's own texts %.1f",
+                fluent.kl,
+            )
         taken = set(chosen)
         kl[len(taken)] = attribution.kl
         keyed = sorted(
