@@ -458,7 +458,7 @@ def test_fluency_term_adds_the_base_cross_entropy_attribution_on_the_ablated_pol
             n,
             n.bool(),
             n[None],
-        )  # fmt: skip
+        )
     }
     asked = []
 
