@@ -9,8 +9,9 @@ from collections.abc import Callable
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved so load drifts hit all alike."""
+def time_rounds(fns: dict[str, Callable[[], object]], repeats: int = 5) -> dict[str, list[float]]:
+    """Seconds of each call, per round: every round calls each function once, in turn, so load
+    drifts hit all alike and the calls of one round can be compared with each other."""
     for fn in fns.values():  # warm-up
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
@@ -19,7 +20,12 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5) -> 
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(times) for name, times in samples.items()}
+    return samples
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved (``time_rounds``)."""
+    return {name: statistics.median(t) for name, t in time_rounds(fns, repeats).items()}
 
 
 def machine() -> str:

@@ -30,10 +30,11 @@ identical, token for token.
 """
 
 import argparse
+import statistics
 import time
 
 import torch
-from _common import machine, print_table, report_result, time_interleaved
+from _common import machine, print_table, report_result, time_rounds
 from transformers import GenerationConfig
 
 from lfp_mech.data import load_prompts
@@ -92,6 +93,18 @@ def compare_samplers(model, tok, n: int, batch: int, new: int) -> None:
     print(f"\nsame seed: {n_same} of {n} completions ({new} new tokens, base model) identical "
           "between the exponential race and torch.multinomial")  # fmt: skip
     report_result("sampler: identical completions (share)", n_same / n, 1.0)
+
+
+def print_round_ratios(rounds: dict[str, list[float]]) -> None:
+    """Each round's forward time over each variant's time in the same round: the spread shows
+    how much the machine's load moved the ratio within the run (the RESULT is the ratio of the
+    medians)."""
+    print("\nratio to the forward pass of the same round (min / median / max over rounds)")
+    for name, times in rounds.items():
+        if name != "forward":
+            per_round = [f / t for f, t in zip(rounds["forward"], times, strict=True)]
+            spread = (min(per_round), statistics.median(per_round), max(per_round))
+            print(f"  {name:<28}" + " / ".join(f"{r:.2f}" for r in spread))
 
 
 def main() -> None:
@@ -155,7 +168,8 @@ def main() -> None:
         "lfp_mech steered": ours(steer),
     }
     peak_before = gemm_gflops()
-    seconds = time_interleaved(fns, repeats=args.repeats)
+    rounds = time_rounds(fns, repeats=args.repeats)
+    seconds = {name: statistics.median(times) for name, times in rounds.items()}
     peak = max(peak_before, gemm_gflops())
     n_tokens = full.numel()
     ref = n_tokens / seconds["forward"]
@@ -174,6 +188,7 @@ def main() -> None:
     )
     print_table("tokens/s over the same sequences (ratio to one forward pass)", rows, "tok/s")
     ratios = dict((name, ratio) for name, _, ratio in rows)
+    print_round_ratios(rounds)
     report_result("plain generation / forward", ratios["lfp_mech plain"], 0.55)
     report_result("ablated generation / forward", ratios["lfp_mech ablated"], 0.55)
     report_result("steered generation / forward", ratios["lfp_mech steered"], 0.55)
