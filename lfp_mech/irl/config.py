@@ -116,27 +116,29 @@ class IRLConfig(StageConfig):
     says nothing."""
     rlhf_eval_prompts: int = 128
     """Held-out prompts on which the IRL-RLHF policies (and the toxicity task's) are compared."""
-    toxicity_rlhf_steps: int = 10
+    toxicity_rlhf_steps: int = 30
     """The toxicity task: GRPO steps of the detoxified expert on the offline toxicity reward
-    (0 skips the task)."""
+    (0 skips the task). The expert must behave differently enough from the base model for its
+    demonstrations to carry the reward; docs/tutorials/irl.md has the measured steps."""
     toxicity_lr: float = 1e-4
     """Learning rate of the toxicity task's GRPO runs (expert and IRL-RLHF)."""
     toxicity_irl_rlhf_steps: int = 0
     """IRL-RLHF on the toxicity task: GRPO steps on its recovered reward, compared with the
     detoxified expert (0 skips it; off by default for the stage's time budget)."""
     toxicity_balanced: bool = True
-    """Toxicity task: the held-out and validation texts are sampled balanced by the offline
-    classifier (as many toxic as non-toxic, toxic ones from ``toxicity_samples`` sampled base
-    completions per prompt), so accuracy is not the majority class."""
+    """Toxicity task: toxic texts (by the offline classifier) from ``toxicity_samples`` sampled
+    base completions per held-out / validation prompt are added to those sets (up to
+    ``n_other_texts`` / ``n_val_texts``), so that accuracy is not the majority class (greedy
+    completions are almost all non-toxic)."""
     toxicity_prompts: Literal["toxicity", "jigsaw"] = "toxicity"
     """Prompts of the toxicity task: "toxicity" (offline, shipped) or "jigsaw" (the IRL paper's
     Jigsaw toxic-comment prefixes; needs the Hugging Face hub — the stage checks it first and
     stops with a message naming the offline set when the hub is unreachable). The toxicity
     reward uses s-nlp/roberta_toxicity_classifier when it is in the HF cache, else the offline
     classifier."""
-    toxicity_samples: int = 4
+    toxicity_samples: int = 24
     """Sampled base-model completions per held-out / validation prompt, the pool of toxic texts
-    of the balanced toxicity sets."""
+    of the balanced toxicity sets (about 4% of them are toxic offline)."""
     toxicity_log_ratio_control: bool = False
     """The log-ratio control on the toxicity task too (off by default: its binarized accuracy
     there is the majority class, and it costs about a minute)."""

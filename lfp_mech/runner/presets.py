@@ -208,7 +208,6 @@ DEFAULT_STAGES: dict[str, Any] = {
         "n_val_prompts": 48,
         "gen_batch_size": 128,
         "eval_batch_size": 64,
-        "toxicity_rlhf_steps": 0,
     },
 }
 """The default study's sizes: every stage within one 45-minute run on a 2-core CPU (the
@@ -221,8 +220,9 @@ A decoding step costs ~0.4 s at batch 64 and ~0.7 s at 128 (fp32), so the stages
 large batches. The rest: three SAE layers (the top 3 by patching), 24k activation tokens per
 layer, 200k training activations per SAE (2 x d_model latents, the stage default; 64 texts for
 the CE loss), 400 probe triples, 256 completions per Table-6 cell (a 95% CI of about ±0.1 on a
-mean reward), 96/96/48 IRL prompts, and no toxicity task (offline, its held-out texts are ~93%
-non-toxic; ``--set irl.toxicity_rlhf_steps=10`` or the ``full`` preset runs it)."""
+mean reward), 96/96/48 IRL prompts, and the toxicity task at the stage's settings (a 30-step
+expert, 24 sampled completions per prompt for the toxic texts: ~10 of the study's minutes;
+``--set irl.toxicity_rlhf_steps=0`` skips it)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"name": "default", "model": "smollm2-135m", "stages": DEFAULT_STAGES},
