@@ -152,10 +152,17 @@ if "toxicity" in irl.tasks:
     toxicity = irl.toxicity
     display(toxicity.controls())
     headline = toxicity.headline()
+    low, high = headline["best_auroc_ci95"]
     display(
         Markdown(
             f"Majority-class baseline: **{headline['majority_baseline_acc']:.1%}**; "
-            f"{toxicity.summary['n_heldout']} held-out texts."
+            f"{toxicity.summary['n_heldout']} held-out texts "
+            f"({1 - headline['heldout_positive_rate']:.1%} toxic). Median over seeds: balanced "
+            f"accuracy **{headline['balanced_acc_median']:.2f}**, AUROC "
+            f"**{headline['auroc_median']:.2f}** (0.5 is chance). The run selected on "
+            f"validation: AUROC {headline['best_auroc']:.3f}, 95% bootstrap CI "
+            f"[{low:.2f}, {high:.2f}], one-sided rank-test p = "
+            f"{headline['best_auroc_p_vs_chance']:.1g} against chance."
         )
     )
     columns = ["policy", "mean_reward", "toxicity_mean", "n"]

@@ -302,6 +302,11 @@ def test_stage_runs_the_tasks_and_results_read_them_back(tmp_path, tiny_checkpoi
     assert {"balanced_acc_median", "auroc_median", "val_acc_median"} <= set(vader.headline())
     assert vader.final_epoch.loc["acc", "median"] == summary["acc_median"]
     assert vader.headline()["acc_median"] == summary["acc_median"]
+    headline = vader.headline()  # the selected run's AUROC, its CI and p against chance
+    for key in ("best_auroc", "best_auroc_ci95", "best_auroc_p_vs_chance"):
+        np.testing.assert_equal(headline[key], summary[key])
+    low, high = headline["best_auroc_ci95"]
+    assert np.isnan(headline["best_auroc"]) or 0 <= low <= high <= 1
     assert len(vader.heldout_scores) == 4 + 4 + 6 and "probe" in vader.heldout_scores
     assert len(vader.demonstrations) == 2 * (4 + 4 + 4)  # train, validation, test prompts
     three_way = results.three_way()

@@ -11,6 +11,7 @@ from lfp_mech.irl import (
     METRICS,
     Demonstrations,
     RewardModel,
+    auroc_with_ci,
     evaluate_reward_model,
     expressed_lexicon_bound,
     fit_threshold,
@@ -191,6 +192,23 @@ def test_irl_metrics_hand_built():
     assert 0.8 < m.spearman <= 1.0 and 0.8 < m.pearson <= 1.0 and 0.6 < m.kendall <= 1.0
     flat = irl_metrics(torch.ones(6), true, threshold=0.0)
     assert np.isnan(flat.pearson)
+
+
+def test_auroc_with_ci_matches_sklearn_and_tests_against_chance():
+    from sklearn.metrics import roc_auc_score
+
+    gen = torch.Generator().manual_seed(0)
+    true = torch.randn(200, generator=gen)
+    informative = true + torch.randn(200, generator=gen)
+    res = auroc_with_ci(informative, true)
+    assert res["auroc"] == pytest.approx(roc_auc_score(true > 0, informative))
+    low, high = res["auroc_ci95"]
+    assert 0.5 < low < res["auroc"] < high < 1.0 and res["auroc_p_vs_chance"] < 1e-6
+    noise = auroc_with_ci(torch.randn(200, generator=gen), true)
+    assert noise["auroc_ci95"][0] < 0.5 < noise["auroc_ci95"][1]
+    assert noise["auroc_p_vs_chance"] > 0.01
+    one_class = auroc_with_ci(informative, true.abs() + 1)
+    assert np.isnan(one_class["auroc"]) and np.isnan(one_class["auroc_p_vs_chance"])
 
 
 def test_summarize_runs_labels_mean_median_best():

@@ -25,7 +25,8 @@ it never saw.
    [`irl_metrics`][lfp_mech.irl.evaluation.irl_metrics]: the true reward binarized at 0, the IRL
    reward at a threshold fitted on the training texts
    ([`fit_threshold`][lfp_mech.irl.evaluation.fit_threshold]); accuracy, F1, Pearson, Spearman and
-   Kendall on held-out texts.
+   Kendall on held-out texts; [`auroc_with_ci`][lfp_mech.irl.evaluation.auroc_with_ci]: the
+   AUROC with a bootstrap CI and its rank-test p-value against chance.
 5. *Non-identifiability* — [`run_seeds`][lfp_mech.irl.training.run_seeds]: seeds × epochs give
    different reward models of similar accuracy;
    [`summarize_runs`][lfp_mech.irl.evaluation.summarize_runs] reports mean ± std, median (the honest
@@ -108,6 +109,7 @@ __getattr__, __dir__ = lazy_exports(
         "train_step": "training",
         "METRICS": "evaluation",
         "IRLEval": "evaluation",
+        "auroc_with_ci": "evaluation",
         "evaluate_reward_model": "evaluation",
         "fit_threshold": "evaluation",
         "irl_metrics": "evaluation",
@@ -148,6 +150,7 @@ __all__ = [
     "RewardInputs",
     "RewardModel",
     "TASKS",
+    "auroc_with_ci",
     "evaluate_policies",
     "evaluate_reward_model",
     "expressed_lexicon_bound",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METRICS",
     "IRLEval",
+    "auroc_with_ci",
     "demo_metrics",
     "evaluate_reward_model",
     "fit_threshold",
@@ -166,6 +167,45 @@ def irl_metrics(
         kendall=corr(stats.kendalltau),
         positive_rate=float(y.mean()),
     )
+
+
+def auroc_with_ci(
+    irl_scores: Float[Tensor, " text"],
+    true_scores: Float[Tensor, " text"],
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """AUROC of the IRL reward for the true reward's label (``true > 0``), with a 95% bootstrap
+    CI and the one-sided p-value that it exceeds chance.
+
+    The CI is ``scipy.stats.bootstrap`` over the two classes resampled separately (stratified,
+    so no resample loses a class; percentile); the p-value is ``scipy.stats.mannwhitneyu``'s
+    (AUROC is U / (n_pos · n_neg), so this is the rank test of AUROC > 0.5). NaN with one class."""
+    from scipy import stats
+
+    irl = irl_scores.double().cpu().numpy()
+    y = true_scores.double().cpu().numpy() > 0
+    if y.all() or not y.any():
+        nan = float("nan")
+        return {"auroc": nan, "auroc_ci95": [nan, nan], "auroc_p_vs_chance": nan}
+
+    def auroc(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> Any:  # array or scalar
+        pos, neg = np.moveaxis(pos, axis, -1), np.moveaxis(neg, axis, -1)
+        above = pos[..., :, None] > neg[..., None, :]
+        ties = pos[..., :, None] == neg[..., None, :]
+        return above.mean(axis=(-2, -1)) + 0.5 * ties.mean(axis=(-2, -1))
+
+    res = stats.bootstrap(
+        (irl[y], irl[~y]), auroc, vectorized=True, n_resamples=n_resamples, batch=200,
+        method="percentile", rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    test = stats.mannwhitneyu(irl[y], irl[~y], alternative="greater")
+    return {
+        "auroc": float(auroc(irl[y], irl[~y])),
+        "auroc_ci95": [float(res.confidence_interval.low), float(res.confidence_interval.high)],
+        "auroc_p_vs_chance": float(test.pvalue),
+    }
 
 
 def evaluate_reward_model(

@@ -21,7 +21,7 @@ from lfp_mech.irl import artifacts as files
 from lfp_mech.irl.config import IRLConfig
 from lfp_mech.irl.controls import expressed_lexicon_bound, log_ratio_control
 from lfp_mech.irl.demonstrations import Demonstrations, generate_demonstrations
-from lfp_mech.irl.evaluation import summarize_runs
+from lfp_mech.irl.evaluation import auroc_with_ci, summarize_runs
 from lfp_mech.irl.persistence import save_reward_model
 from lfp_mech.irl.selection import build_reward_model, inputs_cache, select_on_validation
 from lfp_mech.irl.tasks import IRLTask, get_task, task_prompts, task_texts, validation_prompts
@@ -331,6 +331,8 @@ def _details(
             "expert_test": float(runs.heldout_true[:n_te].mean()),
         },
         "timings_s": runs.timings,
+        # the selected run's AUROC against chance, with its CI (the headline's significance)
+        "selected_run_auroc": auroc_with_ci(runs.best_scores, runs.heldout_true, seed=config.seed),
         "supervised_ceiling": runs.supervised_ceiling,
         "log_ratio_control": controls.log_ratio_eval,
         "lexicon_bound": None
@@ -358,6 +360,9 @@ def _headline(
         "spearman_median": final["spearman"]["median"],
         "val_acc_median": summary["validation"]["acc"]["median"],
         "best_acc": summary["best_run"]["acc"],
+        "best_auroc": summary["selected_run_auroc"]["auroc"],
+        "best_auroc_ci95": summary["selected_run_auroc"]["auroc_ci95"],
+        "best_auroc_p_vs_chance": summary["selected_run_auroc"]["auroc_p_vs_chance"],
         "best_selected_on": summary["best_run_selected_on"],
         "majority_baseline_acc": summary["majority_baseline_acc"],
         "heldout_positive_rate": summary["heldout_positive_rate"],

@@ -90,9 +90,12 @@ class IRLTaskResults(StageResults):
 
     def headline(self) -> dict[str, Any]:
         """Median accuracy, balanced accuracy, F1, AUROC and Spearman over seeds, the run
-        selected on validation, the baselines and controls."""
+        selected on validation (its AUROC with a bootstrap CI and p-value against chance), the
+        baselines and controls."""
         s = self.summary
         final = s["final_epoch"]
+        nan = float("nan")
+        selected = s.get("selected_run_auroc") or {}  # absent in runs before it was recorded
         return {
             "acc_median": final["acc"]["median"],
             "balanced_acc_median": final["balanced_acc"]["median"],
@@ -101,7 +104,11 @@ class IRLTaskResults(StageResults):
             "f1_median": final["f1"]["median"],
             "spearman_median": final["spearman"]["median"],
             "best_acc": s["best_run"]["acc"],
+            "best_auroc": selected.get("auroc", nan),
+            "best_auroc_ci95": selected.get("auroc_ci95", [nan, nan]),
+            "best_auroc_p_vs_chance": selected.get("auroc_p_vs_chance", nan),
             "majority_baseline_acc": s["majority_baseline_acc"],
+            "heldout_positive_rate": s["heldout_positive_rate"],
             "supervised_ceiling_acc": s["supervised_ceiling"]["acc"],
             "log_ratio_acc": (s.get("log_ratio_control") or {}).get("acc"),
             "lexicon_bound_acc": ((s.get("lexicon_bound") or {}).get("expressed") or {}).get("acc"),

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -163,7 +164,13 @@ class TrainingSession:
             trainer.add_callback(TrackingCallback(tracker))
         self._t0 = time.monotonic()
         try:
-            trainer.train(resume_from_checkpoint=self.last_checkpoint)
+            with warnings.catch_warnings():
+                # TRL reads transformers' deprecated alias on every generation; the user can do
+                # nothing about it, and it repeats once per step.
+                warnings.filterwarnings(
+                    "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+                )
+                trainer.train(resume_from_checkpoint=self.last_checkpoint)
         finally:
             if tracker is not None:
                 tracker.close()

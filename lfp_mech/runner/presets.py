@@ -221,7 +221,7 @@ large batches. The rest: three SAE layers (the top 3 by patching), 24k activatio
 layer, 200k training activations per SAE (2 x d_model latents, the stage default; 64 texts for
 the CE loss), 400 probe triples, 256 completions per Table-6 cell (a 95% CI of about ±0.1 on a
 mean reward), 96/96/48 IRL prompts, and the toxicity task at the stage's settings (a 30-step
-expert, 24 sampled completions per prompt for the toxic texts: ~10 of the study's minutes;
+expert, 24 sampled completions per prompt for the toxic texts: ~11 of the study's minutes;
 ``--set irl.toxicity_rlhf_steps=0`` skips it)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
