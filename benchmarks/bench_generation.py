@@ -15,7 +15,11 @@ side by side, interleaved:
   ``_ablate``), random SAE-Lens TopK SAEs (``k`` = 64; the saes stage's default BatchTopK is
   saved as a JumpReLU SAE, whose encoder skips the top-k) of width ``--sae-width`` x d_model,
   ``--n-features`` features each;
-* ``lfp_mech steered``: a vector added to ``blocks.{mid}.hook_resid_post``.
+* ``lfp_mech steered``: a vector added to ``blocks.{mid}.hook_resid_post``;
+* with ``--compile``, ``lfp_mech plain, torch.compile``: the plain path with every one-token
+  decoding step through ``torch.compile(model.forward, dynamic=True)`` (an option weighed, not a
+  path of the package; its first call's compile time and whether its tokens equal the eager
+  path's are printed).
 
 Tokens/s of every variant count the same sequences (batch x (padded prompt + new tokens)), so a
 ratio is forward time / generation time. The fp32 GEMM peak is measured in the same run (a
@@ -27,6 +31,7 @@ Same outputs: ``--n-compare`` (256) completions of distinct prompts from each sa
 identical, token for token.
 
     python benchmarks/bench_generation.py [--model smollm2-135m] [--batch 64] [--new-tokens 24]
+        [--compile]
 """
 
 import argparse
@@ -95,6 +100,21 @@ def compare_samplers(model, tok, n: int, batch: int, new: int) -> None:
     report_result("sampler: identical completions (share)", n_same / n, 1.0)
 
 
+class CompiledDecoder(torch.nn.Module):
+    """``model`` whose one-token decoding steps run ``torch.compile(model.forward,
+    dynamic=True)`` (one graph for every batch size and cache length); the prefill stays eager.
+    An option weighed for issue 22, not a path of the package (see benchmarks/RESULTS.md)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+        self.step = torch.compile(model.forward, dynamic=True)
+
+    def forward(self, **kwargs):
+        one_token = kwargs["input_ids"].shape[1] == 1
+        return self.step(**kwargs) if one_token else self.model(**kwargs)
+
+
 def print_round_ratios(rounds: dict[str, list[float]]) -> None:
     """Each round's forward time over each variant's time in the same round: the spread shows
     how much the machine's load moved the ratio within the run (the RESULT is the ratio of the
@@ -104,7 +124,7 @@ def print_round_ratios(rounds: dict[str, list[float]]) -> None:
         if name != "forward":
             per_round = [f / t for f, t in zip(rounds["forward"], times, strict=True)]
             spread = (min(per_round), statistics.median(per_round), max(per_round))
-            print(f"  {name:<28}" + " / ".join(f"{r:.2f}" for r in spread))
+            print(f"  {name:<31}" + " / ".join(f"{r:.2f}" for r in spread))
 
 
 def main() -> None:
@@ -117,6 +137,11 @@ def main() -> None:
     parser.add_argument("--n-features", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-compare", type=int, default=256)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time decoding through torch.compile(model.forward, dynamic=True)",
+    )
     args = parser.parse_args()
 
     model, tok = load_hf_model(args.model)
@@ -133,7 +158,7 @@ def main() -> None:
     steer = [(f"blocks.{depth // 2}.hook_resid_post", lambda x: x + 4.0 * steer_vec)]
     config = GenerationConfig(max_new_tokens=new, top_k=0, use_cache=True, **sampling, **special)
 
-    def ours(hooks=(), sampler="exponential_race"):
+    def ours(hooks=(), sampler="exponential_race", model=model):
         def run():
             torch.manual_seed(0)
             with torch.inference_mode(), hf_hooks(model, hooks):
@@ -167,6 +192,12 @@ def main() -> None:
         "lfp_mech ablated": ours(ablate),
         "lfp_mech steered": ours(steer),
     }
+    if args.compile:
+        compiled = CompiledDecoder(model)
+        fns["lfp_mech plain, torch.compile"] = ours(model=compiled)
+        start = time.perf_counter()
+        same["torch.compile decode"] = torch.equal(fns["lfp_mech plain"](), ours(model=compiled)())
+        print(f"torch.compile: first call (tracing, compiling) {time.perf_counter() - start:.0f} s")
     peak_before = gemm_gflops()
     rounds = time_rounds(fns, repeats=args.repeats)
     seconds = {name: statistics.median(times) for name, times in rounds.items()}
@@ -181,7 +212,10 @@ def main() -> None:
         f"prompt + {new} new) tokens, sampled, KV cache"
     )
     for sampler, equal in same.items():
-        print(f"sample_batch(sampler={sampler!r}) == HF generate (same seed): {equal}")
+        if sampler == "torch.compile decode":
+            print(f"sample_batch, torch.compile decode == eager (same seed): {equal}")
+        else:
+            print(f"sample_batch(sampler={sampler!r}) == HF generate (same seed): {equal}")
     print(
         f"fp32 GEMM peak {peak:.1f} GFLOP/s; forward {fwd_gflops:.1f} GFLOP/s "
         f"({fwd_gflops / peak:.2f} of peak, 2 x {n_params / 1e6:.1f}M params per token)"

@@ -147,6 +147,25 @@ def test_validation_and_heldout_share_no_prompt_lexicon_word_or_template():
     assert not set(policy_eval_prompts("reviews", 128, used, 0)) & set(used)
 
 
+def test_toxicity_splits_share_no_prompt():
+    """The toxicity task's demonstration prompts (train / validation / held-out test; its
+    sampled toxic texts complete the validation and test prompts themselves) are pairwise
+    disjoint, and the policies are compared on prompts none of them uses."""
+    from lfp_mech.irl.experiment import _prompts, irl_prompts
+    from lfp_mech.irl.tasks import policy_eval_prompts
+    from lfp_mech.irl.toxicity import task_config, task_spec
+
+    config = task_config(IRLConfig())
+    spec = task_spec(config)
+    train, val, test = _prompts(spec, config)
+    assert train and val and test
+    assert len(set(train + val + test)) == len(train) + len(val) + len(test)
+    used = irl_prompts(spec, config)
+    assert set(train + val + test) <= set(used)
+    compared = policy_eval_prompts(spec.prompt_set, config.rlhf_eval_prompts, used, config.seed)
+    assert compared and not set(compared) & set(used)
+
+
 def test_task_texts_other_texts():
     vader = task_texts("vader", 7, seed=0)
     assert len(vader) == 7 and len(set(vader)) == 7

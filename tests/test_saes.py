@@ -16,6 +16,7 @@ from lfp_mech.saes import (
     TiedStandardTrainingSAE,
     build_training_sae,
     ce_loss_recovered,
+    ce_recovered_ci,
     l1_sweep,
     load_sae,
     mmcs,
@@ -175,6 +176,47 @@ def test_padding_is_ignored_by_the_ce_loss(tiny_model):
     assert both["clean"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_per_text_ce_sums_to_the_means_and_gives_a_ci(tiny_model):
+    """``per_text`` holds each text's summed CE (padding ignored): it adds up to the reported
+    mean, and its bootstrap CI brackets the point estimate of the CE loss recovered."""
+    hook = "blocks.1.hook_mlp_out"
+    sae = build_training_sae(64, 128, tied=False, alpha=0.0, config=_config(), n_steps=1)
+    tokens = torch.randint(3, 1000, (12, 10), generator=torch.Generator().manual_seed(2))
+    tokens[:, 0] = 1
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask[::3, 7:] = False  # some texts shorter
+    losses = spliced_ce_losses(tiny_model, tokens, mask, {hook: [sae]}, batch_size=5)
+    per_text = losses["per_text"]
+    n_predictions = int((mask[:, 1:] & mask[:, :-1]).sum())
+    assert per_text["clean"].shape == (12,)
+    assert float(per_text["clean"].sum()) / n_predictions == pytest.approx(losses["clean"])
+    assert float(per_text["zero"][hook].sum()) / n_predictions == pytest.approx(
+        losses["zero"][hook]
+    )
+    text_sae = per_text["sae"][hook][0]
+    assert float(text_sae.sum()) / n_predictions == pytest.approx(losses["sae"][hook][0])
+    point = ce_loss_recovered(losses["clean"], losses["sae"][hook][0], losses["zero"][hook])
+    low, high = ce_recovered_ci(per_text["clean"], text_sae, per_text["zero"][hook])
+    assert low < point < high
+
+
+def test_ce_recovered_ci_cases():
+    generator = torch.Generator().manual_seed(0)
+    clean = 20 + torch.rand(64, generator=generator, dtype=torch.float64)
+    zero = clean + 2 + torch.rand(64, generator=generator, dtype=torch.float64)
+    # an SAE that recovers 80% of every text's gap, plus noise that differs between texts
+    noise = 0.3 * torch.randn(64, generator=generator, dtype=torch.float64)
+    sae = zero - 0.8 * (zero - clean) + noise
+    low, high = ce_recovered_ci(clean, sae, zero)
+    point = float((zero - sae).sum() / (zero - clean).sum())
+    assert low < point < high and high - low < 0.2
+    few_low, few_high = ce_recovered_ci(clean[:8], sae[:8], zero[:8])
+    assert few_high - few_low > high - low  # fewer texts, wider interval
+    assert ce_recovered_ci(clean, clean, zero) == pytest.approx((1.0, 1.0))
+    assert all(math.isnan(x) for x in ce_recovered_ci(clean, sae, clean))  # no gap
+    assert all(math.isnan(x) for x in ce_recovered_ci(clean[:1], sae[:1], zero[:1]))
+
+
 def test_clear_errors(tmp_path, tiny_model):
     with pytest.raises(ConfigError, match="expansion_factors"):
         SAEConfig(expansion_factors=(2, 1))
@@ -194,7 +236,10 @@ def test_text_ce_losses_tokenise_as_the_capture_does(tiny_model):
     tokens, mask = tokenize_for_model(tiny_model.tokenizer, texts, 8)
     expected = spliced_ce_losses(tiny_model, tokens, mask, {hook: [sae]}, batch_size=2)
     got = text_ce_losses(tiny_model, texts, {hook: [sae]}, context_length=8, batch_size=2)
+    got_texts, expected_texts = got.pop("per_text"), expected.pop("per_text")
     assert got == expected
+    assert torch.equal(got_texts["clean"], expected_texts["clean"])
+    assert torch.equal(got_texts["sae"][hook][0], expected_texts["sae"][hook][0])
     with pytest.raises(ConfigError, match="not inside a transformer block"):
         text_ce_losses(tiny_model, texts, {"hook_embed": [sae]})
 

@@ -57,7 +57,8 @@ Modules:
 * [`metrics`][lfp_mech.saes.metrics] — [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics],
   [`mmcs`][lfp_mech.saes.metrics.mmcs],
   [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses],
-  [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered], the tied-vs-untied table.
+  [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered] and its bootstrap CI over texts
+  ([`ce_recovered_ci`][lfp_mech.saes.metrics.ce_recovered_ci]), the tied-vs-untied table.
 * [`sweep`][lfp_mech.saes.sweep] — [`l1_sweep`][lfp_mech.saes.sweep.l1_sweep].
 * [`io`][lfp_mech.saes.io] — [`save_sae`][lfp_mech.saes.io.save_sae],
   [`load_sae`][lfp_mech.saes.io.load_sae], [`load_saes`][lfp_mech.saes.io.load_saes]: THE SAE loader
@@ -90,6 +91,7 @@ __getattr__, __dir__ = lazy_exports(
         "spliced_ce_losses": "metrics",
         "text_ce_losses": "metrics",
         "ce_loss_recovered": "metrics",
+        "ce_recovered_ci": "metrics",
         "tied_vs_untied_table": "metrics",
         "l1_sweep": "sweep",
         "SAELike": "io",
@@ -113,6 +115,7 @@ __all__ = [
     "TiedStandardTrainingSAE",
     "build_training_sae",
     "ce_loss_recovered",
+    "ce_recovered_ci",
     "l1_sweep",
     "load_sae",
     "load_saes",

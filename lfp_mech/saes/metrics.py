@@ -29,6 +29,7 @@ __all__ = [
     "DENSE_FREQUENCY",
     "TIED_VS_UNTIED_METRICS",
     "ce_loss_recovered",
+    "ce_recovered_ci",
     "mmcs",
     "mmcs_with_index",
     "sae_metrics",
@@ -128,7 +129,9 @@ def spliced_ce_losses(
     as a full run with the hook replaced and skips the unchanged early blocks.
 
     Returns ``{"clean": float, "zero": {hook: float}, "sae": {hook: [float, ...]}}`` (mean CE
-    over the real next-token predictions; padding is ignored).
+    over the real next-token predictions; padding is ignored) and ``"per_text"``: the same
+    structure of float64 tensors holding each text's summed CE, for a CI over texts
+    ([`ce_recovered_ci`][lfp_mech.saes.metrics.ce_recovered_ci]).
     """
     layer_of = {hook: block_of_hook(hook) for hook in saes}
     resid_names = {f"blocks.{layer}.hook_resid_pre" for layer in layer_of.values()}
@@ -136,6 +139,11 @@ def spliced_ce_losses(
         "clean": 0.0,
         "zero": dict.fromkeys(saes, 0.0),
         "sae": {hook: [0.0] * len(s) for hook, s in saes.items()},
+    }
+    per_text: dict[str, Any] = {  # each batch's per-text summed CE, concatenated at the end
+        "clean": [],
+        "zero": {hook: [] for hook in saes},
+        "sae": {hook: [[] for _ in s] for hook, s in saes.items()},
     }
     count = 0
     for start in range(0, tokens.shape[0], batch_size):
@@ -146,21 +154,35 @@ def spliced_ce_losses(
         logits, cache = model.run_with_cache(
             toks, attention_mask=attn.long(), names_filter=lambda name: name in resid_names
         )
-        sums["clean"] += _ce_sum(logits, toks, targets)
+        total, texts = _ce_sums(logits, toks, targets)
+        sums["clean"] += total
+        per_text["clean"].append(texts)
         for hook, hook_saes in saes.items():
             layer = layer_of[hook]
             resid = cache[f"blocks.{layer}.hook_resid_pre"]
 
             zero = _run_from_block(model, resid, layer, hook, attn, torch.zeros_like)
-            sums["zero"][hook] += _ce_sum(zero, toks, targets)
+            total, texts = _ce_sums(zero, toks, targets)
+            sums["zero"][hook] += total
+            per_text["zero"][hook].append(texts)
             for i, sae in enumerate(hook_saes):
                 spliced = _run_from_block(model, resid, layer, hook, attn, _reconstruct_with(sae))
-                sums["sae"][hook][i] += _ce_sum(spliced, toks, targets)
+                total, texts = _ce_sums(spliced, toks, targets)
+                sums["sae"][hook][i] += total
+                per_text["sae"][hook][i].append(texts)
     count = max(count, 1)
     return {
         "clean": sums["clean"] / count,
         "zero": {hook: value / count for hook, value in sums["zero"].items()},
         "sae": {hook: [value / count for value in values] for hook, values in sums["sae"].items()},
+        "per_text": {
+            "clean": torch.cat(per_text["clean"]),
+            "zero": {hook: torch.cat(parts) for hook, parts in per_text["zero"].items()},
+            "sae": {
+                hook: [torch.cat(parts) for parts in per_sae]
+                for hook, per_sae in per_text["sae"].items()
+            },
+        },
     }
 
 
@@ -184,6 +206,43 @@ def ce_loss_recovered(ce_clean: float, ce_sae: float, ce_zero: float) -> float:
     zero-ablating the hook (NaN if ablation does not hurt)."""
     gap = ce_zero - ce_clean
     return (ce_zero - ce_sae) / gap if abs(gap) > 1e-9 else math.nan
+
+
+def ce_recovered_ci(
+    clean: Float[Tensor, " text"],
+    sae: Float[Tensor, " text"],
+    zero: Float[Tensor, " text"],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI (``scipy.stats.bootstrap``, texts resampled with their tokens,
+    paired across the three conditions) of the CE loss recovered,
+    ``(Σ zero − Σ sae) / (Σ zero − Σ clean)`` over the resampled texts' summed CE — the
+    token-weighted ratio the point estimate is. ``(nan, nan)`` with fewer than two texts or no
+    ablation gap."""
+    from scipy.stats import bootstrap
+
+    arrays = [t.double().cpu().numpy() for t in (clean, sae, zero)]
+    if len(arrays[0]) < 2 or abs(float(arrays[2].sum() - arrays[0].sum())) < 1e-9:
+        return math.nan, math.nan
+
+    def recovered(c: Any, s: Any, z: Any, axis: int = -1) -> Any:
+        gap_sae, gap_zero = (z - s).sum(axis=axis), (z - c).sum(axis=axis)
+        return gap_sae / gap_zero
+
+    result = bootstrap(
+        arrays,
+        recovered,
+        paired=True,
+        vectorized=True,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=seed,
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def tied_vs_untied_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -221,12 +280,14 @@ def _run_from_block(
         return model(resid, start_at_layer=layer, attention_mask=attention_mask.long())
 
 
-def _ce_sum(
+def _ce_sums(
     logits: Float[Tensor, "batch pos d_vocab"],
     tokens: Int[Tensor, "batch pos"],
     targets: Bool[Tensor, "batch pos_minus_1"],
-) -> float:
+) -> tuple[float, Float[Tensor, " batch"]]:
+    """The batch's summed next-token CE over ``targets``, and each text's (float64, CPU)."""
     log_probs = logits[:, :-1].float().log_softmax(dim=-1)
     next_tokens = rearrange(tokens[:, 1:], "batch pos -> batch pos 1")
     nll = -log_probs.gather(-1, next_tokens)[..., 0]
-    return float(nll[targets].sum())
+    per_text = nll.double().masked_fill(~targets, 0.0).sum(dim=-1).cpu()
+    return float(nll[targets].sum()), per_text

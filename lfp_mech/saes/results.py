@@ -140,7 +140,8 @@ class SAEsResults(StageResults):
     def metrics(self) -> "pd.DataFrame":
         """Held-out metrics, one row per SAE: model (``tuned``/``base``), layer, size,
         architecture, variant, k, d_sae, mse, nmse, fvu, l0, l0_scaled, dead_fraction,
-        dense_fraction, ce_clean, ce_sae, ce_zero, ce_recovered, delta_lm_loss."""
+        dense_fraction, ce_clean, ce_sae, ce_zero, ce_recovered (with its 95% bootstrap CI over
+        the CE texts, ce_recovered_ci_low / _high), delta_lm_loss."""
         return self.table(METRICS)
 
     @property

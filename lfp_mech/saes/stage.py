@@ -44,6 +44,7 @@ from lfp_mech.saes.io import load_sae
 from lfp_mech.saes.metrics import (
     TIED_VS_UNTIED_METRICS,
     ce_loss_recovered,
+    ce_recovered_ci,
     mmcs_with_index,
     sae_metrics,
     text_ce_losses,
@@ -69,7 +70,7 @@ logger = logging.getLogger(__name__)
 METRIC_COLUMNS = [
     "model", "layer", "size", "architecture", "variant", "k", "d_sae", "mse", "nmse", "fvu",
     "l0", "l0_scaled", "dead_fraction", "dense_fraction", "ce_clean", "ce_sae", "ce_zero",
-    "ce_recovered", "delta_lm_loss",
+    "ce_recovered", "ce_recovered_ci_low", "ce_recovered_ci_high", "delta_lm_loss",
 ]  # fmt: skip
 """The columns of the ``metrics`` table."""
 MANIFEST_KEYS = (
@@ -293,14 +294,15 @@ def _add_ce_losses(
     saes: Mapping[SAEKey, SAE],
     config: SAEConfig,
 ) -> None:
-    """Add ``ce_clean``, ``ce_sae``, ``ce_zero`` and ``ce_recovered`` to every row (NaN when
-    there is no model to evaluate them with)."""
+    """Add ``ce_clean``, ``ce_sae``, ``ce_zero``, ``ce_recovered`` and its 95% bootstrap CI over
+    the texts to every row (NaN when there is no model to evaluate them with)."""
     ce = _ce_evaluation(model, heldout, hooks, saes, config) if model is not None else None
     for row in rows:
         if ce is not None:
             row.update(ce[(row["layer"], row["size"], row["variant"])])
         else:
-            row.update(ce_clean=math.nan, ce_sae=math.nan, ce_zero=math.nan, ce_recovered=math.nan)
+            keys = ("clean", "sae", "zero", "recovered", "recovered_ci_low", "recovered_ci_high")
+            row.update({f"ce_{key}": math.nan for key in keys})
         row["delta_lm_loss"] = row["ce_sae"] - row["ce_clean"]
 
 
@@ -330,14 +332,22 @@ def _ce_evaluation(
         batch_size=config.ce_batch_size,
     )
     result = {}
+    per_text = losses["per_text"]
     for hook, keys in by_hook.items():
         clean, zero = losses["clean"], losses["zero"][hook]
-        for ((layer, size), tied), ce_sae in zip(keys, losses["sae"][hook], strict=True):
+        texts_sae = per_text["sae"][hook]
+        for i, ((layer, size), tied) in enumerate(keys):
+            ce_sae = losses["sae"][hook][i]
+            low, high = ce_recovered_ci(
+                per_text["clean"], texts_sae[i], per_text["zero"][hook], seed=config.seed
+            )
             result[(layer, size, variant_name(tied))] = {
                 "ce_clean": clean,
                 "ce_sae": ce_sae,
                 "ce_zero": zero,
                 "ce_recovered": ce_loss_recovered(clean, ce_sae, zero),
+                "ce_recovered_ci_low": low,
+                "ce_recovered_ci_high": high,
             }
     return result
 
