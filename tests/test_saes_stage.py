@@ -12,6 +12,7 @@ from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.runner.config import RunConfig, StagesConfig
 from lfp_mech.saes import SAEConfig, SAEsResults, load_sae, plot_l1_sweep, plot_mmcs
 from lfp_mech.saes import stage as saes_stage
+from lfp_mech.saes.ce_evaluation import ce_check_detail
 from lfp_mech.stage_api import StageContext
 
 HOOKS = ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
@@ -221,3 +222,21 @@ def test_plots_take_rows_frames_and_arrays():
         assert right.get_title() == "d_sae = 64"
     fig = plot_mmcs({0: torch.rand(50), 1: np.random.default_rng(0).random(50)}, threshold=0.9)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["L0", "L1"]
+
+
+def test_a_failed_ce_check_names_the_dictionaries_and_their_cis():
+    """The warning of a failed CE check lists each dictionary below 0.90 with its CI, and says
+    when a CI still reaches 0.90 (more texts would decide) — and not when none does."""
+    config = SAEConfig(ce_texts=64)
+    row = {"size": "small", "variant": "untied", "layer": 21, "ce_recovered": 0.87}
+    undecided = {**row, "ce_recovered_ci_low": 0.78, "ce_recovered_ci_high": 0.956}
+    passing = {**row, "layer": 22, "ce_recovered": 0.93}
+    detail = ce_check_detail([undecided, passing], config, 0.9)
+    assert detail == (
+        " (L21: 0.870 [0.780, 0.956]; saes.ce_texts = 64; a CI contains 0.9: "
+        "more texts (saes.ce_texts) would decide)"
+    )
+    clear_miss = {**undecided, "ce_recovered_ci_high": 0.873}
+    assert ce_check_detail([clear_miss], config, 0.9) == (
+        " (L21: 0.870 [0.780, 0.873]; saes.ce_texts = 64)"
+    )

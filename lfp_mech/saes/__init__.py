@@ -60,6 +60,8 @@ Modules:
   [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered] and its bootstrap CI over texts
   ([`ce_recovered_ci`][lfp_mech.saes.metrics.ce_recovered_ci]), the tied-vs-untied table.
 * [`sweep`][lfp_mech.saes.sweep] — [`l1_sweep`][lfp_mech.saes.sweep.l1_sweep].
+* [`ce_evaluation`][lfp_mech.saes.ce_evaluation] — the stage's CE-loss-recovered evaluation
+  (with its CI) of every dictionary, and the detail of a failed CE check.
 * [`io`][lfp_mech.saes.io] — [`save_sae`][lfp_mech.saes.io.save_sae],
   [`load_sae`][lfp_mech.saes.io.load_sae], [`load_saes`][lfp_mech.saes.io.load_saes]: THE SAE loader
   of lfp_mech (SAE-Lens folders).

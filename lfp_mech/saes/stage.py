@@ -25,7 +25,7 @@ from torch import Tensor
 from lfp_mech._io import json_safe, write_json, write_table
 from lfp_mech.activations.results import ActivationsResults
 from lfp_mech.activations.store import ActivationStore
-from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.errors import ConfigError
 from lfp_mech.plotting import save_figure
 from lfp_mech.rlhf.results import RLHFResults
 from lfp_mech.saes.artifacts import (
@@ -39,15 +39,13 @@ from lfp_mech.saes.artifacts import (
     sae_folder,
     variant_name,
 )
+from lfp_mech.saes.ce_evaluation import SAEKey, add_ce_losses, ce_check_detail
 from lfp_mech.saes.config import SIZES, SPARSE, SAEConfig
 from lfp_mech.saes.io import load_sae
 from lfp_mech.saes.metrics import (
     TIED_VS_UNTIED_METRICS,
-    ce_loss_recovered,
-    ce_recovered_ci,
     mmcs_with_index,
     sae_metrics,
-    text_ce_losses,
     tied_vs_untied_table,
 )
 from lfp_mech.saes.plots import plot_l1_sweep, plot_mmcs
@@ -90,7 +88,6 @@ CE loss recovered >= 0.90, dead fraction <= 10% (the ``checks`` of the summary).
 BASE_DIR = "base"
 """The base model's dictionaries: ``base/L{layer}_{size}/``."""
 
-SAEKey = tuple[tuple[int, str], bool]
 """``((layer, size), tied)``: one trained dictionary."""
 
 
@@ -170,7 +167,7 @@ def train_and_evaluate(
         loaded = _load(paths, other, config)
         rows = _metric_rows(loaded, hooks, heldout_acts, out_dir, config)
         saes = {key: sae for key, (sae, _) in loaded.items()}
-        _add_ce_losses(rows, model, heldout, hooks, saes, config)
+        add_ce_losses(rows, model, heldout, hooks, saes, config)
     base_rows = _base_dictionaries(base, hooks, out_dir, config, timings) if base else []
     write_table(out_dir / METRICS, rows + base_rows, METRIC_COLUMNS)
     if other:
@@ -184,7 +181,12 @@ def train_and_evaluate(
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     for name, ok in summary["checks"].items():
         if not ok:
-            logger.warning("SAE check failed: %s", name)
+            detail = (
+                ce_check_detail(rows, config, QUALITY_TARGETS["ce_recovered"])
+                if name.startswith("small_ce_recovered")
+                else ""
+            )
+            logger.warning("SAE check failed: %s%s", name, detail)
     write_json(out_dir / SUMMARY_FILE, json_safe(summary))
     return json_safe({k: summary[k] for k in MANIFEST_KEYS})
 
@@ -286,72 +288,6 @@ def _metric_rows(
     return rows
 
 
-def _add_ce_losses(
-    rows: list[dict[str, Any]],
-    model: Any,
-    heldout: ActivationStore,
-    hooks: Mapping[int, str],
-    saes: Mapping[SAEKey, SAE],
-    config: SAEConfig,
-) -> None:
-    """Add ``ce_clean``, ``ce_sae``, ``ce_zero``, ``ce_recovered`` and its 95% bootstrap CI over
-    the texts to every row (NaN when there is no model to evaluate them with)."""
-    ce = _ce_evaluation(model, heldout, hooks, saes, config) if model is not None else None
-    for row in rows:
-        if ce is not None:
-            row.update(ce[(row["layer"], row["size"], row["variant"])])
-        else:
-            keys = ("clean", "sae", "zero", "recovered", "recovered_ci_low", "recovered_ci_high")
-            row.update({f"ce_{key}": math.nan for key in keys})
-        row["delta_lm_loss"] = row["ce_sae"] - row["ce_clean"]
-
-
-def _ce_evaluation(
-    model: Any,
-    heldout: ActivationStore,
-    hooks: Mapping[int, str],
-    saes: Mapping[SAEKey, SAE],
-    config: SAEConfig,
-) -> dict[tuple[int, str, str], dict[str, float]]:
-    """CE losses on the first ``ce_texts`` held-out texts, per ``(layer, size, variant)``."""
-    from lfp_mech.models.coerce import as_hooked_model
-
-    texts = heldout.texts()[: config.ce_texts]
-    if not texts:
-        raise LfpMechError("no held-out texts for the CE-loss evaluation; set ce_texts > 0")
-    # the model in the run's dtype; the SAEs stay float32 (SAE-Lens casts their input)
-    hooked = as_hooked_model(model, device=config.device, dtype=config.dtype, seed=config.seed)
-    by_hook: dict[str, list[SAEKey]] = {}
-    for key in sorted(saes):
-        by_hook.setdefault(hooks[key[0][0]], []).append(key)
-    losses = text_ce_losses(
-        hooked,
-        texts,
-        {hook: [saes[key] for key in keys] for hook, keys in by_hook.items()},
-        context_length=config.context_length,
-        batch_size=config.ce_batch_size,
-    )
-    result = {}
-    per_text = losses["per_text"]
-    for hook, keys in by_hook.items():
-        clean, zero = losses["clean"], losses["zero"][hook]
-        texts_sae = per_text["sae"][hook]
-        for i, ((layer, size), tied) in enumerate(keys):
-            ce_sae = losses["sae"][hook][i]
-            low, high = ce_recovered_ci(
-                per_text["clean"], texts_sae[i], per_text["zero"][hook], seed=config.seed
-            )
-            result[(layer, size, variant_name(tied))] = {
-                "ce_clean": clean,
-                "ce_sae": ce_sae,
-                "ce_zero": zero,
-                "ce_recovered": ce_loss_recovered(clean, ce_sae, zero),
-                "ce_recovered_ci_low": low,
-                "ce_recovered_ci_high": high,
-            }
-    return result
-
-
 def _mmcs_tables(
     saes: Mapping[SAEKey, SAE], hooks: Mapping[int, str], out_dir: Path, config: SAEConfig
 ) -> dict[str, Any]:
@@ -436,7 +372,7 @@ def _base_dictionaries(
         loaded = _load(paths, {}, config)
         rows = _metric_rows(loaded, hooks, heldout_acts, out_dir, config, model="base")
         saes = {key: sae for key, (sae, _) in loaded.items()}
-        _add_ce_losses(rows, base.model, base.heldout, hooks, saes, config)
+        add_ce_losses(rows, base.model, base.heldout, hooks, saes, config)
     return rows
 
 

@@ -1,0 +1,110 @@
+"""The saes stage's CE-loss-recovered evaluation: each dictionary spliced into its model on the
+held-out store's first texts, the loss it recovers with a bootstrap CI over those texts, and the
+detail a failed CE check reports."""
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sae_lens import SAE
+
+from lfp_mech.activations.store import ActivationStore
+from lfp_mech.errors import LfpMechError
+from lfp_mech.saes.artifacts import variant_name
+from lfp_mech.saes.config import SAEConfig
+from lfp_mech.saes.metrics import ce_loss_recovered, ce_recovered_ci, text_ce_losses
+
+__all__ = ["SAEKey", "add_ce_losses", "ce_check_detail", "ce_evaluation"]
+
+SAEKey = tuple[tuple[int, str], bool]
+"""A dictionary of the stage: ``((layer, size), tied)``."""
+
+
+def add_ce_losses(
+    rows: list[dict[str, Any]],
+    model: Any,
+    heldout: ActivationStore,
+    hooks: Mapping[int, str],
+    saes: Mapping[SAEKey, SAE],
+    config: SAEConfig,
+) -> None:
+    """Add ``ce_clean``, ``ce_sae``, ``ce_zero``, ``ce_recovered`` and its 95% bootstrap CI over
+    the texts to every row (NaN when there is no model to evaluate them with)."""
+    ce = ce_evaluation(model, heldout, hooks, saes, config) if model is not None else None
+    for row in rows:
+        if ce is not None:
+            row.update(ce[(row["layer"], row["size"], row["variant"])])
+        else:
+            keys = ("clean", "sae", "zero", "recovered", "recovered_ci_low", "recovered_ci_high")
+            row.update({f"ce_{key}": math.nan for key in keys})
+        row["delta_lm_loss"] = row["ce_sae"] - row["ce_clean"]
+
+
+def ce_evaluation(
+    model: Any,
+    heldout: ActivationStore,
+    hooks: Mapping[int, str],
+    saes: Mapping[SAEKey, SAE],
+    config: SAEConfig,
+) -> dict[tuple[int, str, str], dict[str, float]]:
+    """CE losses on the first ``ce_texts`` held-out texts, per ``(layer, size, variant)``."""
+    from lfp_mech.models.coerce import as_hooked_model
+
+    texts = heldout.texts()[: config.ce_texts]
+    if not texts:
+        raise LfpMechError("no held-out texts for the CE-loss evaluation; set ce_texts > 0")
+    # the model in the run's dtype; the SAEs stay float32 (SAE-Lens casts their input)
+    hooked = as_hooked_model(model, device=config.device, dtype=config.dtype, seed=config.seed)
+    by_hook: dict[str, list[SAEKey]] = {}
+    for key in sorted(saes):
+        by_hook.setdefault(hooks[key[0][0]], []).append(key)
+    losses = text_ce_losses(
+        hooked,
+        texts,
+        {hook: [saes[key] for key in keys] for hook, keys in by_hook.items()},
+        context_length=config.context_length,
+        batch_size=config.ce_batch_size,
+    )
+    result = {}
+    per_text = losses["per_text"]
+    for hook, keys in by_hook.items():
+        clean, zero = losses["clean"], losses["zero"][hook]
+        texts_sae = per_text["sae"][hook]
+        for i, ((layer, size), tied) in enumerate(keys):
+            ce_sae = losses["sae"][hook][i]
+            low, high = ce_recovered_ci(
+                per_text["clean"], texts_sae[i], per_text["zero"][hook], seed=config.seed
+            )
+            result[(layer, size, variant_name(tied))] = {
+                "ce_clean": clean,
+                "ce_sae": ce_sae,
+                "ce_zero": zero,
+                "ce_recovered": ce_loss_recovered(clean, ce_sae, zero),
+                "ce_recovered_ci_low": low,
+                "ce_recovered_ci_high": high,
+            }
+    return result
+
+
+def ce_check_detail(rows: Sequence[Mapping[str, Any]], config: SAEConfig, target: float) -> str:
+    """The main small dictionaries below ``target`` with their CIs, and whether more texts
+    could decide (an upper bound at or above ``target``), for the failed check's warning:
+    `` (L21: 0.870 [0.780, 0.956]; saes.ce_texts = 64; a CI contains 0.9: ...)``."""
+    below = [
+        r
+        for r in rows
+        if r["size"] == "small"
+        and r["variant"] == variant_name(config.tied)
+        and not r["ce_recovered"] >= target
+    ]
+    parts = [
+        f"L{r['layer']}: {r['ce_recovered']:.3f} "
+        f"[{r.get('ce_recovered_ci_low', math.nan):.3f}, "
+        f"{r.get('ce_recovered_ci_high', math.nan):.3f}]"
+        for r in below
+    ]
+    undecided = any(r.get("ce_recovered_ci_high", math.nan) >= target for r in below)
+    hint = (
+        f"; a CI contains {target:g}: more texts (saes.ce_texts) would decide" if undecided else ""
+    )
+    return f" ({', '.join(parts)}; saes.ce_texts = {config.ce_texts}{hint})"
