@@ -17,7 +17,7 @@ from lfp_mech.saes.metrics import ce_loss_recovered, ce_recovered_ci, text_ce_lo
 __all__ = ["SAEKey", "add_ce_losses", "ce_check_detail", "ce_evaluation"]
 
 SAEKey = tuple[tuple[int, str], bool]
-"""A dictionary of the stage: ``((layer, size), tied)``."""
+"""``((layer, size), tied)``: one trained dictionary of the stage."""
 
 
 def add_ce_losses(

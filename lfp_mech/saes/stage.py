@@ -88,8 +88,6 @@ CE loss recovered >= 0.90, dead fraction <= 10% (the ``checks`` of the summary).
 BASE_DIR = "base"
 """The base model's dictionaries: ``base/L{layer}_{size}/``."""
 
-"""``((layer, size), tied)``: one trained dictionary."""
-
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """Train (or reuse) and evaluate SAEs on the activations stage's stores of the tuned
