@@ -20,6 +20,7 @@ from torch import nn
 from lfp_mech.diff.residual import EditFn, residual_hooks
 from lfp_mech.models.generation import generate_texts
 from lfp_mech.rewards import vader_reward
+from lfp_mech.stats import paired_bootstrap_ci
 
 __all__ = [
     "Condition",
@@ -225,7 +226,6 @@ def gap_share(
     seed: int = 0,
 ) -> tuple[float, float, float]:
     """``(share, ci_low, ci_high)`` of the gap removed (tuned edits) or added (base edits)."""
-    from scipy.stats import bootstrap
 
     def share(t: np.ndarray, b: np.ndarray, e: np.ndarray, axis: int = -1) -> Any:
         gap = t.mean(axis) - b.mean(axis)
@@ -236,16 +236,10 @@ def gap_share(
     point = float(share(tuned, base, edited))
     if not np.isfinite(point) or abs(float(tuned.mean() - base.mean())) < 1e-9:
         return float("nan"), float("nan"), float("nan")  # no gap to share
-    res = bootstrap(
-        (tuned, base, edited),
-        share,
-        paired=True,
-        vectorized=True,
-        n_resamples=n_resamples,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
+    low, high = paired_bootstrap_ci(
+        (tuned, base, edited), share, n_resamples=n_resamples, seed=seed
     )
-    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return point, low, high
 
 
 def permutation_p(

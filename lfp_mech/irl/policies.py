@@ -21,6 +21,7 @@ from lfp_mech.irl.persistence import load_reward_model, reward_model_fn
 from lfp_mech.irl.reward_model import RewardModel
 from lfp_mech.irl.tasks import IRLTask, get_task, policy_eval_prompts, task_prompts
 from lfp_mech.models.coerce import ModelLike
+from lfp_mech.stats import paired_bootstrap_ci
 
 __all__ = [
     "MATCHED_DIR",
@@ -117,7 +118,6 @@ def gain_ratio(
     policy's, with a 95% bootstrap CI (``scipy.stats.bootstrap``, paired: the three policies
     completed the same prompts, which are resampled together; percentile), and the gain of
     each policy with its own CI."""
-    from scipy import stats
 
     def gain(policy: np.ndarray, reference: np.ndarray, axis: int = -1) -> Any:
         return policy.mean(axis=axis) - reference.mean(axis=axis)
@@ -127,11 +127,7 @@ def gain_ratio(
             return gain(i, b, axis) / gain(t, b, axis)
 
     def ci(statistic: Callable[..., Any], *samples: np.ndarray) -> list[float]:
-        res = stats.bootstrap(
-            samples, statistic, paired=True, vectorized=True, n_resamples=n_boot,
-            method="percentile", rng=np.random.default_rng(seed),
-        )  # fmt: skip
-        return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+        return list(paired_bootstrap_ci(samples, statistic, n_resamples=n_boot, seed=seed))
 
     point_true, point_irl = float(gain(true, base)), float(gain(irl, base))
     return {

@@ -24,6 +24,7 @@ from torch import Tensor
 from lfp_mech.activations.tokenization import tokenize_for_model
 from lfp_mech.errors import ConfigError
 from lfp_mech.hooks import block_of_hook
+from lfp_mech.stats import paired_bootstrap_ci
 
 __all__ = [
     "DENSE_FREQUENCY",
@@ -222,8 +223,6 @@ def ce_recovered_ci(
     ``(Σ zero − Σ sae) / (Σ zero − Σ clean)`` over the resampled texts' summed CE — the
     token-weighted ratio the point estimate is. ``(nan, nan)`` with fewer than two texts or no
     ablation gap."""
-    from scipy.stats import bootstrap
-
     arrays = [t.double().cpu().numpy() for t in (clean, sae, zero)]
     if len(arrays[0]) < 2 or abs(float(arrays[2].sum() - arrays[0].sum())) < 1e-9:
         return math.nan, math.nan
@@ -232,17 +231,9 @@ def ce_recovered_ci(
         gap_sae, gap_zero = (z - s).sum(axis=axis), (z - c).sum(axis=axis)
         return gap_sae / gap_zero
 
-    result = bootstrap(
-        arrays,
-        recovered,
-        paired=True,
-        vectorized=True,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        rng=seed,
+    return paired_bootstrap_ci(
+        arrays, recovered, n_resamples=n_resamples, seed=seed, confidence=confidence
     )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def tied_vs_untied_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
