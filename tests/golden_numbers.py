@@ -25,8 +25,11 @@ def golden_numbers(run_dir: str | Path) -> dict[str, Any]:
     for row in run.saes.metrics.itertuples():
         model = "" if getattr(row, "model", "tuned") == "tuned" else f"{row.model}."
         name = f"saes.{model}L{row.layer}_{row.size}_{row.variant}"
-        for key in ("fvu", "l0", "dead_fraction", "ce_recovered"):
+        for key in ("fvu", "l0", "dead_fraction", "delta_lm_loss"):
             out[f"{name}.{key}"] = float(getattr(row, key))
+        # not the CE loss recovered: the tiny random model's zero-ablation gap is ~1e-4 nats,
+        # so the ratio would pin float32 rounding (it moved 0.1-0.6% between two CPUs)
+        out[f"{name}.ce_gap"] = float(row.ce_zero - row.ce_clean)
     sweep = run.saes.l1_sweep
     for row in [] if sweep is None else sweep.itertuples():
         out[f"saes.sweep_{row.alpha:g}.fvu"] = float(row.fvu)

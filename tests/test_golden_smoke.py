@@ -12,6 +12,8 @@ from pathlib import Path
 from golden_numbers import golden_numbers
 
 GOLDEN = Path(__file__).parent / "golden" / "smoke.json"
+CE_KEYS = (".delta_lm_loss", ".ce_gap")
+"""Pinned CE-loss differences (nats), compared by ``_close_ce``."""
 
 
 def _close(a, b) -> bool:
@@ -29,10 +31,21 @@ def _close(a, b) -> bool:
     return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-6)
 
 
+def _close_ce(a: float, b: float) -> bool:
+    """CE-loss differences of the tiny model (nats): mean CEs of ~6.93 in float32 over a few
+    hundred tokens differ by ~1e-6 nats between CPUs (AVX2 vs AVX-512 kernels; measured
+    2026-12-03), so they are pinned to 1e-5 nats."""
+    return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-5)
+
+
 def test_smoke_results_match_the_golden_numbers(smoke_run):
     """On the killed-and-resumed smoke run: resuming must not change any result either."""
     expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
     actual = golden_numbers(smoke_run.run_dir)
     assert sorted(actual) == sorted(expected), "the set of pinned quantities changed"
-    moved = {k: (expected[k], actual[k]) for k in expected if not _close(expected[k], actual[k])}
+    moved = {
+        k: (expected[k], actual[k])
+        for k in expected
+        if not (_close_ce if k.endswith(CE_KEYS) else _close)(expected[k], actual[k])
+    }
     assert not moved, f"{len(moved)} smoke results moved (expected, actual): {moved}"

@@ -60,6 +60,10 @@ Modules:
   [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered] and its bootstrap CI over texts
   ([`ce_recovered_ci`][lfp_mech.saes.metrics.ce_recovered_ci]), the tied-vs-untied table.
 * [`sweep`][lfp_mech.saes.sweep] — [`l1_sweep`][lfp_mech.saes.sweep.l1_sweep].
+* [`finetune`][lfp_mech.saes.finetune] —
+  [`kl_finetune_decoder`][lfp_mech.saes.finetune.kl_finetune_decoder]: the decoder fine-tuned on
+  ``KL(p_clean ‖ p_spliced)`` with the encoder frozen (``saes.kl_finetune_texts``), kept only if
+  the CE loss recovered on validation texts rises.
 * [`ce_evaluation`][lfp_mech.saes.ce_evaluation] — the stage's CE-loss-recovered evaluation
   (with its CI) of every dictionary, and the detail of a failed CE check.
 * [`io`][lfp_mech.saes.io] — [`save_sae`][lfp_mech.saes.io.save_sae],
@@ -96,6 +100,7 @@ __getattr__, __dir__ = lazy_exports(
         "ce_recovered_ci": "metrics",
         "tied_vs_untied_table": "metrics",
         "l1_sweep": "sweep",
+        "kl_finetune_decoder": "finetune",
         "SAELike": "io",
         "save_sae": "io",
         "load_sae": "io",
@@ -118,6 +123,7 @@ __all__ = [
     "build_training_sae",
     "ce_loss_recovered",
     "ce_recovered_ci",
+    "kl_finetune_decoder",
     "l1_sweep",
     "load_sae",
     "load_saes",

@@ -8,6 +8,8 @@
     base/L{layer}_{size}/        the base model's dictionaries (saes.base_model)
     untied/L{layer}_small/       the other variant of every small SAE (tied/ when untied is main)
     metrics.{csv,md,json}        held-out metrics of every SAE (column model: tuned / base)
+    kl_finetune.{csv,md,json}    the decoders' KL fine-tune: validation CE before/after, kept
+                                 (with saes.kl_finetune_texts)
     l1_sweep.{csv,md,json,png}   the L1-coefficient sweep (if any)
     tied_vs_untied.{csv,md,json} the paper's appendix table (if compare_untied)
     mmcs_L{layer}.{csv,md,json}  each small feature's MMCS with the big dictionary
@@ -18,6 +20,7 @@
 
 __all__ = [
     "HIGH_MMCS_FILE",
+    "KL_FINETUNE",
     "L1_SWEEP",
     "L1_SWEEP_FIGURE",
     "METRICS",
@@ -31,6 +34,8 @@ __all__ = [
 
 METRICS = "metrics"
 """Stem of the metrics table."""
+KL_FINETUNE = "kl_finetune"
+"""Stem of the KL fine-tune table (``saes.kl_finetune_texts``)."""
 L1_SWEEP = "l1_sweep"
 """Stem of the L1-sweep table."""
 L1_SWEEP_FIGURE = "l1_sweep.png"

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from lfp_mech.errors import ConfigError
 from lfp_mech.saes.artifacts import (
     HIGH_MMCS_FILE,
+    KL_FINETUNE,
     L1_SWEEP,
     METRICS,
     TIED_VS_UNTIED,
@@ -162,6 +163,14 @@ class SAEsResults(StageResults):
         fvu, dead_fraction, ce_recovered), or None without ``compare_untied``."""
         path = self.path / f"{TIED_VS_UNTIED}.csv"
         return self.table(TIED_VS_UNTIED) if path.is_file() else None
+
+    @property
+    def kl_finetune(self) -> "pd.DataFrame | None":
+        """The decoders' KL fine-tune (``saes.kl_finetune_texts``), one row per dictionary:
+        model, layer, size, hook, finetune_texts, val_texts, the CE loss recovered on the
+        validation texts before and after (ce_val_before / _after), kept, steps, final_kl,
+        seconds; None if the run had none."""
+        return self.table(KL_FINETUNE) if (self.path / f"{KL_FINETUNE}.csv").is_file() else None
 
     def mmcs(self, layer: int) -> "pd.DataFrame":
         """Each small feature of ``layer``: its MMCS and the big feature attaining it (sorted by

@@ -30,6 +30,7 @@ from lfp_mech.plotting import save_figure
 from lfp_mech.rlhf.results import RLHFResults
 from lfp_mech.saes.artifacts import (
     HIGH_MMCS_FILE,
+    KL_FINETUNE,
     L1_SWEEP,
     L1_SWEEP_FIGURE,
     METRICS,
@@ -71,6 +72,11 @@ METRIC_COLUMNS = [
     "ce_recovered", "ce_recovered_ci_low", "ce_recovered_ci_high", "delta_lm_loss",
 ]  # fmt: skip
 """The columns of the ``metrics`` table."""
+KL_FINETUNE_COLUMNS = [
+    "model", "layer", "size", "hook", "finetune_texts", "val_texts", "ce_val_before",
+    "ce_val_after", "kept", "steps", "final_kl", "seconds",
+]  # fmt: skip
+"""The columns of the ``kl_finetune`` table (with ``saes.kl_finetune_texts``)."""
 MANIFEST_KEYS = (
     "layers", "n_saes", "architecture", "k", "alpha", "max_small_fvu", "min_small_ce_recovered",
     "max_small_dead_fraction", "mean_small_l0", "checks", "base",
@@ -161,13 +167,17 @@ def train_and_evaluate(
         other = {}
     else:
         paths, other = _train_all(train, hooks, heldout_acts, out_dir, config, timings, summary)
+    finetuned = _kl_finetune(paths, model, train, hooks, config, timings)
     with _timed(timings, "evaluation"):
         loaded = _load(paths, other, config)
         rows = _metric_rows(loaded, hooks, heldout_acts, out_dir, config)
         saes = {key: sae for key, (sae, _) in loaded.items()}
         add_ce_losses(rows, model, heldout, hooks, saes, config)
-    base_rows = _base_dictionaries(base, hooks, out_dir, config, timings) if base else []
+    base_rows = _base_dictionaries(base, hooks, out_dir, config, timings, finetuned) if base else []
     write_table(out_dir / METRICS, rows + base_rows, METRIC_COLUMNS)
+    if finetuned:
+        write_table(out_dir / KL_FINETUNE, finetuned, KL_FINETUNE_COLUMNS)
+        summary["kl_finetune"] = finetuned
     if other:
         comparison = tied_vs_untied_table(rows)
         columns = ["variant", "n_layers", *TIED_VS_UNTIED_METRICS]
@@ -348,16 +358,36 @@ def _quality(rows: Sequence[Mapping[str, Any]], config: SAEConfig) -> dict[str, 
     }
 
 
+def _kl_finetune(
+    paths: Mapping[tuple[int, str], Path],
+    model: Any,
+    train: ActivationStore,
+    hooks: Mapping[int, str],
+    config: SAEConfig,
+    timings: dict[str, float],
+    label: str = "tuned",
+) -> list[dict[str, Any]]:
+    """With ``kl_finetune_texts``, the KL fine-tune of every main dictionary on its model
+    ([`finetune_dictionaries`][lfp_mech.saes.finetune.finetune_dictionaries]): its table rows."""
+    if not config.kl_finetune_texts or model is None or config.pretrained:
+        return []
+    from lfp_mech.saes.finetune import finetune_dictionaries
+
+    with _timed(timings, f"kl_finetune_{label}"):
+        return finetune_dictionaries(paths, model, train, hooks, config, model_label=label)
+
+
 def _base_dictionaries(
     base: "BaseModelData",
     hooks: Mapping[int, str],
     out_dir: Path,
     config: SAEConfig,
     timings: dict[str, float],
+    finetuned: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Train the base model's dictionaries exactly like the tuned ones (same options, same
-    tokens) into ``base/``, and their metric rows (``model = "base"``, CE loss on the base
-    model)."""
+    tokens; the same KL fine-tune, on the base model, its rows appended to ``finetuned``) into
+    ``base/``, and their metric rows (``model = "base"``, CE loss on the base model)."""
     heldout_acts = {
         hook: base.heldout.load_all(hook, config.eval_tokens) for hook in hooks.values()
     }
@@ -366,6 +396,7 @@ def _base_dictionaries(
         paths = train_saes(
             base.train, list(hooks), out_dir / BASE_DIR, config, model_name=model_name
         )
+    finetuned += _kl_finetune(paths, base.model, base.train, hooks, config, timings, "base")
     with _timed(timings, "evaluation_base"):
         loaded = _load(paths, {}, config)
         rows = _metric_rows(loaded, hooks, heldout_acts, out_dir, config, model="base")

@@ -1,0 +1,143 @@
+"""The KL fine-tune of a dictionary's decoder: what it moves, what it keeps, when it is kept."""
+
+import pytest
+import torch
+from saes_helpers import saes_stage_inputs_with_base
+
+from lfp_mech._io import read_json
+from lfp_mech.data import load_prompts
+from lfp_mech.errors import ConfigError
+from lfp_mech.runner.config import RunConfig, StagesConfig
+from lfp_mech.saes import SAEConfig, SAEsResults, build_training_sae, text_ce_losses
+from lfp_mech.saes import finetune as finetune_module
+from lfp_mech.saes import stage as saes_stage
+from lfp_mech.saes.finetune import (
+    finetune_on_validation,
+    kl_finetune_decoder,
+    split_finetune_texts,
+)
+from lfp_mech.stage_api import StageContext
+
+HOOK = "blocks.1.hook_mlp_out"
+
+
+def _sae():
+    """A random 64 → 128 TopK dictionary on ``HOOK`` (a poor reconstruction: room to improve)."""
+    config = SAEConfig(architecture="topk", k=8, batch_size=64, training_tokens=64)
+    return build_training_sae(
+        64, 128, tied=False, alpha=0.0, config=config, n_steps=1, metadata={"hook_name": HOOK}
+    )
+
+
+def test_kl_finetune_moves_only_the_decoder_and_lowers_the_kl(tiny_model):
+    texts = load_prompts("reviews", "train")[:48]
+    sae = _sae()
+    others = {  # what encoding reads besides W_enc / b_enc (a threshold, a scale)
+        name: p.detach().clone()
+        for name, p in sae.named_parameters()
+        if name not in ("W_enc", "b_enc", "W_dec", "b_dec")
+    }
+    decoder = sae.W_dec.detach().clone()
+    model_state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    flags = [p.requires_grad for p in tiny_model.parameters()]
+    probe = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        latents = sae.encode(probe)
+    before = text_ce_losses(tiny_model, texts, {HOOK: [sae]})["sae"][HOOK][0]
+
+    losses = kl_finetune_decoder(tiny_model, HOOK, sae, texts, lr=1e-2, batch_size=8, epochs=8)
+
+    assert len(losses) == 8 * 6
+    assert sum(losses[-6:]) < 0.5 * sum(losses[:6])  # the last epoch's KL half the first's or less
+    assert not torch.equal(sae.W_dec, decoder)
+    for name, param in sae.named_parameters():
+        if name in others:
+            assert torch.equal(param, others[name]), name
+    with torch.no_grad():  # W_enc / b_enc absorb the decoder's shift and norms: same latents
+        assert torch.equal(sae.encode(probe) > 0, latents > 0)
+        assert torch.allclose(sae.encode(probe), latents, atol=1e-5)
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(value, model_state[key]), key
+    assert [p.requires_grad for p in tiny_model.parameters()] == flags  # restored
+    assert all(p.grad is None for p in tiny_model.parameters())  # no gradient reached the model
+    after = text_ce_losses(tiny_model, texts, {HOOK: [sae]})["sae"][HOOK][0]
+    assert after < before
+
+
+@pytest.mark.parametrize("scores, kept", [((0.80, 0.70), False), ((0.80, 0.85), True)])
+def test_the_fine_tune_is_kept_only_if_validation_improves(tiny_model, monkeypatch, scores, kept):
+    texts = load_prompts("reviews", "train")[:40]
+    sae = _sae()
+    state = {name: p.detach().clone() for name, p in sae.named_parameters()}
+
+    def fine_tune(model, hook, sae, texts, **kwargs):
+        with torch.no_grad():
+            sae.W_dec.add_(0.1)
+            sae.b_dec.add_(0.1)
+        return [1.0]
+
+    validation = iter(scores)  # the CE loss recovered on the validation texts, before and after
+    monkeypatch.setattr(finetune_module, "kl_finetune_decoder", fine_tune)
+    monkeypatch.setattr(finetune_module, "_val_ce_recovered", lambda *a: next(validation))
+    record = finetune_on_validation(
+        tiny_model, HOOK, sae, texts[:32], texts[32:],
+        lr=1e-4, batch_size=8, epochs=1, context_length=64, seed=0,
+    )  # fmt: skip
+    assert record["kept"] is kept
+    assert (record["ce_val_before"], record["ce_val_after"]) == scores
+    changed = {name for name, p in sae.named_parameters() if not torch.equal(p, state[name])}
+    assert changed == ({"W_dec", "b_dec"} if kept else set())
+
+
+def test_split_finetune_texts():
+    texts = [f"text {i}" for i in range(10)]
+    finetune, val = split_finetune_texts(texts, 100, 3)
+    assert finetune == texts[:7] and val == texts[7:]
+    assert split_finetune_texts(texts, 2, 3)[0] == texts[:2]
+    with pytest.raises(ConfigError, match="kl_finetune_val_texts"):
+        split_finetune_texts(texts, 5, 10)
+
+
+def test_finetune_options_are_checked():
+    with pytest.raises(ConfigError, match="saes.kl_finetune_texts"):
+        SAEConfig(architecture="l1", tied=True, kl_finetune_texts=10)
+    with pytest.raises(ConfigError, match="saes.kl_finetune_texts"):
+        SAEConfig(kl_finetune_texts=-1)
+    with pytest.raises(ConfigError, match="saes.kl_finetune_lr"):
+        SAEConfig(kl_finetune_texts=10, kl_finetune_lr=0.0)
+
+
+def test_stage_fine_tunes_tuned_and_base_dictionaries(tiny_hf, tiny_model, tmp_path):
+    run_dir = saes_stage_inputs_with_base(tiny_hf, tiny_model, tmp_path / "run")
+    options = dict(
+        batch_size=128, training_tokens=128 * 20, k=8, eval_tokens=1024, ce_texts=8,
+        ce_batch_size=4, expansion_factors=(2,),
+    )  # fmt: skip
+    plain = _run(run_dir, SAEConfig(**options))
+    plain_metrics = SAEsResults(run_dir / "saes").metrics
+    assert SAEsResults(run_dir / "saes").kl_finetune is None  # no fine-tune, no table
+    summary = _run(run_dir, SAEConfig(**options, kl_finetune_texts=64, kl_finetune_val_texts=16))
+    out = run_dir / "saes"
+    table = SAEsResults(out).kl_finetune
+    assert list(table.columns) == saes_stage.KL_FINETUNE_COLUMNS
+    assert sorted(table["model"]) == ["base", "base", "tuned", "tuned"]
+    assert (table["finetune_texts"] == 64).all() and (table["val_texts"] == 16).all()
+    assert (table["kept"] == (table["ce_val_after"] > table["ce_val_before"])).all()
+    for row in table.itertuples():
+        folder = out / ("base/" if row.model == "base" else "") / f"L{row.layer}_small"
+        info = read_json(folder / "training.json")
+        assert ("kl_finetune" in info) == bool(row.kept)
+    metrics = SAEsResults(out).metrics
+    # the encoder is frozen: every dictionary fires the same latents as without the fine-tune
+    assert metrics["l0"].tolist() == pytest.approx(plain_metrics["l0"].tolist())
+    assert metrics["dead_fraction"].tolist() == plain_metrics["dead_fraction"].tolist()
+    assert summary["n_saes"] == plain["n_saes"] == 2
+    assert set(read_json(out / "summary.json")["seconds"]) >= {
+        "kl_finetune_tuned",
+        "kl_finetune_base",
+    }
+
+
+def _run(run_dir, config):
+    run_config = RunConfig(model="tiny-llama", stages=StagesConfig(saes=config))
+    return saes_stage.run(StageContext(run_dir, "saes", run_config, manifest={"stages": {}}))
