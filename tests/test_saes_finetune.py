@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from saes_helpers import saes_stage_inputs_with_base
+from saes_helpers import saes_stage_inputs, saes_stage_inputs_with_base
 
 from lfp_mech._io import read_json
 from lfp_mech.data import load_prompts
@@ -141,3 +141,14 @@ def test_stage_fine_tunes_tuned_and_base_dictionaries(tiny_hf, tiny_model, tmp_p
 def _run(run_dir, config):
     run_config = RunConfig(model="tiny-llama", stages=StagesConfig(saes=config))
     return saes_stage.run(StageContext(run_dir, "saes", run_config, manifest={"stages": {}}))
+
+
+def test_too_few_training_texts_stop_the_stage_before_training(tiny_hf, tiny_model, tmp_path):
+    run_dir = saes_stage_inputs(tiny_hf, tiny_model, tmp_path / "run")
+    config = SAEConfig(
+        architecture="topk", base_model=False, batch_size=128, training_tokens=128 * 2,
+        kl_finetune_texts=10, kl_finetune_val_texts=100_000,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="kl_finetune_val_texts"):
+        _run(run_dir, config)
+    assert not (run_dir / "saes" / "L0_small").exists()  # stopped before any training

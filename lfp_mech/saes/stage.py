@@ -155,6 +155,12 @@ def train_and_evaluate(
     Returns the manifest summary ([`MANIFEST_KEYS`][lfp_mech.saes.stage.MANIFEST_KEYS]);
     ``summary.json`` has more."""
     out_dir = Path(out_dir)
+    if config.kl_finetune_texts and not config.pretrained:
+        from lfp_mech.saes.finetune import split_finetune_texts
+
+        split_finetune_texts(  # enough training texts for the fine-tune? (before training)
+            train.texts(), config.kl_finetune_texts, config.kl_finetune_val_texts
+        )
     hooks = hooks_for_layers(train, train.layers)
     heldout_acts = {hook: heldout.load_all(hook, config.eval_tokens) for hook in hooks.values()}
     timings: dict[str, float] = {}
