@@ -62,7 +62,7 @@ Modules:
 * [`sweep`][lfp_mech.saes.sweep] — [`l1_sweep`][lfp_mech.saes.sweep.l1_sweep].
 * [`finetune`][lfp_mech.saes.finetune] —
   [`kl_finetune_decoder`][lfp_mech.saes.finetune.kl_finetune_decoder]: the decoder fine-tuned on
-  ``KL(p_clean ‖ p_spliced)`` with the encoder frozen (``saes.kl_finetune_texts``), kept only if
+  ``KL(p_clean ‖ p_spliced)`` with the trained encoder's latents (``saes.kl_finetune_texts``), kept only if
   the CE loss recovered on validation texts rises.
 * [`ce_evaluation`][lfp_mech.saes.ce_evaluation] — the stage's CE-loss-recovered evaluation
   (with its CI) of every dictionary, and the detail of a failed CE check.

@@ -83,11 +83,12 @@ class SAEConfig(StageConfig):
     kl_finetune_texts: int = 0
     """Fine-tune each trained dictionary's decoder on up to this many training texts so that the
     model with the SAE spliced in predicts the next token as the clean model does (loss
-    ``KL(p_clean ‖ p_spliced)``; [`lfp_mech.saes.finetune`][lfp_mech.saes.finetune]). The encoder
-    is frozen, so L0, dead latents and which latents fire do not change. The result is kept
+    ``KL(p_clean ‖ p_spliced)``; [`lfp_mech.saes.finetune`][lfp_mech.saes.finetune]). The latents
+    stay the trained encoder's (the decoder's move folded back into ``W_enc`` / ``b_enc``), so
+    L0, dead latents and which latents fire do not change. The result is kept
     only if the CE loss recovered on ``kl_finetune_val_texts`` validation texts rises. 0 (the
     default): no fine-tune. Costs a clean forward pass and a forward and backward pass of the
-    blocks after the SAE's per text and epoch (6–9 minutes per SmolLM2-135M dictionary over ~900
+    blocks after the SAE's per text and epoch (5–11 minutes per SmolLM2-135M dictionary over ~950
     texts on 2 CPU cores)."""
     kl_finetune_val_texts: int = 64
     """The last training texts, held out of the KL fine-tune, on which it is kept or discarded

@@ -5,9 +5,11 @@ A dictionary trained on MSE spends its capacity on the directions with the most 
 on those the model's loss depends on. Fine-tuning on the model's own output (Braun et al. 2024,
 end-to-end SAEs; the "KL fine-tune" of public SAE suites) minimises
 ``KL(p_clean ‖ p_spliced)`` over the next-token distributions instead. Only the decoder
-(``W_dec``, ``b_dec``) moves: the encoder and its thresholds are frozen, so which latents fire on
-a token — L0, dead and dense latents, every feature's activation pattern — is exactly that of the
-trained dictionary; what changes is what each active latent writes back.
+(``W_dec``, ``b_dec``) learns; the latents are those of the trained encoder, and where SAE-Lens's
+encoder reads the decoder (``b_dec`` subtracted from the input, TopK's decoder-norm rescale) the
+move is folded back into ``W_enc`` / ``b_enc``. So which latents fire on a token — L0, dead and
+dense latents, every feature's activation pattern — stays that of the trained dictionary (up to
+rounding at a threshold); what changes is what each active latent writes back.
 
 [`kl_finetune_decoder`][lfp_mech.saes.finetune.kl_finetune_decoder] is the core;
 [`finetune_on_validation`][lfp_mech.saes.finetune.finetune_on_validation] is what the saes stage
@@ -67,8 +69,9 @@ def kl_finetune_decoder(
     ``hook`` predicts the next token as the clean model does.
 
     Loss: the mean over real next-token positions of ``KL(p_clean ‖ p_spliced)``. Adam on
-    ``W_dec`` and ``b_dec`` only; the encoder runs without gradient, so the latents that fire
-    are the trained dictionary's. Texts are tokenised as the capture does (``[BOS] + tokens``,
+    ``W_dec`` and ``b_dec`` only, decoding the latents of a frozen copy of the trained SAE; at
+    the end ``W_enc`` / ``b_enc`` absorb the decoder's move, so ``sae`` encodes as it did
+    before. Texts are tokenised as the capture does (``[BOS] + tokens``,
     ``context_length``), sorted by length into batches (little padding), and the batches are
     visited in a seeded random order each epoch. The model's weights are not changed.
 
