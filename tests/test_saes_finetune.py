@@ -29,10 +29,10 @@ def _sae():
     )
 
 
-def test_kl_finetune_moves_only_the_decoder_and_lowers_the_kl(tiny_model):
+def test_kl_finetune_keeps_the_latents_and_the_model_and_lowers_the_kl(tiny_model):
     texts = load_prompts("reviews", "train")[:48]
     sae = _sae()
-    others = {  # what encoding reads besides W_enc / b_enc (a threshold, a scale)
+    others = {  # any other parameter (a JumpReLU threshold; a TopK SAE has none)
         name: p.detach().clone()
         for name, p in sae.named_parameters()
         if name not in ("W_enc", "b_enc", "W_dec", "b_dec")

@@ -140,7 +140,9 @@ def train_and_evaluate(
     base: "BaseModelData | None" = None,
 ) -> dict[str, Any]:
     """Train (or, with ``config.pretrained``, reuse: [`lfp_mech.saes.pretrained`][lfp_mech.saes.pretrained]),
-    save and evaluate the SAEs of every layer in ``train``; write the stage's folder.
+    save and evaluate the SAEs of every layer in ``train``; write the stage's folder. With
+    ``config.kl_finetune_texts``, each trained dictionary's decoder is KL-fine-tuned on its
+    model before the evaluation ([`lfp_mech.saes.finetune`][lfp_mech.saes.finetune]).
 
     Args:
         train: the training activation store.
