@@ -41,7 +41,7 @@ from lfp_mech.hooks import block_of_hook
 from lfp_mech.saes.artifacts import TRAINING_FILE
 from lfp_mech.saes.config import SAEConfig
 from lfp_mech.saes.io import load_sae, save_sae
-from lfp_mech.saes.metrics import ce_loss_recovered, text_ce_losses
+from lfp_mech.saes.metrics import _run_from_block, ce_loss_recovered, text_ce_losses
 
 __all__ = [
     "finetune_dictionaries",
@@ -89,7 +89,7 @@ def kl_finetune_decoder(
     optimizer = torch.optim.Adam(decoder, lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    with _frozen_except(sae, decoder), _frozen(model):
+    with _frozen_except(sae, decoder), _frozen_except(model, []):
         steps = tqdm(total=epochs * len(batches), desc=f"KL fine-tune {hook}", leave=False)
         for _ in range(epochs):
             for index in torch.randperm(len(batches), generator=generator).tolist():
@@ -196,13 +196,12 @@ def _spliced_logits(
     """The model's logits from block ``layer`` on, with ``hook`` replaced by ``sae``'s decoding
     of the ``trained`` dictionary's latents (no gradient into those)."""
 
-    def reconstruct(act: Tensor, hook: Any) -> Tensor:
+    def reconstruct(act: Tensor) -> Tensor:
         with torch.no_grad():
             latents = trained.encode(act.to(device, torch.float32))
         return sae.decode(latents).to(act.dtype)
 
-    with model.hooks(fwd_hooks=[(hook, reconstruct)]):
-        return model(resid, start_at_layer=layer, attention_mask=attention_mask.long())
+    return _run_from_block(model, resid, layer, hook, attention_mask, reconstruct)
 
 
 def _kl(
@@ -249,17 +248,12 @@ def _changed_params(sae: SAE) -> dict[str, Tensor]:
 
 
 @contextlib.contextmanager
-def _frozen(module: torch.nn.Module) -> Iterator[None]:
-    """No gradient into ``module``'s parameters inside the block (flags restored after)."""
-    with _frozen_except(module, []):
-        yield
-
-
-@contextlib.contextmanager
 def _frozen_except(module: torch.nn.Module, trainable: Sequence[Tensor]) -> Iterator[None]:
-    """Only ``trainable`` of ``module``'s parameters take gradients inside the block."""
+    """Only ``trainable`` of ``module``'s parameters take gradients inside the block, which runs
+    in eval mode (flags and mode restored after)."""
     flags = {param: param.requires_grad for param in module.parameters()}
     keep = {id(param) for param in trainable}
+    training = module.training
     try:
         for param in module.parameters():
             param.requires_grad_(id(param) in keep)
@@ -268,6 +262,7 @@ def _frozen_except(module: torch.nn.Module, trainable: Sequence[Tensor]) -> Iter
     finally:
         for param, flag in flags.items():
             param.requires_grad_(flag)
+        module.train(training)
 
 
 def finetune_dictionaries(
