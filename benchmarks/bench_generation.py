@@ -7,9 +7,13 @@ side by side, interleaved:
 * ``forward``: one HF forward over the finished sequences (prompt + new tokens), the reference;
 * ``HF generate``: ``model.generate`` (the old path of lfp_mech);
 * ``lfp_mech plain``: [`sample_batch`][lfp_mech.models.sampling.sample_batch], the shared path
-  (exponential-race draw from uniform numbers, the default);
-* ``lfp_mech plain, multinomial``: the same with HF's ``torch.multinomial`` draw (the tokens of
-  ``HF generate`` for the same seed);
+  with its default draw (the keyed race: clocks hashed from a per-row key and the token id, for
+  the head of the distribution only);
+* ``lfp_mech plain, exponential race``: the same with the race over float64 uniforms for the
+  whole vocabulary (``torch.multinomial``'s arithmetic: the tokens of ``HF generate`` for the
+  same seed; the default before the keyed race);
+* ``lfp_mech plain, multinomial``: the same with HF's ``torch.multinomial`` draw (also
+  ``HF generate``'s tokens);
 * ``lfp_mech ablated``: the shared path with an SAE-feature ablation on ``--layers``'
   ``hook_mlp_out`` (``x - (acts[..., F] - 0) @ W_dec[F]``, error term kept: validate's
   ``_ablate``), random SAE-Lens TopK SAEs (``k`` = 64; the saes stage's default BatchTopK is
@@ -27,8 +31,11 @@ ratio is forward time / generation time. The fp32 GEMM peak is measured in the s
 fraction of it. Target: plain and ablated >= 0.55x forward.
 
 Same outputs: ``--n-compare`` (256) completions of distinct prompts from each sampler (batches of
-``--batch``, the same seeds): the share that the default race and HF's multinomial draw make
-identical, token for token.
+``--batch``, the same seeds): the share that the exponential race and HF's multinomial draw make
+identical, token for token; and, for the keyed race (another random stream, the same
+distribution), the VADER reward and distinct-2 of its 256 completions against the exponential
+race's, with 95% bootstrap CIs (``scipy.stats.bootstrap``) and a permutation test of the mean
+reward (``scipy.stats.permutation_test``).
 
     python benchmarks/bench_generation.py [--model smollm2-135m] [--batch 64] [--new-tokens 24]
         [--compile]
@@ -38,6 +45,7 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 from _common import machine, print_table, report_result, time_rounds
 from transformers import GenerationConfig
@@ -78,26 +86,71 @@ def gemm_gflops(repeats: int = 20) -> float:
 
 def compare_samplers(model, tok, n: int, batch: int, new: int) -> None:
     """``n`` completions of distinct prompts from each sampler, same seeds: how many are
-    identical token for token (the race is ``torch.multinomial``'s draw on a CPU)."""
+    identical token for token between the exponential race and ``torch.multinomial`` (the race
+    is ``torch.multinomial``'s draw on a CPU), and the keyed race's reward and distinct-2 against
+    the exponential race's (another random stream: the same distribution is what can hold)."""
     prompts = load_prompts("reviews", "train")[:n]
     special = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    n_same = 0
+    tokens = {sampler: [] for sampler in ("multinomial", "exponential_race", "keyed_race")}
     for start in range(0, n, batch):
         enc = tok(prompts[start : start + batch], return_tensors="pt", padding=True,
                   padding_side="left")  # fmt: skip
-        tokens = {}
-        for sampler in ("multinomial", "exponential_race"):
+        for sampler, out in tokens.items():
             torch.manual_seed(start)
             with torch.inference_mode():
-                tokens[sampler] = sample_batch(
+                out.extend(sample_batch(
                     model, enc["input_ids"], enc["attention_mask"], max_new_tokens=new,
                     do_sample=True, sampler=sampler, **special,
-                )  # fmt: skip
-        same = tokens["multinomial"] == tokens["exponential_race"]
-        n_same += int(same.all(dim=1).sum())
+                ))  # fmt: skip
+    n_same = sum(
+        torch.equal(a, b)
+        for a, b in zip(tokens["multinomial"], tokens["exponential_race"], strict=True)
+    )
     print(f"\nsame seed: {n_same} of {n} completions ({new} new tokens, base model) identical "
           "between the exponential race and torch.multinomial")  # fmt: skip
     report_result("sampler: identical completions (share)", n_same / n, 1.0)
+    compare_distributions(prompts, {
+        name: tok.batch_decode(torch.stack(out), skip_special_tokens=True)
+        for name, out in tokens.items() if name != "multinomial"
+    })  # fmt: skip
+
+
+def compare_distributions(prompts: list[str], completions: dict[str, list[str]]) -> None:
+    """Mean VADER reward (prompt + completion) of each sampler's completions with its 95%
+    bootstrap CI, distinct-2 of each, and permutation tests of the keyed race against the
+    exponential race (independent draws: different random streams) for both. Distinct-2 gets no
+    bootstrap CI: resampling texts with replacement repeats bigrams, which biases it down."""
+    from scipy.stats import bootstrap, permutation_test
+
+    from lfp_mech import distinct_n
+    from lfp_mech.rewards import get_reward
+
+    reward = get_reward("vader")
+    rewards = {}
+    print(f"\n{len(prompts)} completions per sampler: mean VADER reward [95% CI], distinct-2")
+    for name, texts in completions.items():
+        rewards[name] = reward([p + c for p, c in zip(prompts, texts, strict=True)]).numpy()
+        ci = bootstrap((rewards[name],), np.mean, random_state=0).confidence_interval
+        print(f"  {name:<18} reward {rewards[name].mean():.3f} [{ci.low:.3f}, {ci.high:.3f}]   "
+              f"distinct-2 {distinct_n(texts, 2):.3f}")  # fmt: skip
+    keyed, old = rewards["keyed_race"], rewards["exponential_race"]
+    test = permutation_test(
+        (keyed, old), lambda a, b: np.mean(a) - np.mean(b), n_resamples=9999, random_state=0
+    )
+    texts = completions["keyed_race"] + completions["exponential_race"]
+    half = len(completions["keyed_race"])
+
+    def distinct_gap(a, b):  # the data are indices into ``texts``
+        return distinct_n([texts[i] for i in a], 2) - distinct_n([texts[i] for i in b], 2)
+
+    d2 = permutation_test(
+        (np.arange(half), np.arange(half, len(texts))), distinct_gap, vectorized=False,
+        n_resamples=999, random_state=0,
+    )  # fmt: skip
+    print(f"  keyed - exponential race: mean reward {test.statistic:+.3f} (permutation p = "
+          f"{test.pvalue:.2f}), distinct-2 {d2.statistic:+.3f} (p = {d2.pvalue:.2f})")  # fmt: skip
+    report_result("keyed race vs exponential race: reward p-value", test.pvalue, 0.05)
+    report_result("keyed race vs exponential race: distinct-2 p-value", d2.pvalue, 0.05)
 
 
 class CompiledDecoder(torch.nn.Module):
@@ -158,7 +211,7 @@ def main() -> None:
     steer = [(f"blocks.{depth // 2}.hook_resid_post", lambda x: x + 4.0 * steer_vec)]
     config = GenerationConfig(max_new_tokens=new, top_k=0, use_cache=True, **sampling, **special)
 
-    def ours(hooks=(), sampler="exponential_race", model=model):
+    def ours(hooks=(), sampler="keyed_race", model=model):
         def run():
             torch.manual_seed(0)
             with torch.inference_mode(), hf_hooks(model, hooks):
@@ -188,6 +241,7 @@ def main() -> None:
         "forward": forward,
         "HF generate": hf_generate,
         "lfp_mech plain": ours(),
+        "lfp_mech plain, exponential race": ours(sampler="exponential_race"),
         "lfp_mech plain, multinomial": ours(sampler="multinomial"),
         "lfp_mech ablated": ours(ablate),
         "lfp_mech steered": ours(steer),

@@ -28,12 +28,15 @@ def read_manifest_stages(run_dir: Path) -> dict:
         return {}
 
 
-def stage_files(run_dir: Path, *, latent_ids: bool = False) -> dict[str, list[str]]:
+def stage_files(run_dir: Path, *, exact_names: bool = False) -> dict[str, list[str]]:
     """``{stage folder: sorted file paths inside it}`` of a run directory ("." for its top-level
     files: manifest and report). The completion cache is left out: it is no stage's artifact
-    (it holds what a run sampled, and which process sampled it is not fixed). Dashboard pages
-    are named by latent id, which depends on the trained dictionary: unless ``latent_ids``,
-    ``latent_<id>`` becomes ``latent_N`` (the number of pages still counts)."""
+    (it holds what a run sampled, and which process sampled it is not fixed). Two names depend
+    on results, and unless ``exact_names`` they are normalised (the number of files still
+    counts): dashboard pages are named by latent id, which depends on the trained dictionary
+    (``latent_<id>`` becomes ``latent_N``), and the IRL stage's held-out input cache by the
+    configuration chosen on validation (``reward_inputs_<pooling>_<layer>_heldout`` becomes
+    ``reward_inputs_SELECTED_heldout``)."""
     from lfp_mech.models.completions import COMPLETIONS_DIR
 
     run_dir = Path(run_dir)
@@ -41,7 +44,10 @@ def stage_files(run_dir: Path, *, latent_ids: bool = False) -> dict[str, list[st
     folders = (p for p in run_dir.iterdir() if p.is_dir() and p.name != COMPLETIONS_DIR)
     for folder in sorted(folders):
         paths = (str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        files[folder.name] = sorted(
-            p if latent_ids else re.sub(r"latent_\d+", "latent_N", p) for p in paths
-        )
+        files[folder.name] = sorted(p if exact_names else _normalised(p) for p in paths)
     return files
+
+
+def _normalised(path: str) -> str:
+    path = re.sub(r"latent_\d+", "latent_N", path)
+    return re.sub(r"reward_inputs_[^/]+_heldout", "reward_inputs_SELECTED_heldout", path)

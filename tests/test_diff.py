@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binomtest
 from torch import nn
 
 from lfp_mech import build_tiny_model
@@ -213,7 +214,7 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
         (base, tok),
         (tuned, tok),
         load_prompts("reviews", "train")[:24],
-        load_prompts("reviews", "test")[:48],
+        load_prompts("reviews", "test")[:144],
         tmp_path,
         config,
     )
@@ -241,23 +242,32 @@ def test_run_diff_writes_tables_dashboards_and_results(tmp_path):
         results.dictionary(0)
     completions = results.completions
     assert set(completions.condition) == set(table.condition)
-    # the plant undone / added during generation: same seed, same text as the other model
     by = completions.groupby("condition")["completion"].apply(list)
+    # the plant undone / added during generation: same prompts and seeds, so the draws are
+    # coupled and a text changes only where the plant matters. Measured on 144 prompts over
+    # seeds 0-2 and both races (keyed / exponential): the plant leaves 41-53% of the texts as the
+    # base model writes them, ablating it gives back 64-86% (a new random stream moves these by
+    # ~10 points: the 48-prompt thresholds once pinned here held for seed 0 of one stream only),
+    # adding it to the base model gives the tuned copy's 99-100%.
+    n = len(by["tuned"])
+    assert n == 144
+    plant = same(by["tuned"], by["base"])
+    undone = same(by["ablate_top1"], by["base"])
+    added = same(by["steer_top1"], by["tuned"])
+    assert plant.sum() <= 0.6 * n  # the plant changes at least 40% of the texts...
+    assert undone.sum() >= 0.6 * n and more_often(undone, plant)  # ...its ablation undoes it
+    assert added.sum() >= 0.95 * n and more_often(added, plant)  # ...and adding it redoes it
 
-    def same(a, b):
-        return sum(x == y for x, y in zip(by[a], by[b], strict=True))
 
-    # same prompts and seeds, so the draws are coupled: a text changes only where the plant
-    # matters (measured: the plant changes 24 of 48 texts; ablating it gives back 43 of the base
-    # model's, adding it to the base model all 48 of the tuned copy's)
-    plant, undone, added = (
-        same("tuned", "base"),
-        same("ablate_top1", "base"),
-        same("steer_top1", "tuned"),
-    )
-    assert len(by["tuned"]) == 48 and plant <= 24  # the plant changes at least half the texts...
-    assert undone >= 40 and undone >= plant + 12  # ...ablating it gives back the base model's
-    assert added >= 40 and added >= plant + 12  # ...and adding it to the base gives the tuned ones
+def same(a: list[str], b: list[str]) -> np.ndarray:
+    return np.array([x == y for x, y in zip(a, b, strict=True)])
+
+
+def more_often(first: np.ndarray, second: np.ndarray) -> bool:
+    """Texts matched under ``first`` but not ``second`` outnumber the reverse (exact McNemar
+    test, one-sided p < 1e-3)."""
+    gained, lost = int((first & ~second).sum()), int((second & ~first).sum())
+    return binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue < 1e-3
 
 
 def test_random_draws_are_distinct_live_features_of_each_block_capped_when_too_few():

@@ -139,7 +139,7 @@ def test_sample_batch_draws_what_hf_generate_draws(arch, sampler):
 
 
 def test_exponential_race_draws_from_the_softmax_distribution():
-    """The default draw: token frequencies over 40,000 draws match ``softmax(scores)``
+    """The HF-identical draw: token frequencies over 40,000 draws match ``softmax(scores)``
     (chi-square), ``-inf`` tokens are never drawn, and the same seed gives ``torch.multinomial``'s
     tokens, also over a 49,152-token vocabulary with a long tail."""
     from scipy.stats import chisquare
@@ -178,6 +178,112 @@ def test_exponential_race_evaluates_only_the_clocks_that_can_win():
         probs = logits.softmax(dim=-1)
         full = (probs / _clocks(uniforms, probs.dtype)).argmax(dim=-1)
         assert torch.equal(_race_winners(probs, uniforms), full)
+
+
+def test_keyed_uniforms_are_splitmix64_outputs():
+    """Uniform ``id`` of key ``k`` is splitmix64's output ``id`` for seed ``k`` (its reference
+    arithmetic in Python integers), top 53 bits, centred in (0, 1): int64 products wrap in
+    torch as the unsigned reference does modulo 2**64."""
+    from lfp_mech.models.sampling import _keyed_uniforms
+
+    def splitmix64(seed: int, index: int) -> int:
+        z = (seed + (index + 1) * 0x9E3779B97F4A7C15) % 2**64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+        return z ^ (z >> 31)
+
+    assert splitmix64(0, 0) == 0xE220A8397B1DCDAF  # the published first output of seed 0
+    keys = [0, 1, 12_345_678_901_234, 2**62 - 1, 2**61 + 17]
+    ids = [0, 7, 49_151, 3, 262_143]
+    expected = [((splitmix64(k, i) >> 11) + 0.5) * 2.0**-53 for k, i in zip(keys, ids, strict=True)]
+    assert _keyed_uniforms(torch.tensor(keys), torch.tensor(ids)).tolist() == expected
+
+
+@pytest.mark.parametrize("head_min", [1e-5, 0.1, 0.3, 0.99])
+def test_keyed_race_draws_from_the_softmax_distribution(head_min):
+    """The default draw: token frequencies over 40,000 draws (independent keys) match
+    ``softmax(scores)`` (chi-square) whichever tokens race one by one (``p >= head_min``) and
+    which as the tail group (0.99: the whole vocabulary is the tail); ``-inf`` never drawn."""
+    from scipy.stats import chisquare
+
+    from lfp_mech.models.sampling import _keyed_race
+
+    scores = torch.tensor([[2.0, 1.0, 0.0, -1.0, -float("inf"), 0.5, -3.0, 1.5]])
+    probs = torch.softmax(scores.double(), dim=-1)[0]
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randint(0, 2**62, (40_000,), generator=generator)
+    draws = _keyed_race(scores.expand(len(keys), -1), keys, head_min=head_min)
+    counts = torch.bincount(draws, minlength=scores.shape[1]).double()
+    assert counts[4] == 0
+    keep = probs > 0
+    test = chisquare(counts[keep].numpy(), (probs[keep] * counts.sum()).numpy())
+    assert test.pvalue > 1e-3, test
+
+
+def test_keyed_race_draws_the_tail_at_its_mass_on_a_long_vocabulary():
+    """49,152 tokens, most below the head threshold: the share of draws that land in the tail
+    matches the tail's probability mass (binomial test), and head tokens keep their own
+    frequencies (chi-square over the head)."""
+    from scipy.stats import binomtest, chisquare
+
+    from lfp_mech.models.sampling import HEAD_MIN, _keyed_race
+
+    logits = torch.randn(1, 49_152, generator=torch.Generator().manual_seed(1)) * 2.0
+    logits[0, :20] += 9.0  # a peaked head over a long tail
+    probs = logits.double().softmax(dim=-1)[0]
+    head = probs >= HEAD_MIN
+    keys = torch.randint(0, 2**62, (20_000,), generator=torch.Generator().manual_seed(2))
+    draws = torch.cat([_keyed_race(logits.expand(2_000, -1), k) for k in keys.split(2_000)])
+    in_tail = int((~head[draws]).sum())
+    assert 0.01 < probs[~head].sum() < 0.5
+    assert binomtest(in_tail, len(draws), float(probs[~head].sum())).pvalue > 1e-3
+    head_ids = head.nonzero()[:, 0]
+    counts = torch.bincount(draws, minlength=len(probs))[head_ids].double()
+    top = probs[head_ids] >= 1e-3  # enough draws per cell for a chi-square test
+    expected = probs[head_ids][top] / probs[head_ids][top].sum() * counts[top].sum()
+    assert chisquare(counts[top].numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_keyed_race_couples_paired_runs():
+    """Two runs with the same keys and slightly different logits (an ablation's size of change)
+    draw the same token in nearly every row; with independent keys they agree only as often as
+    two independent draws do (``sum p^2``)."""
+    from lfp_mech.models.sampling import _keyed_race
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4_096, 5_000, generator=generator) * 3.0
+    nudged = logits + 0.01 * torch.randn(logits.shape, generator=generator)
+    keys = torch.randint(0, 2**62, (len(logits),), generator=generator)
+    same = (_keyed_race(logits, keys) == _keyed_race(nudged, keys)).double().mean()
+    other = torch.randint(0, 2**62, (len(logits),), generator=generator)
+    independent = (_keyed_race(logits, keys) == _keyed_race(nudged, other)).double().mean()
+    collision = (logits.softmax(dim=-1) ** 2).sum(dim=-1).mean()
+    assert same > 0.98
+    assert abs(independent - collision) < 0.05
+
+
+def test_sample_batch_keyed_race_is_seeded_and_respects_the_processors(tiny_hf):
+    """The default draw through ``sample_batch``: the same seed gives the same tokens, another
+    seed other tokens; EOS never before ``min_new_tokens``; greedy decoding is the argmax path
+    whichever sampler is named."""
+    from lfp_mech.models.sampling import sample_batch
+
+    hf, tok = tiny_hf
+    batch = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    special = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+    def draw(seed, **kwargs):
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            return sample_batch(
+                hf, batch.input_ids, batch.attention_mask, max_new_tokens=12, **special, **kwargs
+            )
+
+    first, again, other = draw(0), draw(0), draw(1)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert not (draw(3, min_new_tokens=12) == tok.eos_token_id).any()
+    greedy = [draw(4, do_sample=False, sampler=s) for s in ("keyed_race", "multinomial")]
+    assert torch.equal(*greedy)
 
 
 def test_completion_cache_hits_identical_requests_only(tiny_hf, tmp_path, monkeypatch):

@@ -38,6 +38,6 @@ def test_two_process_smoke_run_completes_with_the_artifacts_of_one_process(smoke
     assert stage_files(run_dir) == single
     # every file is recorded once, by the main process: no stray or half-written artifact
     recorded = {p for entry in manifest["stages"].values() for p in entry["artifacts"]}
-    by_stage = stage_files(run_dir, latent_ids=True)
+    by_stage = stage_files(run_dir, exact_names=True)
     written = {str(Path(s) / f) for s, files in by_stage.items() if s != "." for f in files}
     assert recorded == written

@@ -43,7 +43,8 @@ CACHE_ENV = "LFP_MECH_COMPLETIONS"
 """Environment variable naming the completion-cache folder (unset: no cache)."""
 COMPLETIONS_DIR = "completions"
 """The cache's folder inside a run directory."""
-VERSION = 3  # 2: exponential race (models.sampling); 3: the race draws torch.multinomial's tokens
+VERSION = 4  # 2: exponential race (models.sampling); 3: the race draws torch.multinomial's
+# tokens; 4: the keyed race (clocks hashed from a per-row key and the token id) by default
 
 
 def tensor_digest(tensors: Iterable[tuple[str, Tensor]]) -> str:

@@ -67,8 +67,10 @@ def generate_texts(
     completion does not depend on what ran before, and the global RNG is left untouched.
     Completions hold only the new text, special tokens dropped. Each batch runs
     [`sample_batch`][lfp_mech.models.sampling.sample_batch]: HF ``generate``'s arithmetic without
-    its per-step overhead, each token drawn by ``torch.multinomial``'s arithmetic (an exponential
-    race) in faster passes: on a CPU, HF's exact tokens for the same seed.
+    its per-step overhead, each token drawn from the same distribution by a keyed exponential race
+    (clocks hashed from a per-row key and the token id, so paired runs with the same seed draw
+    the same token unless their probabilities differ enough; see
+    [`sampling`][lfp_mech.models.sampling]).
 
     ``hooks`` (``[(TransformerLens hook name, fn), ...]``, e.g. an SAE-feature ablation on
     ``blocks.3.hook_mlp_out`` or a steering vector added to ``blocks.3.hook_resid_post``) edit

@@ -7,21 +7,31 @@ temperature, top-p), then draws the token (or takes the ``argmax``), without ``g
 per-step bookkeeping (stopping criteria objects, cache-position and mask preparation, input
 validation). Finished rows are padded, like ``generate``.
 
-The draw: ``sampler="exponential_race"`` (default) is ``torch.multinomial``'s own algorithm for
-one sample, ``argmax_i p_i / E_i`` with one exponential clock ``E_i = -log(1 - U_i)`` per
-vocabulary entry (``U_i`` float64 uniforms from the global generator, the clocks rounded to the
-probabilities' dtype, as ``Tensor.exponential_`` does), computed in three vectorised passes
-(``torch.rand``, ``log1p``, division) instead of ``exponential_``'s per-element loop, which
-measured ~15% of a sampled generation's time at batch 64. On a CPU it therefore draws exactly
-``torch.multinomial``'s token for the same seed, so both samplers give ``model.generate``'s
-completions (tested); on other devices the random streams differ, the distribution does not.
-The race also couples paired runs: two runs with the same seed whose probabilities differ
-slightly draw the same token unless the difference matters, which paired comparisons such as an
-ablated vs a clean policy rely on. An inverse-CDF draw (one uniform per row, not one per
-vocabulary entry) couples poorly: a small change to many probabilities shifts the whole
-cumulative sum.
-``sampler="multinomial"`` calls ``torch.multinomial(softmax)`` as HF does
-(``benchmarks/bench_generation.py`` compares the two samplers' speed).
+The draw (``sampler``), each exact: the token comes from ``softmax(scores)``.
+
+* ``"keyed_race"`` (default): an exponential race, ``argmax_i p_i / E_i`` with one clock
+  ``E_i ~ Exp(1)`` per token, whose clocks are a hash of (a per-row key, the token id): one key
+  per row and step comes from the global torch generator, and only the clocks of the *head*
+  (tokens with ``p_i >= 1e-5``, a few hundred to a few thousand of SmolLM2's 49,152) are
+  computed. The rest of the vocabulary races as one group: the first of independent exponential
+  clocks with rates ``p_i`` is itself exponential with rate ``sum p_i`` and falls on token ``i``
+  with probability ``p_i / sum p_i``, independently of when — so one clock for the tail group and,
+  when the tail wins (~1-2% of SmolLM2's draws; most of them on flat distributions such as a
+  random model's), the same keyed race among the tail's tokens alone give exactly the full
+  race's distribution. Keying every clock by token id couples paired runs (an ablated and a
+  clean policy, the same seed): they draw the same token unless the difference in probabilities
+  matters, which the paired comparisons (validation's Table 6, the diff stage) rely on. It skips
+  the float64 uniforms over the whole vocabulary, which on a 2-core CPU measured 10-14% of a
+  sampled generation's time at batch 64 (``benchmarks/bench_generation.py``).
+* ``"exponential_race"``: ``torch.multinomial``'s own algorithm for one sample, the clocks
+  ``E_i = -log(1 - U_i)`` from float64 uniforms over the whole vocabulary (the probabilities'
+  dtype, as ``Tensor.exponential_``), in vectorised passes; on a CPU exactly
+  ``torch.multinomial``'s token for the same seed, so HF ``model.generate``'s completions
+  (tested). It couples paired runs the same way (a clock per vocabulary entry).
+* ``"multinomial"``: ``torch.multinomial(softmax)``, as HF does.
+
+An inverse-CDF draw over the whole vocabulary (one uniform per row) would be cheaper still but
+couples poorly: a small change to many probabilities shifts the whole cumulative sum.
 """
 
 from typing import Any, Literal, get_args
@@ -33,7 +43,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 __all__ = ["SAMPLERS", "Sampler", "fast_generate", "sample_batch"]
 
-Sampler = Literal["exponential_race", "multinomial"]
+Sampler = Literal["keyed_race", "exponential_race", "multinomial"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 """How a token is drawn from the processed scores (see the module docstring)."""
 
@@ -51,13 +61,14 @@ def sample_batch(
     repetition_penalty: float = 1.0,
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
-    sampler: Sampler = "exponential_race",
+    sampler: Sampler = "keyed_race",
 ) -> Int[Tensor, "batch new"]:
     """The new tokens of a left-padded batch (``[batch, <= max_new_tokens]``, stopping early when
     every row has produced EOS; rows that finished hold ``pad_token_id``). Call under
     ``torch.inference_mode()``; randomness from the global torch RNG, as ``generate``.
-    Both samplers draw HF ``generate``'s tokens for the same seed on a CPU; the default
-    ``"exponential_race"`` is faster (see the module docstring)."""
+    ``"exponential_race"`` and ``"multinomial"`` draw HF ``generate``'s tokens for the same seed
+    on a CPU; the default ``"keyed_race"`` draws from the same distribution, faster (see the
+    module docstring)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     pad = pad_token_id if pad_token_id is not None else eos_token_id
@@ -90,7 +101,10 @@ def sample_batch(
             eos_token_id,
             do_sample,
         )
-        if do_sample and sampler == "exponential_race":
+        if do_sample and sampler == "keyed_race":
+            keys = torch.randint(0, _KEY_RANGE, scores.shape[:1], device=scores.device)
+            token = _keyed_race(scores, keys)
+        elif do_sample and sampler == "exponential_race":
             token = _exponential_race(scores)
         elif do_sample:
             token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
@@ -114,6 +128,66 @@ def sample_batch(
             use_cache=True,
         )
     return torch.stack(new, dim=1)
+
+
+_KEY_RANGE = 2**62  # per-row keys of the keyed race
+HEAD_MIN = 1e-5
+"""The keyed race computes a clock for each token with at least this probability; the rest of
+the vocabulary races as one group (exact either way; the threshold only sets the cost)."""
+# splitmix64's constants as signed int64 (torch has no uint64 arithmetic; products wrap)
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64
+_MIX1 = 0xBF58476D1CE4E5B9 - 2**64
+_MIX2 = 0x94D049BB133111EB - 2**64
+
+
+def _keyed_race(
+    scores: Float[Tensor, "batch vocab"], keys: Int[Tensor, " batch"], head_min: float = HEAD_MIN
+) -> Int[Tensor, " batch"]:
+    """One token per row drawn from ``softmax(scores)`` by an exponential race whose clocks are
+    ``-log(1 - U)``, ``U = hash(key, token id)``, computed for the head (``p >= head_min``); the
+    tail races as one clock of rate ``sum p_tail`` (id ``vocab``) and, if it wins, its token is
+    the winner of the same keyed race among the tail's tokens alone (see the module docstring).
+    ``-inf`` scores have probability 0, never drawn."""
+    probs = scores.softmax(dim=-1)
+    n_rows, vocab = probs.shape
+    rows, cols = (probs >= head_min).nonzero(as_tuple=True)
+    p_head = probs[rows, cols].double()
+    race = p_head / _keyed_clocks(keys[rows], cols)
+    best = race.new_zeros(n_rows).scatter_reduce(0, rows, race, "amax")
+    winners = torch.where(race == best[rows], cols, vocab)
+    token = torch.full_like(keys, vocab).scatter_reduce(0, rows, winners, "amin")
+    head_mass = p_head.new_zeros(n_rows).index_add_(0, rows, p_head)
+    tail_mass = (probs.sum(dim=-1, dtype=torch.float64) - head_mass).clamp(min=0)
+    tail_race = tail_mass / _keyed_clocks(keys, torch.full_like(keys, vocab))
+    tail_rows = (tail_race > best).nonzero(as_tuple=True)[0]
+    if tail_rows.numel():  # the tail's group clock came first: a race inside the tail
+        tail = probs[tail_rows]
+        tail = tail.masked_fill(tail >= head_min, 0).double()
+        ids = torch.arange(vocab, device=keys.device).expand(len(tail_rows), -1)
+        clocks = _keyed_clocks(keys[tail_rows, None].expand(-1, vocab), ids)
+        token[tail_rows] = (tail / clocks).argmax(dim=-1)
+    return token
+
+
+def _keyed_uniforms(keys: Int[Tensor, "*n"], ids: Int[Tensor, "*n"]) -> Float[Tensor, "*n"]:
+    """Uniforms in (0, 1), 53 bits: output ``id`` of splitmix64 seeded with ``key`` (its state
+    after ``id + 1`` steps, mixed), a counter-based stream: a token's clock depends only on its
+    row's key and its id."""
+    z = keys + (ids + 1) * _GOLDEN
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    z = z ^ _shift_right(z, 31)
+    return (_shift_right(z, 11).double() + 0.5) * 2.0**-53
+
+
+def _keyed_clocks(keys: Int[Tensor, "*n"], ids: Int[Tensor, "*n"]) -> Float[Tensor, "*n"]:
+    """``Exp(1)`` clocks ``-log(1 - U)`` of ``_keyed_uniforms`` (float64)."""
+    return _keyed_uniforms(keys, ids).neg_().log1p_().neg_()
+
+
+def _shift_right(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 (``>>`` is arithmetic on signed integers)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
 def _exponential_race(scores: Float[Tensor, "batch vocab"]) -> Int[Tensor, " batch"]:
@@ -221,7 +295,7 @@ _REPRODUCED = {  # GenerationConfig fields sample_batch reproduces, with their n
 }
 
 
-def fast_generate(model: PreTrainedModel, sampler: Sampler = "exponential_race") -> None:
+def fast_generate(model: PreTrainedModel, sampler: Sampler = "keyed_race") -> None:
     """Route ``model.generate(input_ids=, attention_mask=, generation_config=)`` through
     [`sample_batch`][lfp_mech.models.sampling.sample_batch] (on a CPU the same tokens for the same
     seed, less overhead) when the config
