@@ -220,6 +220,19 @@ def test_keyed_race_draws_from_the_softmax_distribution(head_min):
     assert test.pvalue > 1e-3, test
 
 
+def test_keyed_race_never_draws_a_masked_token():
+    """Top-p-like masks (``-inf`` outside a few tokens) leave the tail with no mass at all: the
+    tail never wins, whatever the keys, the head threshold and the softmax's rounding."""
+    from lfp_mech.models.sampling import _keyed_race
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.full((20_000, 4_096), -float("inf"))
+    scores[:, :3] = torch.randn(20_000, 3, generator=generator) * 4.0
+    keys = torch.randint(0, 2**62, (len(scores),), generator=generator)
+    for head_min in (1e-5, 0.2):  # at 0.2 the finite tokens below it race in the tail
+        assert int(_keyed_race(scores, keys, head_min=head_min).max()) < 3
+
+
 def test_keyed_race_draws_the_tail_at_its_mass_on_a_long_vocabulary():
     """49,152 tokens, most below the head threshold: the share of draws that land in the tail
     matches the tail's probability mass (binomial test), and head tokens keep their own
@@ -232,7 +245,7 @@ def test_keyed_race_draws_the_tail_at_its_mass_on_a_long_vocabulary():
     logits[0, :20] += 9.0  # a peaked head over a long tail
     probs = logits.double().softmax(dim=-1)[0]
     head = probs >= HEAD_MIN
-    keys = torch.randint(0, 2**62, (20_000,), generator=torch.Generator().manual_seed(2))
+    keys = torch.randint(0, 2**62, (6_000,), generator=torch.Generator().manual_seed(2))
     draws = torch.cat([_keyed_race(logits.expand(2_000, -1), k) for k in keys.split(2_000)])
     in_tail = int((~head[draws]).sum())
     assert 0.01 < probs[~head].sum() < 0.5

@@ -150,19 +150,19 @@ def _keyed_race(
     ``-inf`` scores have probability 0, never drawn."""
     probs = scores.softmax(dim=-1)
     n_rows, vocab = probs.shape
-    rows, cols = (probs >= head_min).nonzero(as_tuple=True)
-    p_head = probs[rows, cols].double()
-    race = p_head / _keyed_clocks(keys[rows], cols)
+    head = probs >= head_min
+    rows, cols = head.nonzero(as_tuple=True)
+    race = probs[rows, cols].double() / _keyed_clocks(keys[rows], cols)
     best = race.new_zeros(n_rows).scatter_reduce(0, rows, race, "amax")
     winners = torch.where(race == best[rows], cols, vocab)
     token = torch.full_like(keys, vocab).scatter_reduce(0, rows, winners, "amin")
-    head_mass = p_head.new_zeros(n_rows).index_add_(0, rows, p_head)
-    tail_mass = (probs.sum(dim=-1, dtype=torch.float64) - head_mass).clamp(min=0)
+    # the tail's own sum, not 1 - the head's: an all-zero tail (top-p, underflow) must have no
+    # mass at all, where the difference would leave float rounding that could win
+    tail_mass = probs.masked_fill(head, 0).sum(dim=-1, dtype=torch.float64)
     tail_race = tail_mass / _keyed_clocks(keys, torch.full_like(keys, vocab))
     tail_rows = (tail_race > best).nonzero(as_tuple=True)[0]
     if tail_rows.numel():  # the tail's group clock came first: a race inside the tail
-        tail = probs[tail_rows]
-        tail = tail.masked_fill(tail >= head_min, 0).double()
+        tail = probs[tail_rows].masked_fill(head[tail_rows], 0).double()
         ids = torch.arange(vocab, device=keys.device).expand(len(tail_rows), -1)
         clocks = _keyed_clocks(keys[tail_rows, None].expand(-1, vocab), ids)
         token[tail_rows] = (tail / clocks).argmax(dim=-1)
