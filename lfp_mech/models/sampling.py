@@ -12,17 +12,17 @@ The draw (``sampler``), each exact: the token comes from ``softmax(scores)``.
 * ``"keyed_race"`` (default): an exponential race, ``argmax_i p_i / E_i`` with one clock
   ``E_i ~ Exp(1)`` per token, whose clocks are a hash of (a per-row key, the token id): one key
   per row and step comes from the global torch generator, and only the clocks of the *head*
-  (tokens with ``p_i >= 1e-5``, a few hundred to a few thousand of SmolLM2's 49,152) are
+  (tokens with ``p_i >= 1e-5``: a median of ~1,500 of SmolLM2's 49,152, 98.4% of the mass) are
   computed. The rest of the vocabulary races as one group: the first of independent exponential
   clocks with rates ``p_i`` is itself exponential with rate ``sum p_i`` and falls on token ``i``
   with probability ``p_i / sum p_i``, independently of when — so one clock for the tail group and,
-  when the tail wins (~1-2% of SmolLM2's draws; most of them on flat distributions such as a
-  random model's), the same keyed race among the tail's tokens alone give exactly the full
-  race's distribution. Keying every clock by token id couples paired runs (an ablated and a
-  clean policy, the same seed): they draw the same token unless the difference in probabilities
-  matters, which the paired comparisons (validation's Table 6, the diff stage) rely on. It skips
-  the float64 uniforms over the whole vocabulary, which on a 2-core CPU measured 10-14% of a
-  sampled generation's time at batch 64 (``benchmarks/bench_generation.py``).
+  when the tail wins (~1.6% of SmolLM2's draws; more on flatter distributions), the same keyed
+  race among the tail's tokens alone give exactly the full race's distribution. Keying every
+  clock by token id couples paired runs (an ablated and a clean policy, the same seed): they draw
+  the same token unless the difference in probabilities matters, which the paired comparisons
+  (validation's Table 6, the diff stage) rely on. It skips the float64 uniforms over the whole
+  vocabulary, which on a 2-core CPU measured 10-14% of a sampled generation's time at batch 64
+  (``benchmarks/bench_generation.py``).
 * ``"exponential_race"``: ``torch.multinomial``'s own algorithm for one sample, the clocks
   ``E_i = -log(1 - U_i)`` from float64 uniforms over the whole vocabulary (the probabilities'
   dtype, as ``Tensor.exponential_``), in vectorised passes; on a CPU exactly
