@@ -33,9 +33,9 @@ fraction of it. Target: plain and ablated >= 0.55x forward.
 Same outputs: ``--n-compare`` (256) completions of distinct prompts from each sampler (batches of
 ``--batch``, the same seeds): the share that the exponential race and HF's multinomial draw make
 identical, token for token; and, for the keyed race (another random stream, the same
-distribution), the VADER reward and distinct-2 of its 256 completions against the exponential
-race's, with 95% bootstrap CIs (``scipy.stats.bootstrap``) and a permutation test of the mean
-reward (``scipy.stats.permutation_test``).
+distribution), the VADER reward and distinct-2 of its completions against the exponential
+race's: mean rewards with 95% bootstrap CIs (``scipy.stats.bootstrap``), and permutation tests
+(``scipy.stats.permutation_test``) of the difference in mean reward and in distinct-2.
 
     python benchmarks/bench_generation.py [--model smollm2-135m] [--batch 64] [--new-tokens 24]
         [--compile]
@@ -110,7 +110,7 @@ def compare_samplers(model, tok, n: int, batch: int, new: int) -> None:
           "between the exponential race and torch.multinomial")  # fmt: skip
     report_result("sampler: identical completions (share)", n_same / n, 1.0)
     compare_distributions(prompts, {
-        name: tok.batch_decode(torch.stack(out), skip_special_tokens=True)
+        name: tok.batch_decode([t.tolist() for t in out], skip_special_tokens=True)
         for name, out in tokens.items() if name != "multinomial"
     })  # fmt: skip
 

@@ -158,11 +158,12 @@ def _keyed_race(
     token = torch.full_like(keys, vocab).scatter_reduce(0, rows, winners, "amin")
     # the tail's own sum, not 1 - the head's: an all-zero tail (top-p, underflow) must have no
     # mass at all, where the difference would leave float rounding that could win
-    tail_mass = probs.masked_fill(head, 0).sum(dim=-1, dtype=torch.float64)
+    tail_probs = probs.masked_fill(head, 0)
+    tail_mass = tail_probs.sum(dim=-1, dtype=torch.float64)
     tail_race = tail_mass / _keyed_clocks(keys, torch.full_like(keys, vocab))
     tail_rows = (tail_race > best).nonzero(as_tuple=True)[0]
     if tail_rows.numel():  # the tail's group clock came first: a race inside the tail
-        tail = probs[tail_rows].masked_fill(head[tail_rows], 0).double()
+        tail = tail_probs[tail_rows].double()
         ids = torch.arange(vocab, device=keys.device).expand(len(tail_rows), -1)
         clocks = _keyed_clocks(keys[tail_rows, None].expand(-1, vocab), ids)
         token[tail_rows] = (tail / clocks).argmax(dim=-1)
