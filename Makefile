@@ -9,7 +9,6 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lfp_mech-installed-$(shell printf '%s' '$(TORCH_SPEC)' | cksum | cut -d' ' -f1)
 # extra `lfp-mech run` arguments of `make demo` / `make smoke`, e.g. --set device=cuda
 RUN_ARGS ?=
-export OMP_WAIT_POLICY := PASSIVE
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 

@@ -6,8 +6,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 def time_rounds(fns: dict[str, Callable[[], object]], repeats: int = 5) -> dict[str, list[float]]:
     """Seconds of each call, per round: every round calls each function once, in turn, so load

@@ -13,7 +13,7 @@ Measures, on a small slice (< 3 min on 2 cores):
 Then projects the default preset (``IRLConfig()``): 2 models' demonstrations + one encode pass +
 n_seeds × n_epochs epochs. Run::
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_irl_cached.py [--pairs 16]
+    .venv/bin/python benchmarks/bench_irl_cached.py [--pairs 16]
 """
 
 import argparse
@@ -22,7 +22,6 @@ import time
 
 import torch
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
