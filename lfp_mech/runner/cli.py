@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # OMP_WAIT_POLICY is left to the user (unset: OpenMP's threads spin briefly before they
-    # sleep). PASSIVE (threads sleep at once) made sampling 1.33x and GRPO steps ~1.4x slower
+    # sleep). PASSIVE (threads sleep at once) made sampling 1.33x and GRPO steps 1.6x slower
     # on a 2-core CPU (docs/budget.md); set it when several processes share the cores.
     if extra and args.command not in ("run", "config"):
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
