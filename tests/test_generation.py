@@ -245,7 +245,7 @@ def test_keyed_race_draws_the_tail_at_its_mass_on_a_long_vocabulary():
     logits[0, :20] += 9.0  # a peaked head over a long tail
     probs = logits.double().softmax(dim=-1)[0]
     head = probs >= HEAD_MIN
-    keys = torch.randint(0, 2**62, (6_000,), generator=torch.Generator().manual_seed(2))
+    keys = torch.randint(0, 2**62, (20_000,), generator=torch.Generator().manual_seed(2))
     draws = torch.cat([_keyed_race(logits.expand(2_000, -1), k) for k in keys.split(2_000)])
     in_tail = int((~head[draws]).sum())
     assert 0.01 < probs[~head].sum() < 0.5
