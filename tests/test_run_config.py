@@ -96,7 +96,7 @@ def test_presets_resolve_and_smoke_is_small():
     smoke = preset_config("smoke")
     assert smoke.model == "tiny-llama" and smoke.stages.rlhf.max_steps == 4
     assert smoke.stages.validate.autointerp.n_null == 20
-    assert preset_config("default").stages.activations.n_tokens == 24_000
+    assert preset_config("default").stages.activations.n_tokens == 48_000
     paper = preset_config("pythia-70m").stages.irl
     assert (paper.mode, paper.n_seeds, paper.context_layer) == ("full", 13, None)
     with pytest.raises(ConfigError, match="unknown preset 'nope'; presets: default, full, smoke"):

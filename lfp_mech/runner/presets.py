@@ -198,8 +198,13 @@ sweep): what notebooks 02 (L1 sweep) and 03 (tied vs untied) read."""
 DEFAULT_STAGES: dict[str, Any] = {
     "rlhf": {"max_steps": 20, "learning_rate": 1.5e-4, "eval_batch_size": 128},
     "divergence": {"top_k": 3},
-    "activations": {"n_tokens": 24_000, "heldout_tokens": 6_144, "generation_batch_size": 128},
-    "saes": {"training_tokens": 200_000, "ce_texts": 64},
+    "activations": {"n_tokens": 48_000, "heldout_tokens": 6_144, "generation_batch_size": 128},
+    "saes": {
+        "architecture": "topk",
+        "expansion_factors": [4],
+        "training_tokens": 400_000,
+        "ce_texts": 64,
+    },
     "probes": {"n_triples": 400},
     "validate": {"n_completions": 256, "gen_batch_size": 128},
     "irl": {
@@ -217,9 +222,10 @@ A GRPO step costs 11-15 s here, and the study trains two policies of equal lengt
 stage's and IRL-RLHF's), so the policy trains 20 steps at lr 1.5e-4 instead of 70 at 5e-5: a
 clearly positive policy, though a weaker and more draw-dependent one (docs/tutorials/rlhf.md).
 A decoding step costs ~0.4 s at batch 64 and ~0.7 s at 128 (fp32), so the stages that sample use
-large batches. The rest: three SAE layers (the top 3 by patching), 24k activation tokens per
-layer, 200k training activations per SAE (2 x d_model latents, the stage default; 64 texts for
-the CE loss), 400 probe triples, 256 completions per Table-6 cell (a 95% CI of about ±0.1 on a
+large batches. The rest: three SAE layers (the top 3 by patching), 48k activation tokens per
+layer, TopK dictionaries of 4 x d_model latents trained on 400k activations each (chosen on
+validation texts over the stage's BatchTopK 2 x d_model at 24k / 200k, which missed the CE
+target: docs/tutorials/saes.md; 64 texts for the CE loss), 400 probe triples, 256 completions per Table-6 cell (a 95% CI of about ±0.1 on a
 mean reward), 96/96/48 IRL prompts, and the toxicity task at the stage's settings (a 30-step
 expert, 24 sampled completions per prompt for the toxic texts: ~11 of the study's minutes;
 ``--set irl.toxicity_rlhf_steps=0`` skips it)."""

@@ -72,7 +72,7 @@ STAGES: tuple[StageSpec, ...] = (
         "ActivationsResults", ("divergence",), _TORCH,
     ),
     StageSpec(
-        "saes", "saes", "train SAE-Lens dictionaries (BatchTopK; tuned and base model)",
+        "saes", "saes", "train SAE-Lens dictionaries (TopK or BatchTopK; tuned and base model)",
         "SAEsResults", ("activations",), (*_TORCH, "sae-lens"),
     ),
     StageSpec(
