@@ -66,3 +66,35 @@ def test_configs_and_the_cli_import_no_heavy_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "", f"imported at config time: {result.stdout.strip()}"
+
+
+def test_every_stage_declares_the_stages_it_reads():
+    """A stage that reads another's folder (``ctx.stage_dir("name")``) declares it in
+    ``requires`` (or reaches it through them) or in ``uses`` (optional inputs): otherwise a
+    re-run of that stage would leave it stale on resume."""
+    from lfp_mech.runner.registry import STAGES
+
+    by_name = {spec.name: spec for spec in STAGES}
+
+    def upstream(name):
+        reached = set()
+        for required in by_name[name].requires:
+            reached |= {required} | upstream(required)
+        return reached
+
+    undeclared = {}
+    for spec in STAGES:
+        tree = ast.parse((PACKAGE / spec.package / "stage.py").read_text())
+        read = {
+            node.args[0].value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "stage_dir"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        }
+        missing = read - upstream(spec.name) - set(spec.uses) - {spec.name}
+        if missing:
+            undeclared[spec.name] = sorted(missing)
+    assert not undeclared, f"stages read undeclared stages' folders: {undeclared}"

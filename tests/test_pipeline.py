@@ -120,6 +120,21 @@ def test_force_reruns_stage_and_dependents(tmp_path, toy):
     assert calls == Counter(a=1, b=2, c=2)
 
 
+def test_optional_input_enters_the_fingerprint_but_is_not_required(tmp_path, toy):
+    """c reads b's output when b has run (``uses``), as diff reads saes/validate: a changed or
+    forced b reruns c; c runs alone, without b."""
+    registry, calls, _ = toy
+    registry = (*registry[:2], dataclasses.replace(registry[2], requires=("a",), uses=("b",)))
+    _run(tmp_path, registry, stages=["a", "c"])
+    assert calls == Counter(a=1, c=1)
+    _run(tmp_path, registry, _config(b=5))
+    assert calls == Counter(a=1, b=1, c=2)
+    _run(tmp_path, registry, _config(b=5), force=["b"])
+    assert calls == Counter(a=1, b=2, c=3)
+    _run(tmp_path, registry, _config(b=5))
+    assert calls == Counter(a=1, b=2, c=3)
+
+
 def test_selected_stage_needs_its_requirements(tmp_path, toy):
     registry, _, _ = toy
     with pytest.raises(ConfigError, match="needs stage 'a'"):

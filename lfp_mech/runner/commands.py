@@ -130,6 +130,8 @@ def stages_table() -> str:
     lines = []
     for index, spec in enumerate(STAGES, start=1):
         requires = f"  (needs {', '.join(spec.requires)})" if spec.requires else ""
+        if spec.uses:
+            requires += f"  (uses {', '.join(spec.uses)} when they have run)"
         lines.append(
             f"{index}. {spec.name}: {spec.description}{requires}\n"
             f"   code: lfp_mech/{spec.package}/stage.py, options: --help-stage {spec.name}\n"

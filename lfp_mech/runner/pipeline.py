@@ -11,8 +11,8 @@ Resume rule: a stage is skipped when the manifest says it completed with the sam
 and every recorded artifact still has its recorded sha256. A stage's fingerprint hashes its
 resolved config section (every option, defaults included, with the run's seed, device and dtype), the
 run's model, the versions of lfp_mech and of the packages that change its output, and the
-fingerprints of the stages it requires. So a changed option, a default changed in code or a new
-library version reruns that stage and every stage after it. A killed run loses only the stage in
+fingerprints of the stages it requires or uses (optional inputs). So a changed option, a default
+changed in code or a new library version reruns that stage and every stage after it. A killed run loses only the stage in
 progress (its folder is kept, so a stage with its own checkpoints, such as RLHF, continues).
 
 Several processes (``accelerate launch --num_processes N -m lfp_mech run ...``): the data-parallel
@@ -110,7 +110,7 @@ def run_pipeline(
         if done and spec.name not in forced:
             logger.info("%s: complete, skipped", position)
             continue
-        forced.update(s.name for s in registry if spec.name in s.requires)
+        forced.update(s.name for s in registry if spec.name in (*s.requires, *s.uses))
         logger.info("%s: %s", position, spec.description)
         manifest = _run_on(processes, run_dir, spec, config, manifest, fingerprints[spec.name])
     if processes.count > 1 and not processes.detach():
@@ -143,15 +143,16 @@ def fingerprint(spec: StageSpec, config: Any, upstream: Mapping[str, str]) -> st
         "device": config.device,
         "dtype": config.dtype,
     }
-    return sha256_json(
-        {
-            "stage": spec.name,
-            "options": json_safe(dataclasses.asdict(section)),
-            "run": run,
-            "versions": package_versions(("lfp_mech", *spec.packages)),
-            "requires": {name: upstream[name] for name in spec.requires},
-        }
-    )
+    inputs = {
+        "stage": spec.name,
+        "options": json_safe(dataclasses.asdict(section)),
+        "run": run,
+        "versions": package_versions(("lfp_mech", *spec.packages)),
+        "requires": {name: upstream[name] for name in spec.requires},
+    }
+    if spec.uses:  # only when there are any: the other stages' fingerprints stay as they were
+        inputs["uses"] = {name: upstream[name] for name in spec.uses}
+    return sha256_json(inputs)
 
 
 def _fingerprints(registry: tuple[StageSpec, ...], config: Any) -> dict[str, str]:
@@ -214,7 +215,7 @@ def _preflight(
             fingerprints[spec.name],
         )
         if spec.name in selected and (
-            stale or spec.name in force or any(r in pending for r in spec.requires)
+            stale or spec.name in force or any(r in pending for r in (*spec.requires, *spec.uses))
         ):
             pending.add(spec.name)
             check = getattr(getattr(config.stages, spec.name), "check_environment", None)

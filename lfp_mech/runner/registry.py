@@ -37,6 +37,9 @@ class StageSpec:
     parallel: bool = False
     """Data-parallel under ``accelerate launch``: runs on every process (the others run on the
     main process only)."""
+    uses: tuple[str, ...] = ()
+    """Stages whose outputs it reads when they are in the run (optional inputs): their
+    fingerprints enter its own, and re-running one re-runs it, but it runs without them."""
 
     def runner(self) -> Callable[[Any], Any]:
         """``run(ctx) -> summary``, imported on first use (stage modules import heavy libraries)."""
@@ -89,6 +92,7 @@ STAGES: tuple[StageSpec, ...] = (
         "diff", "diff",
         "model diffing: tuned-specific latents, ablated in the policy and added to the base model",
         "DiffResults", ("rlhf",), (*_TORCH, "scipy", "vaderSentiment"),
+        uses=("saes", "validate"),  # the LFP-probe control row, when they have run
     ),
     StageSpec(
         "irl", "irl",
@@ -97,6 +101,7 @@ STAGES: tuple[StageSpec, ...] = (
         "IRLResults", ("rlhf",),
         (*_TORCH, "trl", "accelerate", "sae-lens", "scikit-learn", "scipy", "vaderSentiment",
          "alt-profanity-check"),
+        uses=("saes", "probes"),  # the comparison with the LFP probe, when they have run
     ),
 )  # fmt: skip
 """Every stage, in the order a run executes them."""

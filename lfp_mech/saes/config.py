@@ -10,7 +10,7 @@ __all__ = ["ARCHITECTURES", "DEFAULT_ALPHA", "PAPER_ALPHA", "SAEConfig", "SIZES"
 SIZES = ("small", "big")
 """The two dictionaries per layer (paper: n and 2n features)."""
 ARCHITECTURES = ("topk", "batchtopk", "l1")
-"""The dictionaries the stage trains: SAE-Lens TopK (default) or BatchTopK SAEs with a hard
+"""The dictionaries the stage trains: SAE-Lens TopK or BatchTopK (the default) SAEs with a hard
 sparsity constraint (``k`` latents per token, on average over the batch for BatchTopK), or the
 paper's ReLU SAEs with an L1 penalty (``"l1"``, tied or untied)."""
 SPARSE = ("topk", "batchtopk")
@@ -35,7 +35,8 @@ class SAEConfig(StageConfig):
     """``"batchtopk"`` (default): SAE-Lens BatchTopK SAEs, ``k`` active latents per token on
     average over a batch while training, saved as JumpReLU SAEs (a per-latent threshold, so a
     token's code does not depend on its batch, and its L0 varies around ``k``); ``"topk"``:
-    SAE-Lens TopK SAEs, exactly ``k`` active latents per token (in training and at inference);
+    SAE-Lens TopK SAEs, exactly ``k`` active latents per token (in training and at inference;
+    the ``default`` preset's, chosen on validation texts at 4 x d_in latents and 48k tokens);
     ``"l1"``: the paper's ReLU SAEs with an L1 penalty ``l1_coefficient`` (tied or untied; the
     paper presets and the L1-sweep / tied-vs-untied notebooks use it)."""
     k: int = 64
