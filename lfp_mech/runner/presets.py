@@ -224,22 +224,29 @@ clearly positive policy, though a weaker and more draw-dependent one (docs/tutor
 A decoding step costs ~0.4 s at batch 64 and ~0.7 s at 128 (fp32), so the stages that sample use
 large batches. The rest: three SAE layers (the top 3 by patching), 48k activation tokens per
 layer, TopK dictionaries of 4 x d_model latents trained on 400k activations each (chosen on
-validation texts over the stage's BatchTopK 2 x d_model at 24k / 200k, which missed the CE
-target: docs/tutorials/saes.md; 64 texts for the CE loss), 400 probe triples, 256 completions per Table-6 cell (a 95% CI of about ±0.1 on a
-mean reward), 96/96/48 IRL prompts, and the toxicity task at the stage's settings (a 30-step
+validation texts over the stage's BatchTopK 2 x d_model at 24k / 200k; on the test texts they
+recover the same CE loss, with L0 exactly k and a lower FVU: docs/tutorials/saes.md; 64 texts
+for the CE loss), 400 probe triples, 256 completions per Table-6 cell (a 95% CI of about ±0.1
+on a mean reward), 96/96/48 IRL prompts, and the toxicity task at the stage's settings (a 30-step
 expert, 24 sampled completions per prompt for the toxic texts: ~11 of the study's minutes;
 ``--set irl.toxicity_rlhf_steps=0`` skips it)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"name": "default", "model": "smollm2-135m", "stages": DEFAULT_STAGES},
-    # The larger study of 2026-12-01/02 (~105 min on 2 cores): the stage defaults (70 GRPO steps
-    # at 5e-5, five SAE layers, 465 completions per cell, 128/128/64 IRL prompts, the toxicity
-    # task) with 40k activation tokens and 200k training activations per SAE (the stage's 400k
-    # costs ~8 more minutes; docs/budget.md).
+    # The larger study of 2026-12-01/02 (~105 min on 2 cores then): the stage defaults (70 GRPO
+    # steps at 5e-5, five SAE layers, 465 completions per cell, 128/128/64 IRL prompts, the
+    # toxicity task) with the default study's activation tokens and dictionaries (since 1e854ef;
+    # measured before with 40k tokens and BatchTopK 2 x d_model on 200k: docs/budget.md).
     "full": {
         "name": "full",
         "model": "smollm2-135m",
-        "stages": {"activations": {"n_tokens": 40_000}, "saes": {"training_tokens": 200_000}},
+        "stages": {
+            "activations": {"n_tokens": DEFAULT_STAGES["activations"]["n_tokens"]},
+            "saes": {
+                key: DEFAULT_STAGES["saes"][key]
+                for key in ("architecture", "expansion_factors", "training_tokens")
+            },
+        },
     },
     "smoke": {"name": "smoke", "model": "tiny-llama", "stages": SMOKE},
     "smoke-l1": {"name": "smoke-l1", "model": "tiny-llama", "stages": SMOKE_L1},
