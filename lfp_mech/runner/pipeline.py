@@ -12,8 +12,9 @@ and every recorded artifact still has its recorded sha256. A stage's fingerprint
 resolved config section (every option, defaults included, with the run's seed, device and dtype), the
 run's model, the versions of lfp_mech and of the packages that change its output, and the
 fingerprints of the stages it requires or uses (optional inputs). So a changed option, a default
-changed in code or a new library version reruns that stage and every stage after it. A killed run loses only the stage in
-progress (its folder is kept, so a stage with its own checkpoints, such as RLHF, continues).
+changed in code or a new library version reruns that stage and every stage after it. A killed run
+loses only the stage in progress (its folder is kept, so a stage with its own checkpoints, such
+as RLHF, continues).
 
 Several processes (``accelerate launch --num_processes N -m lfp_mech run ...``): the data-parallel
 stages ([`StageSpec.parallel`][lfp_mech.runner.registry.StageSpec.parallel], RLHF) run on every
