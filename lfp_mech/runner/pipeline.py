@@ -111,7 +111,7 @@ def run_pipeline(
         if done and spec.name not in forced:
             logger.info("%s: complete, skipped", position)
             continue
-        forced.update(s.name for s in registry if spec.name in (*s.requires, *s.uses))
+        forced.update(s.name for s in registry if spec.name in s.reads)
         logger.info("%s: %s", position, spec.description)
         manifest = _run_on(processes, run_dir, spec, config, manifest, fingerprints[spec.name])
     if processes.count > 1 and not processes.detach():
@@ -216,7 +216,7 @@ def _preflight(
             fingerprints[spec.name],
         )
         if spec.name in selected and (
-            stale or spec.name in force or any(r in pending for r in (*spec.requires, *spec.uses))
+            stale or spec.name in force or any(r in pending for r in spec.reads)
         ):
             pending.add(spec.name)
             check = getattr(getattr(config.stages, spec.name), "check_environment", None)

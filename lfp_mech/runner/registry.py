@@ -41,6 +41,12 @@ class StageSpec:
     """Stages whose outputs it reads when they are in the run (optional inputs): their
     fingerprints enter its own, and re-running one re-runs it, but it runs without them."""
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every stage whose outputs it reads: ``requires`` and ``uses``. A re-run of one of
+        them re-runs this stage."""
+        return (*self.requires, *self.uses)
+
     def runner(self) -> Callable[[Any], Any]:
         """``run(ctx) -> summary``, imported on first use (stage modules import heavy libraries)."""
         if self.run_fn is not None:
