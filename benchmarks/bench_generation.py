@@ -60,6 +60,7 @@ def ablation_hooks(d_model: int, layers: list[int], width: int, n_features: int)
     from sae_lens import TopKSAE, TopKSAEConfig
 
     from lfp_mech.validate.ablation import _ablate, _Ablation
+    from lfp_mech.validate.selected_encoder import selected_encoder
 
     hooks = []
     generator = torch.Generator().manual_seed(0)
@@ -69,8 +70,9 @@ def ablation_hooks(d_model: int, layers: list[int], width: int, n_features: int)
         ids = torch.randperm(width * d_model, generator=generator)[:n_features]
         w_dec = sae.W_dec.detach().index_select(0, ids)
         spec = _Ablation(
-            f"blocks.{layer}.hook_mlp_out", sae, ids, w_dec, torch.zeros(len(ids)), None
-        )
+            f"blocks.{layer}.hook_mlp_out", sae, ids, w_dec, torch.zeros(len(ids)), None,
+            selected_encoder(sae, ids),
+        )  # fmt: skip
         hooks.append((spec.hook_name, lambda x, spec=spec: _ablate(x, spec)))
     return hooks
 

@@ -14,7 +14,10 @@ exactly those features' decoder contributions and nothing else — unlike splici
 reconstruction, which also removes everything the SAE fails to reconstruct. (The paper's released
 code zeroed residual-stream *dimensions* instead of SAE features; see REFERENCE.md §C.) Only
 ``W_dec[F]`` is touched: the update is one ``einsum`` over the selected features, never a full
-decode.
+decode; and the encoder computes only what ``a_F`` needs
+([`selected_encoder`][lfp_mech.validate.selected_encoder.selected_encoder]: the selected
+encoder columns of ReLU and JumpReLU SAEs, the pre-activation's ``k``-th largest value of TopK
+SAEs), not the dense code.
 
 **How.** [`ablate_features`][lfp_mech.validate.ablation.ablate_features] is a context manager that installs one TransformerLens forward
 hook per hook point through ``model.hooks(...)``, so hooks are removed on exit, also when the
@@ -59,6 +62,7 @@ from lfp_mech.models.completions import tensor_digest
 from lfp_mech.models.generation import generate_texts, hf_twin
 from lfp_mech.validate.autointerp.corpus import corpus_batches, tokenize_corpus
 from lfp_mech.validate.feature_ids import FeatureIds, feature_tensor
+from lfp_mech.validate.selected_encoder import SelectedEncoder, selected_encoder
 
 __all__ = [
     "AblationSpec",
@@ -81,6 +85,8 @@ class _Ablation:
     w_dec: Float[Tensor, "n_sel d_in"]
     offsets: Float[Tensor, " n_sel"]  # m_f: 0 (zero mode) or the features' mean activations
     scale: Callable[[Tensor], Tensor] | None  # input-space scale of SAEs that normalise inputs
+    # a_F(x) without the other features' work; None: sae.encode(x)[..., F]
+    encode_selected: SelectedEncoder | None = None
 
 
 @contextmanager
@@ -131,10 +137,12 @@ def _ablate(x: Float[Tensor, "*batch d_in"], spec: _Ablation) -> Float[Tensor, "
         return x
     sae = spec.sae
     x_sae = x.to(device=sae.W_dec.device, dtype=sae.W_dec.dtype)
-    z = sae.encode(x_sae)
-    idx = spec.feature_ids.to(z.device)
-    acts = z.index_select(-1, idx) - spec.offsets.to(z.device, z.dtype)
-    delta = einsum(acts, spec.w_dec.to(z.device, z.dtype), "... n_sel, n_sel d_in -> ... d_in")
+    if spec.encode_selected is not None:
+        selected = spec.encode_selected(x_sae)
+    else:
+        selected = sae.encode(x_sae).index_select(-1, spec.feature_ids.to(x_sae.device))
+    acts = selected - spec.offsets
+    delta = einsum(acts, spec.w_dec, "... n_sel, n_sel d_in -> ... d_in")
     if spec.scale is not None:
         delta = delta * spec.scale(x_sae)
     return x - delta.to(device=x.device, dtype=x.dtype)
@@ -226,8 +234,11 @@ def _validate_one(
             f"SAEs with reshape_activations={sae.cfg.reshape_activations!r} "
             "(attention hook_z SAEs) are not supported by ablate_features"
         )
-    ids = feature_tensor(raw_ids, d_sae, hook_name)
-    w_dec = sae.W_dec.detach().index_select(0, ids.to(sae.W_dec.device))
+    ids = feature_tensor(raw_ids, d_sae, hook_name).to(sae.W_dec.device)
+    w_dec = sae.W_dec.detach().index_select(0, ids)
+    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+        # such TopK SAEs encode a_f·||W_dec[f]|| and decode with the unit rows W_dec[f]/||W_dec[f]||
+        w_dec = w_dec / w_dec.norm(dim=-1, keepdim=True)
     if mode == "zero":
         offsets = torch.zeros(ids.numel(), dtype=w_dec.dtype, device=w_dec.device)
     else:
@@ -238,7 +249,8 @@ def _validate_one(
                 f"means[{hook_name!r}] has shape {tuple(mean.shape)}; expected ({d_sae},) = d_sae"
             )
         offsets = mean.detach().to(w_dec.device, w_dec.dtype).index_select(0, ids.to(w_dec.device))
-    return _Ablation(hook_name, sae, ids, w_dec, offsets, _input_scale(sae))
+    scale = _input_scale(sae)
+    return _Ablation(hook_name, sae, ids, w_dec, offsets, scale, selected_encoder(sae, ids))
 
 
 _WIDTH_RULES: tuple[tuple[str, str], ...] = (
