@@ -49,3 +49,4 @@ def test_run_model_stage(tmp_path):
     assert run.model.n_layers == 2 and run.model.card["parity_max_abs_logprob_diff"] < 1e-3
     assert run.status.loc["model", "status"] == "complete"
     assert run.status.loc["rlhf", "status"] == "not run"
+    assert run.status.loc["diff", "uses"] == "saes, validate"  # optional inputs, shown

@@ -70,7 +70,8 @@ class Run:
 
     @property
     def status(self) -> "pd.DataFrame":
-        """One row per stage: requires, description, status, seconds, peak RSS, artifacts."""
+        """One row per stage: requires, uses (optional inputs, read when they have run),
+        description, status, seconds, peak RSS, artifacts."""
         import pandas as pd
 
         rows = []
@@ -80,6 +81,7 @@ class Run:
                 {
                     "stage": spec.name,
                     "requires": ", ".join(spec.requires) or "-",
+                    "uses": ", ".join(spec.uses) or "-",
                     "what it does": spec.description,
                     "status": entry.get("status", "not run"),
                     "seconds": entry.get("seconds"),
