@@ -42,10 +42,11 @@ def selected_encoder(sae: nn.Module, feature_ids: Int[Tensor, " n_sel"]) -> Sele
         return _topk(sae, ids, b_dec_in)
     w_enc = sae.W_enc.detach().index_select(1, ids).contiguous()
     b_enc = sae.b_enc.detach().index_select(0, ids)
-    if type(sae) is JumpReLUSAE:
+    relu = isinstance(getattr(sae, "activation_fn", None), nn.ReLU)  # SAE-Lens's default
+    if type(sae) is JumpReLUSAE and relu:
         threshold = sae.threshold.detach().index_select(0, ids)
         return lambda x: _jumprelu(_sae_in(x, sae.dtype, b_dec_in) @ w_enc + b_enc, threshold)
-    if type(sae) is StandardSAE and isinstance(sae.activation_fn, nn.ReLU):
+    if type(sae) is StandardSAE and relu:
         return lambda x: torch.relu(_sae_in(x, sae.dtype, b_dec_in) @ w_enc + b_enc)
     return None
 
