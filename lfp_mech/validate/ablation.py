@@ -248,7 +248,7 @@ def _validate_one(
             raise ConfigError(
                 f"means[{hook_name!r}] has shape {tuple(mean.shape)}; expected ({d_sae},) = d_sae"
             )
-        offsets = mean.detach().to(w_dec.device, w_dec.dtype).index_select(0, ids.to(w_dec.device))
+        offsets = mean.detach().to(w_dec.device, w_dec.dtype).index_select(0, ids)
     scale = _input_scale(sae)
     return _Ablation(hook_name, sae, ids, w_dec, offsets, scale, selected_encoder(sae, ids))
 
