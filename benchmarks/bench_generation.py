@@ -59,8 +59,7 @@ from lfp_mech.models.sampling import sample_batch
 def ablation_hooks(d_model: int, layers: list[int], width: int, n_features: int) -> list:
     from sae_lens import TopKSAE, TopKSAEConfig
 
-    from lfp_mech.validate.ablation import _ablate, _Ablation
-    from lfp_mech.validate.selected_encoder import selected_encoder
+    from lfp_mech.validate.ablation import _ablate, _ablation_of
 
     hooks = []
     generator = torch.Generator().manual_seed(0)
@@ -68,11 +67,7 @@ def ablation_hooks(d_model: int, layers: list[int], width: int, n_features: int)
         torch.manual_seed(layer)
         sae = TopKSAE(TopKSAEConfig(d_in=d_model, d_sae=width * d_model, k=64)).eval()
         ids = torch.randperm(width * d_model, generator=generator)[:n_features]
-        w_dec = sae.W_dec.detach().index_select(0, ids)
-        spec = _Ablation(
-            f"blocks.{layer}.hook_mlp_out", sae, ids, w_dec, torch.zeros(len(ids)), None,
-            selected_encoder(sae, ids),
-        )  # fmt: skip
+        spec = _ablation_of(f"blocks.{layer}.hook_mlp_out", sae, ids)  # validate's zero mode
         hooks.append((spec.hook_name, lambda x, spec=spec: _ablate(x, spec)))
     return hooks
 

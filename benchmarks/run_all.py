@@ -26,6 +26,7 @@ SCRIPTS = [
     "bench_irl_cached.py",
     "bench_generation.py",
     "bench_ablation_paths.py",
+    "bench_kl_finetune.py",
 ]
 
 

@@ -149,3 +149,16 @@ def test_help_lists_every_stage_option(capsys):
     out = capsys.readouterr().out
     assert "--irl.n_seeds" in out and "--rlhf.max_steps" not in out
     assert "Independent runs" in out  # the attribute docstring is the help line
+
+
+@pytest.mark.parametrize(
+    "word, value", [("false", False), ("False", False), ("no", False), ("true", True), ("1", True)]
+)
+def test_set_reads_yes_no_options_as_toml_and_python_write_them(word, value):
+    config = parse_args(set_args([f"activations.base_model={word}", f"saes.base_model={word}"]))
+    assert config.stages.activations.base_model is value and config.stages.saes.base_model is value
+
+
+def test_set_keeps_a_bad_yes_no_value_an_error():
+    with pytest.raises(ConfigError, match="base_model"):
+        parse_args(set_args(["activations.base_model=maybe"]))

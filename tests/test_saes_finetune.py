@@ -1,5 +1,7 @@
 """The KL fine-tune of a dictionary's decoder: what it moves, what it keeps, when it is kept."""
 
+import copy
+
 import pytest
 import torch
 from saes_helpers import saes_stage_inputs, saes_stage_inputs_with_base
@@ -14,6 +16,7 @@ from lfp_mech.saes import stage as saes_stage
 from lfp_mech.saes.finetune import (
     finetune_on_validation,
     kl_finetune_decoder,
+    kl_finetune_decoders,
     split_finetune_texts,
 )
 from lfp_mech.stage_api import StageContext
@@ -21,11 +24,12 @@ from lfp_mech.stage_api import StageContext
 HOOK = "blocks.1.hook_mlp_out"
 
 
-def _sae():
-    """A random 64 → 128 TopK dictionary on ``HOOK`` (a poor reconstruction: room to improve)."""
+def _sae(hook=HOOK, seed=0):
+    """A random 64 → 128 TopK dictionary on ``hook`` (a poor reconstruction: room to improve)."""
     config = SAEConfig(architecture="topk", k=8, batch_size=64, training_tokens=64)
+    torch.manual_seed(seed)
     return build_training_sae(
-        64, 128, tied=False, alpha=0.0, config=config, n_steps=1, metadata={"hook_name": HOOK}
+        64, 128, tied=False, alpha=0.0, config=config, n_steps=1, metadata={"hook_name": hook}
     )
 
 
@@ -64,25 +68,55 @@ def test_kl_finetune_keeps_the_latents_and_the_model_and_lowers_the_kl(tiny_mode
     assert after < before
 
 
+def test_dictionaries_fine_tuned_together_step_as_alone(tiny_model):
+    """Sharing the clean pass changes nothing: each decoder ends where it does fine-tuned alone."""
+    texts = load_prompts("reviews", "train")[:24]
+    hooks = ["blocks.0.hook_mlp_out", HOOK]
+    alone = {hook: _sae(hook, seed) for seed, hook in enumerate(hooks)}
+    together = {hook: copy.deepcopy(sae) for hook, sae in alone.items()}
+    options = dict(lr=1e-2, batch_size=8, epochs=2)
+    losses_alone = {
+        hook: kl_finetune_decoder(tiny_model, hook, sae, texts, **options)
+        for hook, sae in alone.items()
+    }
+    losses_together = kl_finetune_decoders(tiny_model, together, texts, **options)
+    for hook in hooks:
+        assert losses_together[hook] == pytest.approx(losses_alone[hook], rel=1e-4, abs=1e-7)
+        assert torch.allclose(together[hook].W_dec, alone[hook].W_dec, atol=1e-5)
+        assert torch.allclose(together[hook].W_enc, alone[hook].W_enc, atol=1e-5)
+    assert not torch.allclose(together[hooks[0]].W_dec, _sae(hooks[0], 0).W_dec)
+
+
 @pytest.mark.parametrize("scores, kept", [((0.80, 0.70), False), ((0.80, 0.85), True)])
 def test_the_fine_tune_is_kept_only_if_validation_improves(tiny_model, monkeypatch, scores, kept):
     texts = load_prompts("reviews", "train")[:40]
-    sae = _sae()
+    sae, other = _sae(), _sae("blocks.0.hook_mlp_out", seed=1)
+    saes = {HOOK: sae, "blocks.0.hook_mlp_out": other}
     state = {name: p.detach().clone() for name, p in sae.named_parameters()}
 
-    def fine_tune(model, hook, sae, texts, **kwargs):
+    def fine_tune(model, saes, texts, **kwargs):
         with torch.no_grad():
-            sae.W_dec.add_(0.1)
-            sae.b_dec.add_(0.1)
-        return [1.0]
+            for sae in saes.values():
+                sae.W_dec.add_(0.1)
+                sae.b_dec.add_(0.1)
+        return {hook: [1.0] for hook in saes}
 
-    validation = iter(scores)  # the CE loss recovered on the validation texts, before and after
-    monkeypatch.setattr(finetune_module, "kl_finetune_decoder", fine_tune)
+    # the CE loss recovered on the validation texts, before and after: the other dictionary
+    # improves either way, so each is kept or restored on its own score
+    validation = iter(
+        [
+            {HOOK: scores[0], "blocks.0.hook_mlp_out": 0.5},
+            {HOOK: scores[1], "blocks.0.hook_mlp_out": 0.6},
+        ]
+    )
+    monkeypatch.setattr(finetune_module, "kl_finetune_decoders", fine_tune)
     monkeypatch.setattr(finetune_module, "_val_ce_recovered", lambda *a: next(validation))
-    record = finetune_on_validation(
-        tiny_model, HOOK, sae, texts[:32], texts[32:],
+    records = finetune_on_validation(
+        tiny_model, saes, texts[:32], texts[32:],
         lr=1e-4, batch_size=8, epochs=1, context_length=64, seed=0,
     )  # fmt: skip
+    record, other_record = records
+    assert record["hook"] == HOOK and other_record["kept"] is True
     assert record["kept"] is kept
     assert (record["ce_val_before"], record["ce_val_after"]) == scores
     changed = {name for name, p in sae.named_parameters() if not torch.equal(p, state[name])}

@@ -115,7 +115,7 @@ def _config_source_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override an option: seed=1, model=tiny-neox, rlhf.max_steps=10, "
-        "saes.sweep_alphas=[1e-3,1e-2] (repeatable)",
+        "saes.sweep_alphas=[1e-3,1e-2], activations.base_model=false (repeatable)",
     )
 
 

@@ -232,8 +232,27 @@ def set_args(assignments: Sequence[str]) -> list[str]:
                 f"--set {assignment!r} is not KEY=VALUE (e.g. --set rlhf.max_steps=10)"
             )
         _check_key(key)
-        args += [f"--{key}", *_values(raw.strip())]
+        raw = raw.strip()
+        if _option_type(key) is bool:  # TOML's true/false, as a user types them
+            raw = BOOL_WORDS.get(raw.lower(), raw)
+        args += [f"--{key}", *_values(raw)]
     return args
+
+
+BOOL_WORDS = {
+    **dict.fromkeys(("true", "yes", "on", "1"), "True"),
+    **dict.fromkeys(("false", "no", "off", "0"), "False"),
+}
+"""How ``--set`` reads a yes/no option's value (case-insensitive; tyro takes True / False)."""
+
+
+def _option_type(key: str) -> Any:
+    """The type of dotted option ``key`` (checked by ``_check_key``)."""
+    parts = key.split(".")
+    node: Any = RunConfig if len(parts) == 1 else StagesConfig
+    for part in parts:
+        node = next(f.type for f in dataclasses.fields(node) if f.name == part)
+    return node
 
 
 def _values(raw: str) -> list[str]:

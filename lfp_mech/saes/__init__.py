@@ -63,7 +63,9 @@ Modules:
 * [`finetune`][lfp_mech.saes.finetune] —
   [`kl_finetune_decoder`][lfp_mech.saes.finetune.kl_finetune_decoder]: the decoder fine-tuned on
   ``KL(p_clean ‖ p_spliced)`` with the trained encoder's latents (``saes.kl_finetune_texts``), kept only if
-  the CE loss recovered on validation texts rises.
+  the CE loss recovered on validation texts rises;
+  [`kl_finetune_decoders`][lfp_mech.saes.finetune.kl_finetune_decoders]: several dictionaries of
+  one model at once, sharing each batch's clean pass.
 * [`ce_evaluation`][lfp_mech.saes.ce_evaluation] — the stage's CE-loss-recovered evaluation
   (with its CI) of every dictionary, and the detail of a failed CE check.
 * [`io`][lfp_mech.saes.io] — [`save_sae`][lfp_mech.saes.io.save_sae],
@@ -101,6 +103,7 @@ __getattr__, __dir__ = lazy_exports(
         "tied_vs_untied_table": "metrics",
         "l1_sweep": "sweep",
         "kl_finetune_decoder": "finetune",
+        "kl_finetune_decoders": "finetune",
         "SAELike": "io",
         "save_sae": "io",
         "load_sae": "io",
@@ -124,6 +127,7 @@ __all__ = [
     "ce_loss_recovered",
     "ce_recovered_ci",
     "kl_finetune_decoder",
+    "kl_finetune_decoders",
     "l1_sweep",
     "load_sae",
     "load_saes",

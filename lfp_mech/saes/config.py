@@ -89,8 +89,10 @@ class SAEConfig(StageConfig):
     L0, dead latents and which latents fire do not change. The result is kept
     only if the CE loss recovered on ``kl_finetune_val_texts`` validation texts rises. 0 (the
     default): no fine-tune. Costs a clean forward pass and a forward and backward pass of the
-    blocks after the SAE's per text and epoch (5–11 minutes per SmolLM2-135M dictionary over ~950
-    texts on 2 CPU cores)."""
+    blocks after the SAE's per text and epoch; the dictionaries of one model fine-tune together,
+    sharing the clean pass (0.63 x the time of one at a time for three SmolLM2-135M
+    dictionaries, ``benchmarks/bench_kl_finetune.py``; alone, 5–11 minutes per dictionary over
+    ~950 texts on 2 CPU cores)."""
     kl_finetune_val_texts: int = 64
     """The last training texts, held out of the KL fine-tune, on which it is kept or discarded
     (the stage's held-out CE texts play no part)."""

@@ -222,13 +222,26 @@ def _validate_one(
     if not (isinstance(entry, tuple | list) and len(entry) == 2):
         raise ConfigError(f"ablations[{hook_name!r}] must be a (sae, feature_ids) pair")
     sae, raw_ids = entry
-    d_in, d_sae = int(sae.cfg.d_in), int(sae.cfg.d_sae)
     width = _hook_width(model, hook_name)
-    if d_in != width:
+    if int(sae.cfg.d_in) != width:
         raise ConfigError(
-            f"SAE d_in={d_in} does not match the width of {hook_name!r} ({width}); use an SAE "
-            f"trained on this hook of this model"
+            f"SAE d_in={int(sae.cfg.d_in)} does not match the width of {hook_name!r} ({width}); "
+            "use an SAE trained on this hook of this model"
         )
+    return _ablation_of(hook_name, sae, raw_ids, mode, mean)
+
+
+def _ablation_of(
+    hook_name: str,
+    sae: nn.Module,
+    raw_ids: FeatureIds,
+    mode: str = "zero",
+    mean: Tensor | None = None,
+) -> _Ablation:
+    """The ablation of ``raw_ids`` of ``sae`` at ``hook_name``, without a model: the checks of
+    the SAE and the ids, and the decoder rows, offsets, input scale and selected encoder
+    gathered once (the hook and its width are ``_validate_one``'s to check)."""
+    d_sae = int(sae.cfg.d_sae)
     if getattr(sae.cfg, "reshape_activations", "none") != "none":
         raise ConfigError(
             f"SAEs with reshape_activations={sae.cfg.reshape_activations!r} "
