@@ -222,11 +222,11 @@ def _validate_one(
     if not (isinstance(entry, tuple | list) and len(entry) == 2):
         raise ConfigError(f"ablations[{hook_name!r}] must be a (sae, feature_ids) pair")
     sae, raw_ids = entry
-    width = _hook_width(model, hook_name)
-    if int(sae.cfg.d_in) != width:
+    d_in, width = int(sae.cfg.d_in), _hook_width(model, hook_name)
+    if d_in != width:
         raise ConfigError(
-            f"SAE d_in={int(sae.cfg.d_in)} does not match the width of {hook_name!r} ({width}); "
-            "use an SAE trained on this hook of this model"
+            f"SAE d_in={d_in} does not match the width of {hook_name!r} ({width}); use an SAE "
+            "trained on this hook of this model"
         )
     return _ablation_of(hook_name, sae, raw_ids, mode, mean)
 
