@@ -62,7 +62,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ["SAEConfig", "TiedStandardTrainingSAE", "train_sae", "train_saes", "load_sae",
          "save_sae", "sae_metrics", "mmcs", "ce_loss_recovered", "l1_sweep",
-         "spliced_ce_losses"],
+         "spliced_ce_losses", "SameNormRandomError"],
         "lfp_mech.saes",
     ),
     **dict.fromkeys(

@@ -13,6 +13,7 @@ from lfp_mech.activations import capture_activations
 from lfp_mech.errors import ConfigError
 from lfp_mech.saes import (
     SAEConfig,
+    SameNormRandomError,
     TiedStandardTrainingSAE,
     build_training_sae,
     ce_loss_recovered,
@@ -157,6 +158,36 @@ def test_spliced_ce_matches_hooked_sae_transformer(tiny_model):
     assert losses["zero"][hook] > 0
     assert ce_loss_recovered(2.0, 2.0, 3.0) == 1.0 and ce_loss_recovered(2.0, 3.0, 3.0) == 0.0
     assert math.isnan(ce_loss_recovered(2.0, 2.5, 2.0))
+
+
+def test_same_norm_random_error_keeps_the_error_norm_not_its_direction(tiny_model):
+    """The control moves each token by the SAE's error norm in a seeded random direction, and
+    splices in like an SAE (the same loss as a full run hooked with a same-seeded control)."""
+    hook = "blocks.1.hook_mlp_out"
+    sae = build_training_sae(64, 128, tied=False, alpha=0.0, config=_config(), n_steps=1)
+    act = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        sae_error = act - sae.decode(sae.encode(act))
+    moved = SameNormRandomError(sae, seed=5)(act)
+    control_error = moved - act
+    assert control_error.norm(dim=-1) == pytest.approx(sae_error.norm(dim=-1), rel=1e-4)
+    cosine = torch.nn.functional.cosine_similarity(control_error, sae_error, dim=-1)
+    assert cosine.abs().max() < 0.6  # 64 dims: a random direction is nearly orthogonal
+    assert torch.equal(SameNormRandomError(sae, seed=5)(act), moved)
+    assert not torch.equal(SameNormRandomError(sae, seed=6)(act), moved)
+    assert SameNormRandomError(sae)(act.to(torch.bfloat16)).dtype == torch.bfloat16
+
+    tokens = torch.randint(3, 1000, (2, 9), generator=torch.Generator().manual_seed(4))
+    tokens[:, 0] = 1
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    losses = spliced_ce_losses(
+        tiny_model, tokens, mask, {hook: [sae, SameNormRandomError(sae, seed=5)]}
+    )
+    reference = SameNormRandomError(sae, seed=5)
+    with torch.no_grad(), tiny_model.hooks(fwd_hooks=[(hook, lambda a, hook: reference(a))]):
+        expected = tiny_model(tokens, return_type="loss").item()
+    assert losses["sae"][hook][1] == pytest.approx(expected, rel=1e-4)
+    assert losses["sae"][hook][1] != pytest.approx(losses["sae"][hook][0], rel=1e-4)
 
 
 def test_padding_is_ignored_by_the_ce_loss(tiny_model):

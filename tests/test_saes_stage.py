@@ -176,6 +176,12 @@ def test_sparse_default_trains_dictionaries_of_tuned_and_base_model(
     assert metrics["delta_lm_loss"].to_numpy() == pytest.approx(
         (metrics["ce_sae"] - metrics["ce_clean"]).to_numpy()
     )
+    # the same-norm random-error control, measured beside each dictionary on the same texts
+    assert metrics["delta_lm_loss_random_error"].to_numpy() == pytest.approx(
+        (metrics["ce_random_error"] - metrics["ce_clean"]).to_numpy()
+    )
+    assert (metrics["ce_random_error"] != metrics["ce_sae"]).all()
+    assert metrics["ce_recovered_random_error"].notna().all()
     assert metrics["dense_fraction"].between(0, 1).all() and (metrics["l0"] > 0).all()
     # TopK: exactly k per token at inference too; BatchTopK: a learned threshold (its running
     # estimate still rising after 30 steps, so more than k but far from dense)

@@ -56,7 +56,8 @@ Modules:
   [`train_saes`][lfp_mech.saes.training.train_saes], batch sources from a store or a tensor.
 * [`metrics`][lfp_mech.saes.metrics] — [`sae_metrics`][lfp_mech.saes.metrics.sae_metrics],
   [`mmcs`][lfp_mech.saes.metrics.mmcs],
-  [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses],
+  [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses] with its control
+  [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError],
   [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered] and its bootstrap CI over texts
   ([`ce_recovered_ci`][lfp_mech.saes.metrics.ce_recovered_ci]), the tied-vs-untied table.
 * [`sweep`][lfp_mech.saes.sweep] — [`l1_sweep`][lfp_mech.saes.sweep.l1_sweep].
@@ -97,6 +98,7 @@ __getattr__, __dir__ = lazy_exports(
         "mmcs_with_index": "metrics",
         "sae_metrics": "metrics",
         "spliced_ce_losses": "metrics",
+        "SameNormRandomError": "metrics",
         "text_ce_losses": "metrics",
         "ce_loss_recovered": "metrics",
         "ce_recovered_ci": "metrics",
@@ -122,6 +124,7 @@ __all__ = [
     "SAEConfig",
     "SAELike",
     "SAEsResults",
+    "SameNormRandomError",
     "TiedStandardTrainingSAE",
     "build_training_sae",
     "ce_loss_recovered",

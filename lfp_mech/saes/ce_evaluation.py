@@ -12,7 +12,12 @@ from lfp_mech.activations.store import ActivationStore
 from lfp_mech.errors import LfpMechError
 from lfp_mech.saes.artifacts import variant_name
 from lfp_mech.saes.config import SAEConfig
-from lfp_mech.saes.metrics import ce_loss_recovered, ce_recovered_ci, text_ce_losses
+from lfp_mech.saes.metrics import (
+    SameNormRandomError,
+    ce_loss_recovered,
+    ce_recovered_ci,
+    text_ce_losses,
+)
 
 __all__ = ["SAEKey", "add_ce_losses", "ce_check_detail", "ce_evaluation"]
 
@@ -29,15 +34,21 @@ def add_ce_losses(
     config: SAEConfig,
 ) -> None:
     """Add ``ce_clean``, ``ce_sae``, ``ce_zero``, ``ce_recovered`` and its 95% bootstrap CI over
-    the texts to every row (NaN when there is no model to evaluate them with)."""
+    the texts, and the same-norm random-error control's ``ce_recovered_random_error`` and
+    ``delta_lm_loss_random_error``, to every row (NaN when there is no model to evaluate them
+    with)."""
     ce = ce_evaluation(model, heldout, hooks, saes, config) if model is not None else None
     for row in rows:
         if ce is not None:
             row.update(ce[(row["layer"], row["size"], row["variant"])])
         else:
             keys = ("clean", "sae", "zero", "recovered", "recovered_ci_low", "recovered_ci_high")
-            row.update({f"ce_{key}": math.nan for key in keys})
+            row.update({f"ce_{key}": math.nan for key in (*keys, "random_error")})
         row["delta_lm_loss"] = row["ce_sae"] - row["ce_clean"]
+        row["ce_recovered_random_error"] = ce_loss_recovered(
+            row["ce_clean"], row["ce_random_error"], row["ce_zero"]
+        )
+        row["delta_lm_loss_random_error"] = row["ce_random_error"] - row["ce_clean"]
 
 
 def ce_evaluation(
@@ -47,7 +58,10 @@ def ce_evaluation(
     saes: Mapping[SAEKey, SAE],
     config: SAEConfig,
 ) -> dict[tuple[int, str, str], dict[str, float]]:
-    """CE losses on the first ``ce_texts`` held-out texts, per ``(layer, size, variant)``."""
+    """CE losses on the first ``ce_texts`` held-out texts, per ``(layer, size, variant)``: clean,
+    zero-ablated, with the SAE spliced in, and with its
+    [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError] control (seeded with the
+    run's seed) spliced in."""
     from lfp_mech.models.coerce import as_hooked_model
 
     texts = heldout.texts()[: config.ce_texts]
@@ -58,10 +72,15 @@ def ce_evaluation(
     by_hook: dict[str, list[SAEKey]] = {}
     for key in sorted(saes):
         by_hook.setdefault(hooks[key[0][0]], []).append(key)
+    spliced: dict[str, list[SAE | SameNormRandomError]] = {
+        hook: [saes[key] for key in keys]
+        + [SameNormRandomError(saes[key], seed=config.seed) for key in keys]
+        for hook, keys in by_hook.items()
+    }
     losses = text_ce_losses(
         hooked,
         texts,
-        {hook: [saes[key] for key in keys] for hook, keys in by_hook.items()},
+        spliced,
         context_length=config.context_length,
         batch_size=config.ce_batch_size,
     )
@@ -82,6 +101,7 @@ def ce_evaluation(
                 "ce_recovered": ce_loss_recovered(clean, ce_sae, zero),
                 "ce_recovered_ci_low": low,
                 "ce_recovered_ci_high": high,
+                "ce_random_error": losses["sae"][hook][len(keys) + i],
             }
     return result
 

@@ -7,7 +7,10 @@
 * [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses] /
   [`ce_loss_recovered`][lfp_mech.saes.metrics.ce_loss_recovered] — the next-token CE loss when the
   SAE's reconstruction replaces the hook in the model, as the fraction of the zero-ablation gap it
-  recovers: ``(CE_zero − CE_sae) / (CE_zero − CE_clean)``.
+  recovers: ``(CE_zero − CE_sae) / (CE_zero − CE_clean)``. A
+  [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError] spliced the same way is its
+  control: the SAE's per-token error norm in a random direction (Gurnee 2024, "SAE
+  reconstruction errors are (empirically) pathological").
 * [`mmcs`][lfp_mech.saes.metrics.mmcs] — each small-dictionary feature's max cosine similarity with
   any big-dictionary feature (the paper's test that a feature is a real direction of the model)."""
 
@@ -28,6 +31,7 @@ from lfp_mech.stats import paired_bootstrap_ci
 
 __all__ = [
     "DENSE_FREQUENCY",
+    "SameNormRandomError",
     "TIED_VS_UNTIED_METRICS",
     "ce_loss_recovered",
     "ce_recovered_ci",
@@ -112,19 +116,44 @@ def sae_metrics(
     }
 
 
+class SameNormRandomError:
+    """The control of a spliced SAE: ``x + ‖x − x̂‖ · u`` with ``u`` a uniformly random unit
+    vector per token, i.e. an error of the SAE's size at each token but in no particular
+    direction. Splicing it in (it goes wherever an SAE does in
+    [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses]) tells whether the SAE's
+    error hurts the model more or less than its norm alone would: Gurnee (2024) found the
+    errors of GPT-2 SAEs more harmful than random ones of the same norm.
+
+    Directions are drawn from a generator seeded with ``seed`` in call order, so a fixed
+    sequence of batches gets the same errors on every run."""
+
+    def __init__(self, sae: SAE, seed: int = 0) -> None:
+        self.sae = sae
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, act: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"]:
+        x = act.float()
+        error_norm = (x - self.sae.decode(self.sae.encode(x)).float()).norm(dim=-1, keepdim=True)
+        direction = torch.randn(x.shape, generator=self.generator).to(x.device)
+        direction = direction / direction.norm(dim=-1, keepdim=True)
+        return (x + error_norm * direction).to(act.dtype)
+
+
 @torch.no_grad()
 def spliced_ce_losses(
     model: Any,
     tokens: Int[Tensor, "batch pos"],
     mask: Bool[Tensor, "batch pos"],
-    saes: Mapping[str, Sequence[SAE]],
+    saes: Mapping[str, Sequence["SAE | SameNormRandomError"]],
     *,
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """Next-token CE loss of ``model`` clean, with each hook zero-ablated, and with each SAE
     replacing its hook (the SAE's reconstruction, no error term).
 
-    ``saes`` maps a hook name (``blocks.{l}.hook_mlp_out``) to the SAEs to splice there. The
+    ``saes`` maps a hook name (``blocks.{l}.hook_mlp_out``) to the SAEs (or their
+    [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError] controls) to splice there. The
     model runs once in full per batch (caching each hook's block input); the ablated and
     spliced runs restart from that block with ``start_at_layer``, which gives the same logits
     as a full run with the hook replaced and skips the unchanged early blocks.
@@ -167,7 +196,8 @@ def spliced_ce_losses(
             sums["zero"][hook] += total
             per_text["zero"][hook].append(texts)
             for i, sae in enumerate(hook_saes):
-                spliced = _run_from_block(model, resid, layer, hook, attn, _reconstruct_with(sae))
+                replace = sae if isinstance(sae, SameNormRandomError) else _reconstruct_with(sae)
+                spliced = _run_from_block(model, resid, layer, hook, attn, replace)
                 total, texts = _ce_sums(spliced, toks, targets)
                 sums["sae"][hook][i] += total
                 per_text["sae"][hook][i].append(texts)
@@ -190,7 +220,7 @@ def spliced_ce_losses(
 def text_ce_losses(
     model: Any,
     texts: Sequence[str],
-    saes: Mapping[str, Sequence[SAE]],
+    saes: Mapping[str, Sequence["SAE | SameNormRandomError"]],
     *,
     context_length: int = 128,
     batch_size: int = 16,

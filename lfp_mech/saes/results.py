@@ -142,7 +142,10 @@ class SAEsResults(StageResults):
         """Held-out metrics, one row per SAE: model (``tuned``/``base``), layer, size,
         architecture, variant, k, d_sae, mse, nmse, fvu, l0, l0_scaled, dead_fraction,
         dense_fraction, ce_clean, ce_sae, ce_zero, ce_recovered (with its 95% bootstrap CI over
-        the CE texts, ce_recovered_ci_low / _high), delta_lm_loss."""
+        the CE texts, ce_recovered_ci_low / _high), delta_lm_loss, and the control of the last
+        two: the CE loss with an error of the SAE's per-token norm in a random direction
+        spliced in instead (ce_random_error, ce_recovered_random_error,
+        delta_lm_loss_random_error; [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError])."""
         return self.table(METRICS)
 
     @property

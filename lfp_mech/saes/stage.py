@@ -70,6 +70,7 @@ METRIC_COLUMNS = [
     "model", "layer", "size", "architecture", "variant", "k", "d_sae", "mse", "nmse", "fvu",
     "l0", "l0_scaled", "dead_fraction", "dense_fraction", "ce_clean", "ce_sae", "ce_zero",
     "ce_recovered", "ce_recovered_ci_low", "ce_recovered_ci_high", "delta_lm_loss",
+    "ce_random_error", "ce_recovered_random_error", "delta_lm_loss_random_error",
 ]  # fmt: skip
 """The columns of the ``metrics`` table."""
 KL_FINETUNE_COLUMNS = [
