@@ -34,9 +34,9 @@ def add_ce_losses(
     config: SAEConfig,
 ) -> None:
     """Add ``ce_clean``, ``ce_sae``, ``ce_zero``, ``ce_recovered`` and its 95% bootstrap CI over
-    the texts, and the same-norm random-error control's ``ce_recovered_random_error`` and
-    ``delta_lm_loss_random_error``, to every row (NaN when there is no model to evaluate them
-    with)."""
+    the texts, ``delta_lm_loss``, and the same-norm random-error control's ``ce_random_error``,
+    ``ce_recovered_random_error`` and ``delta_lm_loss_random_error`` to every row (NaN when
+    there is no model to evaluate them with)."""
     ce = ce_evaluation(model, heldout, hooks, saes, config) if model is not None else None
     for row in rows:
         if ce is not None:
