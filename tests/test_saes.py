@@ -18,6 +18,7 @@ from lfp_mech.saes import (
     build_training_sae,
     ce_loss_recovered,
     ce_recovered_ci,
+    ce_recovered_difference_ci,
     l1_sweep,
     load_sae,
     mmcs,
@@ -246,6 +247,15 @@ def test_ce_recovered_ci_cases():
     assert ce_recovered_ci(clean, clean, zero) == pytest.approx((1.0, 1.0))
     assert all(math.isnan(x) for x in ce_recovered_ci(clean, sae, clean))  # no gap
     assert all(math.isnan(x) for x in ce_recovered_ci(clean[:1], sae[:1], zero[:1]))
+
+    # against a reference that recovers 60% (with its own noise): a difference of about 0.2
+    other_noise = 0.3 * torch.randn(64, generator=generator, dtype=torch.float64)
+    reference = zero - 0.6 * (zero - clean) + other_noise
+    low, high = ce_recovered_difference_ci(clean, sae, reference, zero)
+    point = float((reference - sae).sum() / (zero - clean).sum())
+    assert low < point < high and abs(point - 0.2) < 0.05 and low > 0.1
+    assert ce_recovered_difference_ci(clean, sae, sae, zero) == pytest.approx((0.0, 0.0))
+    assert all(math.isnan(x) for x in ce_recovered_difference_ci(clean, sae, reference, clean))
 
 
 def test_clear_errors(tmp_path, tiny_model):

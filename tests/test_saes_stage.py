@@ -182,6 +182,10 @@ def test_sparse_default_trains_dictionaries_of_tuned_and_base_model(
     )
     assert (metrics["ce_random_error"] != metrics["ce_sae"]).all()
     assert metrics["ce_recovered_random_error"].notna().all()
+    gain = metrics["ce_recovered"] - metrics["ce_recovered_random_error"]
+    assert metrics["ce_recovered_minus_random_error"].to_numpy() == pytest.approx(gain.to_numpy())
+    assert (metrics["ce_recovered_minus_random_error_ci_low"] <= gain + 1e-9).all()
+    assert (gain <= metrics["ce_recovered_minus_random_error_ci_high"] + 1e-9).all()
     assert metrics["dense_fraction"].between(0, 1).all() and (metrics["l0"] > 0).all()
     # TopK: exactly k per token at inference too; BatchTopK: a learned threshold (its running
     # estimate still rising after 30 steps, so more than k but far from dense)

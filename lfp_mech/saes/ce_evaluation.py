@@ -16,10 +16,19 @@ from lfp_mech.saes.metrics import (
     SameNormRandomError,
     ce_loss_recovered,
     ce_recovered_ci,
+    ce_recovered_difference_ci,
     text_ce_losses,
 )
 
-__all__ = ["SAEKey", "add_ce_losses", "ce_check_detail", "ce_evaluation"]
+__all__ = ["MEASURED_KEYS", "SAEKey", "add_ce_losses", "ce_check_detail", "ce_evaluation"]
+
+MEASURED_KEYS = (
+    "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "ce_recovered_ci_low",
+    "ce_recovered_ci_high", "ce_random_error", "ce_recovered_minus_random_error_ci_low",
+    "ce_recovered_minus_random_error_ci_high",
+)  # fmt: skip
+"""What [`ce_evaluation`][lfp_mech.saes.ce_evaluation.ce_evaluation] measures per dictionary
+(the other CE columns are computed from them)."""
 
 SAEKey = tuple[tuple[int, str], bool]
 """``((layer, size), tied)``: one trained dictionary of the stage."""
@@ -35,20 +44,23 @@ def add_ce_losses(
 ) -> None:
     """Add ``ce_clean``, ``ce_sae``, ``ce_zero``, ``ce_recovered`` and its 95% bootstrap CI over
     the texts, ``delta_lm_loss``, and the same-norm random-error control's ``ce_random_error``,
-    ``ce_recovered_random_error`` and ``delta_lm_loss_random_error`` to every row (NaN when
+    ``ce_recovered_random_error`` and ``delta_lm_loss_random_error``, and the dictionary's
+    ``ce_recovered_minus_random_error`` with its paired 95% bootstrap CI to every row (NaN when
     there is no model to evaluate them with)."""
     ce = ce_evaluation(model, heldout, hooks, saes, config) if model is not None else None
     for row in rows:
         if ce is not None:
             row.update(ce[(row["layer"], row["size"], row["variant"])])
         else:
-            keys = ("clean", "sae", "zero", "recovered", "recovered_ci_low", "recovered_ci_high")
-            row.update({f"ce_{key}": math.nan for key in (*keys, "random_error")})
+            row.update({key: math.nan for key in MEASURED_KEYS})
         row["delta_lm_loss"] = row["ce_sae"] - row["ce_clean"]
         row["ce_recovered_random_error"] = ce_loss_recovered(
             row["ce_clean"], row["ce_random_error"], row["ce_zero"]
         )
         row["delta_lm_loss_random_error"] = row["ce_random_error"] - row["ce_clean"]
+        row["ce_recovered_minus_random_error"] = (
+            row["ce_recovered"] - row["ce_recovered_random_error"]
+        )
 
 
 def ce_evaluation(
@@ -91,8 +103,16 @@ def ce_evaluation(
         texts_sae = per_text["sae"][hook]
         for i, ((layer, size), tied) in enumerate(keys):
             ce_sae = losses["sae"][hook][i]
+            control = len(keys) + i  # the SAE's SameNormRandomError, spliced after all SAEs
             low, high = ce_recovered_ci(
                 per_text["clean"], texts_sae[i], per_text["zero"][hook], seed=config.seed
+            )
+            gain_low, gain_high = ce_recovered_difference_ci(
+                per_text["clean"],
+                texts_sae[i],
+                texts_sae[control],
+                per_text["zero"][hook],
+                seed=config.seed,
             )
             result[(layer, size, variant_name(tied))] = {
                 "ce_clean": clean,
@@ -101,7 +121,9 @@ def ce_evaluation(
                 "ce_recovered": ce_loss_recovered(clean, ce_sae, zero),
                 "ce_recovered_ci_low": low,
                 "ce_recovered_ci_high": high,
-                "ce_random_error": losses["sae"][hook][len(keys) + i],
+                "ce_random_error": losses["sae"][hook][control],
+                "ce_recovered_minus_random_error_ci_low": gain_low,
+                "ce_recovered_minus_random_error_ci_high": gain_high,
             }
     return result
 

@@ -35,6 +35,7 @@ __all__ = [
     "TIED_VS_UNTIED_METRICS",
     "ce_loss_recovered",
     "ce_recovered_ci",
+    "ce_recovered_difference_ci",
     "mmcs",
     "mmcs_with_index",
     "sae_metrics",
@@ -253,16 +254,37 @@ def ce_recovered_ci(
     ``(Σ zero − Σ sae) / (Σ zero − Σ clean)`` over the resampled texts' summed CE — the
     token-weighted ratio the point estimate is. ``(nan, nan)`` with fewer than two texts or no
     ablation gap."""
-    arrays = [t.double().cpu().numpy() for t in (clean, sae, zero)]
-    if len(arrays[0]) < 2 or abs(float(arrays[2].sum() - arrays[0].sum())) < 1e-9:
+    # the zero-ablated model recovers 0 of the gap, so this is the difference against it
+    return ce_recovered_difference_ci(
+        clean, sae, zero, zero, confidence=confidence, n_resamples=n_resamples, seed=seed
+    )
+
+
+def ce_recovered_difference_ci(
+    clean: Float[Tensor, " text"],
+    sae: Float[Tensor, " text"],
+    reference: Float[Tensor, " text"],
+    zero: Float[Tensor, " text"],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the CE loss recovered with ``sae`` spliced in minus that with
+    ``reference`` (another dictionary, or the SAE's
+    [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError] control),
+    ``(Σ reference − Σ sae) / (Σ zero − Σ clean)``, texts resampled with their tokens and paired
+    across the four conditions (each a tensor of per-text summed CE). ``(nan, nan)`` with fewer
+    than two texts or no ablation gap."""
+    arrays = [t.double().cpu().numpy() for t in (clean, sae, reference, zero)]
+    if len(arrays[0]) < 2 or abs(float(arrays[3].sum() - arrays[0].sum())) < 1e-9:
         return math.nan, math.nan
 
-    def recovered(c: Any, s: Any, z: Any, axis: int = -1) -> Any:
-        gap_sae, gap_zero = (z - s).sum(axis=axis), (z - c).sum(axis=axis)
-        return gap_sae / gap_zero
+    def difference(c: Any, s: Any, r: Any, z: Any, axis: int = -1) -> Any:
+        return (r - s).sum(axis=axis) / (z - c).sum(axis=axis)
 
     return paired_bootstrap_ci(
-        arrays, recovered, n_resamples=n_resamples, seed=seed, confidence=confidence
+        arrays, difference, n_resamples=n_resamples, seed=seed, confidence=confidence
     )
 
 

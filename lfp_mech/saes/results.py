@@ -145,7 +145,9 @@ class SAEsResults(StageResults):
         the CE texts, ce_recovered_ci_low / _high), delta_lm_loss, and the control of the last
         two: the CE loss with an error of the SAE's per-token norm in a random direction
         spliced in instead (ce_random_error, ce_recovered_random_error,
-        delta_lm_loss_random_error; [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError])."""
+        delta_lm_loss_random_error; [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError])
+        and the dictionary's CE loss recovered minus the control's with its paired bootstrap CI
+        (ce_recovered_minus_random_error, _ci_low, _ci_high)."""
         return self.table(METRICS)
 
     @property

@@ -71,6 +71,8 @@ METRIC_COLUMNS = [
     "l0", "l0_scaled", "dead_fraction", "dense_fraction", "ce_clean", "ce_sae", "ce_zero",
     "ce_recovered", "ce_recovered_ci_low", "ce_recovered_ci_high", "delta_lm_loss",
     "ce_random_error", "ce_recovered_random_error", "delta_lm_loss_random_error",
+    "ce_recovered_minus_random_error", "ce_recovered_minus_random_error_ci_low",
+    "ce_recovered_minus_random_error_ci_high",
 ]  # fmt: skip
 """The columns of the ``metrics`` table."""
 KL_FINETUNE_COLUMNS = [
