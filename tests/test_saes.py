@@ -189,6 +189,9 @@ def test_same_norm_random_error_keeps_the_error_norm_not_its_direction(tiny_mode
         expected = tiny_model(tokens, return_type="loss").item()
     assert losses["sae"][hook][1] == pytest.approx(expected, rel=1e-4)
     assert losses["sae"][hook][1] != pytest.approx(losses["sae"][hook][0], rel=1e-4)
+    # any function of the activation splices the same way: zeros give the zero-ablated loss
+    zeroed = spliced_ce_losses(tiny_model, tokens, mask, {hook: [torch.zeros_like]})
+    assert zeroed["sae"][hook][0] == pytest.approx(zeroed["zero"][hook], rel=1e-6)
 
 
 def test_padding_is_ignored_by_the_ce_loss(tiny_model):

@@ -14,6 +14,7 @@ from lfp_mech.saes.artifacts import variant_name
 from lfp_mech.saes.config import SAEConfig
 from lfp_mech.saes.metrics import (
     SameNormRandomError,
+    Splice,
     ce_loss_recovered,
     ce_recovered_ci,
     ce_recovered_difference_ci,
@@ -84,7 +85,7 @@ def ce_evaluation(
     by_hook: dict[str, list[SAEKey]] = {}
     for key in sorted(saes):
         by_hook.setdefault(hooks[key[0][0]], []).append(key)
-    spliced: dict[str, list[SAE | SameNormRandomError]] = {
+    spliced: dict[str, list[Splice]] = {
         hook: [saes[key] for key in keys]
         + [SameNormRandomError(saes[key], seed=config.seed) for key in keys]
         for hook, keys in by_hook.items()

@@ -32,6 +32,7 @@ from lfp_mech.stats import paired_bootstrap_ci
 __all__ = [
     "DENSE_FREQUENCY",
     "SameNormRandomError",
+    "Splice",
     "TIED_VS_UNTIED_METRICS",
     "ce_loss_recovered",
     "ce_recovered_ci",
@@ -117,6 +118,11 @@ def sae_metrics(
     }
 
 
+Splice = SAE | Callable[[Tensor], Tensor]
+"""What [`spliced_ce_losses`][lfp_mech.saes.metrics.spliced_ce_losses] puts in place of a hook's
+activation: an SAE's reconstruction, or a function's output on the activation."""
+
+
 class SameNormRandomError:
     """The control of a spliced SAE: ``x + ‖x − x̂‖ · u`` with ``u`` a uniformly random unit
     vector per token, i.e. an error of the SAE's size at each token but in no particular
@@ -146,15 +152,16 @@ def spliced_ce_losses(
     model: Any,
     tokens: Int[Tensor, "batch pos"],
     mask: Bool[Tensor, "batch pos"],
-    saes: Mapping[str, Sequence["SAE | SameNormRandomError"]],
+    saes: Mapping[str, Sequence[Splice]],
     *,
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """Next-token CE loss of ``model`` clean, with each hook zero-ablated, and with each SAE
     replacing its hook (the SAE's reconstruction, no error term).
 
-    ``saes`` maps a hook name (``blocks.{l}.hook_mlp_out``) to the SAEs (or their
-    [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError] controls) to splice there. The
+    ``saes`` maps a hook name (``blocks.{l}.hook_mlp_out``) to what to splice there: SAEs (their
+    reconstruction replaces the activation) or any function of the activation, such as an SAE's
+    [`SameNormRandomError`][lfp_mech.saes.metrics.SameNormRandomError] control. The
     model runs once in full per batch (caching each hook's block input); the ablated and
     spliced runs restart from that block with ``start_at_layer``, which gives the same logits
     as a full run with the hook replaced and skips the unchanged early blocks.
@@ -197,7 +204,7 @@ def spliced_ce_losses(
             sums["zero"][hook] += total
             per_text["zero"][hook].append(texts)
             for i, sae in enumerate(hook_saes):
-                replace = sae if isinstance(sae, SameNormRandomError) else _reconstruct_with(sae)
+                replace = _reconstruct_with(sae) if isinstance(sae, SAE) else sae
                 spliced = _run_from_block(model, resid, layer, hook, attn, replace)
                 total, texts = _ce_sums(spliced, toks, targets)
                 sums["sae"][hook][i] += total
@@ -221,7 +228,7 @@ def spliced_ce_losses(
 def text_ce_losses(
     model: Any,
     texts: Sequence[str],
-    saes: Mapping[str, Sequence["SAE | SameNormRandomError"]],
+    saes: Mapping[str, Sequence[Splice]],
     *,
     context_length: int = 128,
     batch_size: int = 16,
