@@ -137,7 +137,7 @@ diff.figure()
 
 # %%
 completions = diff.completions
-wanted = ["tuned", "base", "ablate_top20", "steer_top20", "dom_project"]
+wanted = ["tuned", "base", f"ablate_top{k}", f"steer_top{k}", "dom_project"]  # k: control_k
 shown = completions[completions.condition.isin(wanted)]
 shown.pivot(index="prompt", columns="condition", values="completion").head(6)
 

@@ -52,6 +52,14 @@ def golden_numbers(run_dir: str | Path) -> dict[str, Any]:
     for layer, block in diff.summary["blocks"].items():
         out[f"diff.block{layer}.fvu"] = block["fvu"]
     out["diff.n_features"] = diff.summary["n_features"]
+    # the smoke policy's completions are the same in every condition (the tiny model's reward
+    # and samples barely move), so the teacher-forced ranking pins the intervention hooks: the
+    # latents ranked first and Σ KL(p_base ‖ p_tuned) on the corpus with the top n ablated
+    top = diff.summary["top_features"][:5]
+    out["diff.top_features"] = [[f["layer"], *f["latents"]] for f in top]
+    for n, kl in diff.summary["attribution_kl"].items():
+        if int(n) > 0:  # n = 0: the smoke policy is ~the base model (~1e-3 nats), i.e. rounding
+            out[f"diff.attribution_kl.top{n}"] = kl
     for row in diff.interventions.itertuples():
         out[f"diff.{row.condition}.reward"] = float(row.reward)
     for task in ("vader", "toxicity"):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -259,6 +260,12 @@ def test_irl_rlhf_trains_a_policy_on_the_recovered_reward(tmp_path, tiny_checkpo
         eval_prompts=prompts,
     )
     assert result["policy_dir"] == str(tmp_path / "irl_rlhf" / "policy")
+    from safetensors.torch import load_file
+
+    before = load_file(tiny_checkpoints["base"] / "model.safetensors")
+    after = load_file(Path(result["policy_dir"]) / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[name], after[name]) for name in before)  # it was trained
     tuned = load_reward_model(tmp_path / "rm")  # the policy changed, the reward model did not
     assert torch.equal(tuned.score(prompts), rm.score(prompts))
     table = result["table"]

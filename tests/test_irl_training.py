@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from irl_helpers import expert_text, marker_reward, planted_demos, random_text, small_config
+from scipy import stats
 
 from lfp_mech.irl import (
     METRICS,
@@ -189,7 +190,9 @@ def test_irl_metrics_hand_built():
     assert m.f1 == pytest.approx(2 * 3 / (2 * 3 + 1))
     assert m.acc_zero == pytest.approx(0.5)  # IRL threshold 0: everything positive
     assert m.positive_rate == pytest.approx(0.5)
-    assert 0.8 < m.spearman <= 1.0 and 0.8 < m.pearson <= 1.0 and 0.6 < m.kendall <= 1.0
+    # one swapped pair of six: Spearman 1 - 6 * 2 / (6 * 35), Kendall (14 - 1) / 15
+    assert m.spearman == pytest.approx(33 / 35) and m.kendall == pytest.approx(13 / 15)
+    assert m.pearson == pytest.approx(stats.pearsonr(irl_scores, true).statistic)
     flat = irl_metrics(torch.ones(6), true, threshold=0.0)
     assert np.isnan(flat.pearson)
 

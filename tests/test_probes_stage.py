@@ -27,7 +27,8 @@ from lfp_mech.probes import (
 )
 
 CONFIG = dict(n_carrier_templates=2, n_bootstrap=50, batch_size=32, n_shuffles=3, n_eval_words=60)
-COMPLETIONS = ["what a wonderful, wonderful film", "an awful plot"]
+# two of the 24 evaluation words (sorted held-out words of seed 0), counted in Figure 4
+COMPLETIONS = ["what an awesome, awesome film", "a cruel plot"]
 
 
 def _perturbed(model):
@@ -111,9 +112,9 @@ def test_results_class_reads_the_tables_and_probes(probe_run):
     per_word = results.per_word
     assert list(per_word["word"]) == analysis.words
     np.testing.assert_allclose(per_word["pred_xavier"], analysis.predictions["xavier"])
-    # "wonderful" twice in the tuned policy's completions, if it is an evaluation word
+    # each evaluation word counted in the tuned policy's completions: "awesome" twice, "cruel" once
     counts = dict(zip(per_word["word"], per_word["frequency"], strict=True))
-    assert counts.get("wonderful", 2) == 2 and counts.get("awful", 1) == 1
+    assert counts["awesome"] == 2 and counts["cruel"] == 1 and counts["dire"] == 0
     assert set(results.probe_names) == set(analysis.probes)
     probe = results.load_probe()
     np.testing.assert_allclose(probe.weight, analysis.probes["tuned_sae"].weight, rtol=1e-5)
@@ -194,19 +195,20 @@ def test_an_evaluation_word_in_the_training_triples_is_refused(tiny_model, tmp_p
 
 def test_stage_run_reads_rlhf_and_saes_results(tiny_hf, tmp_path):
     """run(ctx): base = the run's model, tuned = rlhf/policy, SAEs = saes' small SAEs."""
-    pytest.importorskip("lfp_mech.rlhf.results")
-    pytest.importorskip("lfp_mech.saes.results")
     from lfp_mech.probes import stage
+    from lfp_mech.probes.dataset import heldout_lexicon_words
     from lfp_mech.runner.config import RunConfig, StagesConfig
     from lfp_mech.stage_api import StageContext
 
     hf, tokenizer = tiny_hf
+    options = ProbesConfig(n_triples=40, **CONFIG)
+    word = heldout_lexicon_words(options)[0]  # one of the stage's default evaluation words
     (tmp_path / "rlhf").mkdir()
     hf.save_pretrained(tmp_path / "rlhf" / "policy")
     tokenizer.save_pretrained(tmp_path / "rlhf" / "policy")
     rows = [
-        {"policy": "tuned", "prompt": "The film", "completion": " was awful, awful."},
-        {"policy": "base", "prompt": "The film", "completion": " was awful."},
+        {"policy": "tuned", "prompt": "The film", "completion": f" was {word}, {word}."},
+        {"policy": "base", "prompt": "The film", "completion": f" was {word}."},
     ]
     text = "".join(json.dumps(r | {"reward": 0.0, "length": 3}) + "\n" for r in rows)
     (tmp_path / "rlhf" / "completions.jsonl").write_text(text)
@@ -215,7 +217,6 @@ def test_stage_run_reads_rlhf_and_saes_results(tiny_hf, tmp_path):
         sae.save_model(saes_dir / f"L{layer}_small")
     summary = {"layers": [0, 1], "hook_names": [HOOK0, HOOK1]}
     (saes_dir / "summary.json").write_text(json.dumps(summary))
-    options = ProbesConfig(n_triples=40, **CONFIG)
     config = RunConfig(model="tiny-llama", stages=StagesConfig(probes=options))
     ctx = StageContext(tmp_path, "probes", config, {"stages": {}})
     got = stage.run(ctx)
@@ -224,8 +225,7 @@ def test_stage_run_reads_rlhf_and_saes_results(tiny_hf, tmp_path):
     # the default evaluation words: a seeded sample of the held-out lexicon, mild words included
     assert got["n_eval_words"] == 60 and got["base_sae_source"] == "tuned SAEs on base activations"
     per_word = ProbesResults(tmp_path / "probes").per_word
-    if "awful" in set(per_word["word"]):  # counted in the tuned policy's completions only
-        assert int(per_word.set_index("word").loc["awful", "frequency"]) == 2
+    assert int(per_word.set_index("word").loc[word, "frequency"]) == 2  # the tuned policy's only
 
 
 def test_run_preference_probe_on_tiny_model(tiny_model, tmp_path):
@@ -236,7 +236,8 @@ def test_run_preference_probe_on_tiny_model(tiny_model, tmp_path):
         tiny_model, dirs, chosen, rejected, tmp_path / "pref", PreferenceProbeConfig(seed=1)
     )
     assert set(summary["test_accuracy"]) == {"preference", "delta"}
-    assert 0.0 <= summary["test_accuracy"]["preference"] <= 1.0
+    # the two kinds of text differ in every word: both probes separate them on held-out pairs
+    assert min(summary["test_accuracy"].values()) >= 0.9
     assert len(summary["pca_explained_variance_ratio"]) == 2
     for name in ["preference_probe.csv", "preference_probe.md", "preference_pca.png"]:
         assert (tmp_path / "pref" / name).stat().st_size > 0

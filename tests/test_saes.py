@@ -154,9 +154,12 @@ def test_spliced_ce_matches_hooked_sae_transformer(tiny_model):
     with torch.no_grad():
         reference = hooked.run_with_saes(tokens, saes=[sae], return_type="loss").item()
         clean = tiny_model(tokens, return_type="loss").item()
+        zeroed = tiny_model.run_with_hooks(
+            tokens, return_type="loss", fwd_hooks=[(hook, lambda act, hook: torch.zeros_like(act))]
+        ).item()
     assert losses["sae"][hook][0] == pytest.approx(reference, rel=1e-4)
     assert losses["clean"] == pytest.approx(clean, rel=1e-5)
-    assert losses["zero"][hook] > 0
+    assert losses["zero"][hook] == pytest.approx(zeroed, rel=1e-5) and zeroed != clean
     assert ce_loss_recovered(2.0, 2.0, 3.0) == 1.0 and ce_loss_recovered(2.0, 3.0, 3.0) == 0.0
     assert math.isnan(ce_loss_recovered(2.0, 2.5, 2.0))
 

@@ -65,10 +65,11 @@ def test_ablation_table_rows_and_cis(tiny_model, tiny_hf):
     other = hooked_from_hf(*tiny_hf)
     sae = make_sae(gain=4.0)
     freqs = torch.linspace(0, 1, 128)
+    task_ids = list(range(0, 128, 2))  # half the dictionary: enough to change what is written
     result = ablation_table(
         {"base": other, "tuned": tiny_model},
         {HOOK: sae},
-        {HOOK: [10, 20, 30]},
+        {HOOK: task_ids},
         length_reward,
         ["A great movie", "The film was", "I watched"],
         n_completions=6,
@@ -80,14 +81,17 @@ def test_ablation_table_rows_and_cis(tiny_model, tiny_hf):
         (m, c) for m in ("base", "tuned") for c in ("clean", "task", "random")
     ]
     random_ids = result.features["random"][HOOK]
-    assert len(random_ids) == 3 and set(random_ids).isdisjoint({10, 20, 30})
+    assert len(random_ids) == 64 and set(random_ids).isdisjoint(task_ids)
     for r in result.rows:
         assert r["n"] == 6
         if not math.isnan(r["ci_low"]):
             assert r["ci_low"] <= r["mean_reward"] <= r["ci_high"]
         if r["condition"] == "clean":
             assert r["delta_vs_clean"] == 0.0
-    assert len(result.completions["tuned"]["task"]) == 6
+    tuned = result.completions["tuned"]
+    assert len(tuned["task"]) == 6
+    # same prompts and seeds in every condition: the ablation, not the draw, changes the texts
+    assert tuned["task"] != tuned["clean"] and tuned["random"] != tuned["clean"]
     with pytest.raises(ConfigError, match="freqs"):
         ablation_table({"m": tiny_model}, {HOOK: sae}, {HOOK: [1]}, length_reward, ["a"])
 
