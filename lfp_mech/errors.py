@@ -23,3 +23,7 @@ class ConfigError(LfpMechError, ValueError):
 
 class UnsupportedModelError(LfpMechError, ValueError):
     """A model whose architecture TransformerLens cannot convert (so no stage can hook it)."""
+
+
+class NotARunError(LfpMechError, FileNotFoundError):
+    """A folder given as a run directory that holds no ``manifest.json``."""

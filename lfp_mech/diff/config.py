@@ -87,7 +87,8 @@ class DiffConfig(StageConfig):
     """Multiplier of the steering vectors (latents scaled to their mean tuned activation, and the
     difference of means); 1 adds the tuned model's average."""
     dom_add_scales: tuple[float, ...] = (1.0, 3.0)
-    """Scales of the difference-of-means direction added to the base model (the issue: 3x)."""
+    """Scales of the difference-of-means direction added to the base model (1: the tuned
+    model's average shift; 3: the stronger dose steering studies commonly try)."""
     n_eval_prompts: int = 32
     """Held-out (test-split) prompts of the causal tests."""
     max_new_tokens: int = 20

@@ -1,8 +1,9 @@
 """Options of the ``model`` stage (the model itself is the run's ``model``, ``--model``)."""
 
 from dataclasses import dataclass
+from typing import Any
 
-from lfp_mech.config_base import StageConfig
+from lfp_mech.config_base import StageConfig, check_depths
 
 __all__ = ["ModelConfig"]
 
@@ -19,3 +20,14 @@ class ModelConfig(StageConfig):
 
     def __post_init__(self) -> None:
         self.require_positive("parity_tolerance")
+
+    def check_environment(self, run: Any) -> None:
+        """Before any stage of a run runs (this stage or a later one): the run's model resolves,
+        its architecture converts, and every block option of every stage fits its depth — from
+        its config alone, no weights loaded."""
+        from lfp_mech.models.conversion import architecture_of, check_architecture, model_depth
+        from lfp_mech.models.loading import load_hf_config
+
+        config = load_hf_config(run.model)
+        check_architecture(architecture_of(config), run.model)
+        check_depths(run.stages, model_depth(config), run.model)

@@ -13,9 +13,9 @@ help with transformers 5:
   from the HF config (the weights are then converted by TransformerLens's own Gemma converter).
 
 Everything else (Llama, GPT-NeoX, GPT-Neo, Qwen2, Mistral) converts through TransformerLens
-unchanged. The model stage checks the architecture
+unchanged. The architecture is checked
 ([`check_architecture`][lfp_mech.models.conversion.check_architecture]) from the HF config alone,
-before any weights load.
+before any stage of a run runs and before any weights load.
 """
 
 import logging

@@ -72,7 +72,7 @@ class RLHFConfig(StageConfig):
     """Optimizer steps (GRPO/RLOO and DPO)."""
     budget_minutes: float | None = 40.0
     """Wall-clock safety cap (cumulative over resumes): training stops cleanly and saves. It sits
-    well above the expected time (~15 min for the default 70 steps on 2 idle cores) so that
+    well above the expected time (~15 min for 70 steps at 11-15 s a step on 2 idle cores) so that
     ``max_steps``, not the machine's load, ends training and the run is reproducible (a 20-min cap
     stopped a run on a shared machine at step 59); a budget stop is logged and recorded in the
     policy metadata. None: no cap."""

@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", default="", help="comma-separated stages to rerun even if complete")
     run.add_argument("--help-stage", metavar="STAGE", help="show the options of one stage")
     run.add_argument("-h", "--help", action="store_true", help="show every option and exit")
+    _verbose_argument(run)
     config = sub.add_parser(
         "config",
         add_help=False,
@@ -70,11 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_source_arguments(config)
     config.add_argument("-h", "--help", action="store_true", help="show every option and exit")
+    _verbose_argument(config)
     sub.add_parser("models", help="list loadable models and whether they are available offline")
     sub.add_parser("stages", help="list the stages of a run, in order")
     sub.add_parser("presets", help="list the presets")
     report = sub.add_parser("report", help="rewrite report.md / report.html of a run directory")
-    report.add_argument("run_dir")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (runs/<name>)")
     _push_parser(sub)
     return parser
 
@@ -103,6 +105,13 @@ def _push_parser(sub: argparse._SubParsersAction) -> None:
         "--dry-run",
         action="store_true",
         help="list the files that would be uploaded and upload nothing (no hub needed)",
+    )
+
+
+def _verbose_argument(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: absent after the command, it leaves `lfp-mech -v run`'s value alone
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
     )
 
 

@@ -2,10 +2,12 @@
 ([`lfp_mech.runner.cli`][lfp_mech.runner.cli])."""
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import tyro
@@ -19,7 +21,7 @@ from lfp_mech.runner.config import (
     section_names,
     set_args,
 )
-from lfp_mech.runner.presets import PRESETS
+from lfp_mech.runner.presets import PRESET_SUMMARIES, PRESETS
 from lfp_mech.runner.registry import STAGES
 
 __all__ = ["load_config", "print_help", "push", "resolve", "run"]
@@ -60,16 +62,20 @@ def run(config: RunConfig, run_dir: str | None, stages: str | None, force: str) 
     """Run the pipeline for ``config`` (comma-separated stage lists as on the command line)."""
     from lfp_mech.runner.pipeline import run_pipeline
 
+    if stages is not None and not _split(stages):
+        raise ConfigError(
+            f"--stages {stages!r} names no stage: list some (lfp-mech stages), or leave it out "
+            "to run them all"
+        )
     return run_pipeline(config, run_dir, stages=_split(stages) or None, force=_split(force))
 
 
 def print_help(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """``run --help`` / ``config --help``: the command's own options, then every config option
     (defaults shown as the chosen preset resolves them); ``--help-stage``: one stage's options."""
-    try:
-        base = resolve(args.preset, args.config, args.set, [])
-    except ConfigError:
-        base = RunConfig()
+    # a bad preset, file or --set fails here, as it would in a run: help never shows defaults
+    # other than the ones the run would use
+    base = resolve(args.preset, args.config, args.set, [])
     stage = getattr(args, "help_stage", None)
     if stage:
         _stage_help(stage, base)
@@ -95,7 +101,7 @@ def _stage_help(stage: str, base: RunConfig) -> None:
 
 
 def _tyro_help(cls: type, default: object, prog: str) -> None:
-    try:
+    with _plain_help_text(), contextlib.suppress(SystemExit):
         tyro.cli(
             cls,
             args=["--help"],
@@ -104,8 +110,46 @@ def _tyro_help(cls: type, default: object, prog: str) -> None:
             use_underscores=True,
             config=(tyro.conf.FlagConversionOff,),
         )
-    except SystemExit:
-        pass
+
+
+_MKDOCS_LINK = re.compile(r"\[`([^`]+)`\]\[[^\]]*\]")
+_LIST_ITEM = re.compile(r"^(?:[-*] |\d+\. )")
+
+
+def plain_help_text(docstring: str) -> str:
+    """A config docstring as one help paragraph per blank-line paragraph: lines joined (list
+    items kept on their own lines), mkdocs cross-references and reST literals as plain text."""
+    paragraphs = []
+    for paragraph in re.split(r"\n\s*\n", docstring.strip()):
+        lines: list[str] = []
+        for line in (part.strip() for part in paragraph.splitlines()):
+            if lines and line and not _LIST_ITEM.match(line):
+                lines[-1] += " " + line
+            elif line:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return _MKDOCS_LINK.sub(r"\1", "\n\n".join(paragraphs)).replace("``", "")
+
+
+@contextlib.contextmanager
+def _plain_help_text() -> Iterator[None]:
+    """tyro joins a docstring's lines only where the next one starts with a letter, so ours
+    (wrapped at 100 columns, often before markup or a parenthesis) print ragged. Inside, its line
+    joiner is :func:`plain_help_text` (tyro's caches cleared on entry and exit, so parsing
+    outside is untouched); on a tyro without that internal, help prints as tyro formats it."""
+    strings = getattr(tyro, "_strings", None)
+    cache = getattr(tyro, "_unsafe_cache", None)
+    original = getattr(strings, "remove_single_line_breaks", None)
+    if original is None or cache is None:
+        yield
+        return
+    cache.clear_cache()
+    strings.remove_single_line_breaks = plain_help_text
+    try:
+        yield
+    finally:
+        strings.remove_single_line_breaks = original
+        cache.clear_cache()
 
 
 def models_table() -> str:
@@ -144,7 +188,10 @@ def presets_table() -> str:
     lines = []
     for name, data in PRESETS.items():
         changed = ", ".join(sorted(data.get("stages", {}))) or "nothing"
-        lines.append(f"{name}: model {data['model']}; stage sections changed: {changed}\n")
+        lines.append(
+            f"{name}: model {data['model']}; {PRESET_SUMMARIES[name]}\n"
+            f"   stage sections changed: {changed}\n"
+        )
     return "".join(lines)
 
 

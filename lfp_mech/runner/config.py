@@ -19,6 +19,7 @@ import difflib
 import json
 import os
 import types
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,8 @@ class RunConfig:
     """Base model: a registered name (``lfp-mech models``), a local HF checkpoint folder, or any
     Hugging Face hub id (``EleutherAI/pythia-14m``; from the local HF cache offline). Its
     architecture must be one TransformerLens converts (Llama, GPT-NeoX, GPT-Neo, GPT-2, Gemma,
-    Gemma 2, Qwen2, Mistral); the model stage checks it and every stage's block options first."""
+    Gemma 2, Qwen2, Mistral); it and every stage's block options are checked against the model's
+    config before any stage runs (also when the model stage is already complete)."""
     seed: int = 0
     """Seed of every stage (each stage's ``seed``)."""
     device: str = "cpu"
@@ -102,6 +104,11 @@ class RunConfig:
             raise ConfigError(
                 "RunConfig(stages=...) takes a StagesConfig; build a run config from a dict "
                 "with lfp_mech.runner.config.config_from_dict"
+            )
+        if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name:
+            raise ConfigError(
+                f"name = {self.name!r} is not a run name: use a non-empty name without slashes "
+                "(the run directory is runs/<name>; --run-dir sets any other folder)"
             )
         check_names(self.device, self.dtype)
         _set_run_level(self.stages, {name: getattr(self, name) for name in RUN_LEVEL_FIELDS})
@@ -196,9 +203,14 @@ def _check_key(key: str) -> None:
     head, dot, _ = key.partition(".")
     if not dot:
         valid = stage_options()
-        if key not in valid:
-            raise ConfigError(_unknown(key, valid, "run options"))
-        return
+        if key in valid:
+            return
+        if key in section_names():
+            raise ConfigError(
+                f"{key!r} is a stage, not an option: give its options as a table ([stages.{key}] "
+                f"in TOML) or one by one (--set {key}.OPTION=VALUE; lfp-mech run --help-stage {key})"
+            )
+        raise ConfigError(_unknown(key, valid, "run options"))
     if head not in section_names():
         raise ConfigError(
             f"unknown stage {head!r} in {key!r}; stages: {', '.join(section_names())}"
@@ -233,8 +245,11 @@ def set_args(assignments: Sequence[str]) -> list[str]:
             )
         _check_key(key)
         raw = raw.strip()
-        if _option_type(key) is bool:  # TOML's true/false, as a user types them
+        kind = _option_type(key)
+        if kind is bool:  # TOML's true/false, as a user types them
             raw = BOOL_WORDS.get(raw.lower(), raw)
+        elif raw.lower() in ("none", "null") and type(None) in typing.get_args(kind):
+            raw = "None"  # an optional option unset, however it is spelled
         args += [f"--{key}", *_values(raw)]
     return args
 
@@ -387,8 +402,6 @@ def _option_name(argument: Any) -> str:
 
 def _type_name(kind: Any) -> str:
     """``int``, ``int | 'auto' | None``, ..."""
-    import typing
-
     kind = getattr(getattr(kind, "field", None), "type_stripped", kind)
     if typing.get_origin(kind) is typing.Literal:
         return " | ".join(repr(v) for v in typing.get_args(kind))
@@ -396,4 +409,8 @@ def _type_name(kind: Any) -> str:
         return " | ".join(_type_name(k) for k in typing.get_args(kind))
     if kind is type(None):
         return "None"
+    if typing.get_origin(kind) is tuple:  # tuple[float, ...]: say what goes in it
+        items = [a for a in typing.get_args(kind) if a is not Ellipsis]
+        inner = ", ".join(_type_name(a) for a in items)
+        return f"a list of {inner} ([a,b,...] with --set)" if items else "a list"
     return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lfp_mech._io import read_json, write_json
+from lfp_mech.errors import NotARunError
 
 __all__ = ["MANIFEST", "TRACKED_PACKAGES", "package_versions", "read_manifest"]
 
@@ -50,7 +51,10 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of a run directory."""
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a run directory?")
+        raise NotARunError(
+            f"{run_dir} is not a run directory (no {MANIFEST}): pass the folder `lfp-mech run` "
+            "wrote (runs/<name>, or its --run-dir)"
+        )
     return read_json(path)
 
 

@@ -44,6 +44,7 @@ from lfp_mech.devices import resolve_precision
 from lfp_mech.distributed import Processes
 from lfp_mech.errors import ConfigError
 from lfp_mech.runner.manifest import (
+    MANIFEST,
     now,
     open_manifest,
     package_versions,
@@ -91,11 +92,12 @@ def run_pipeline(
     check_backend(getattr(config, "tracking", "none"))
     config = for_this_machine(config)
     run_dir = Path(run_dir or Path("runs") / config.name)
-    processes = Processes(config.device)
-    manifest = _open_manifest(run_dir, config, processes)
     selected = set(names if stages is None else stages)
     fingerprints = _fingerprints(registry, config)
-    _preflight(registry, config, manifest, selected, set(force), fingerprints)
+    done = _check_plan(registry, run_dir, selected, fingerprints)
+    _preflight(registry, config, done, selected, set(force), fingerprints)
+    processes = Processes(config.device)
+    manifest = _open_manifest(run_dir, config, processes)
     last_parallel = max(
         (i for i, s in enumerate(registry) if s.parallel and s.name in selected), default=-1
     )
@@ -200,17 +202,19 @@ def _run_on(
 def _preflight(
     registry: tuple[StageSpec, ...],
     config: Any,
-    manifest: dict[str, Any],
+    done: Mapping[str, Any],
     selected: set[str],
     force: set[str],
     fingerprints: Mapping[str, str],
 ) -> None:
-    """Before any stage runs: the environment checks (``check_environment(config)``, files and
-    hub access) of every stage that will run, i.e. selected and not complete with its
-    fingerprint (artifact hashes are checked later), forced, or after one that will run."""
+    """Before anything is written: the environment checks (``check_environment(config)``, files
+    and hub access) of every stage that will run, i.e. selected and not complete with its
+    fingerprint (artifact hashes are checked later), forced, or after one that will run; and,
+    when any will, of the stages that check every run
+    ([`StageSpec.checks_every_run`][lfp_mech.runner.registry.StageSpec.checks_every_run])."""
     pending: set[str] = set()
     for spec in registry:
-        entry = manifest["stages"].get(spec.name) or {}
+        entry = done.get(spec.name) or {}
         stale = (entry.get("status"), entry.get("fingerprint")) != (
             "complete",
             fingerprints[spec.name],
@@ -219,9 +223,48 @@ def _preflight(
             stale or spec.name in force or any(r in pending for r in spec.reads)
         ):
             pending.add(spec.name)
+    for spec in registry:
+        if spec.name in pending or (pending and spec.checks_every_run):
             check = getattr(getattr(config.stages, spec.name), "check_environment", None)
             if callable(check):
                 check(config)
+
+
+def _check_plan(
+    registry: tuple[StageSpec, ...],
+    run_dir: Path,
+    selected: set[str],
+    fingerprints: Mapping[str, str],
+) -> dict[str, Any]:
+    """Before anything is written: ``run_dir`` is a folder (or absent), and every stage the
+    selected ones require is selected too or already complete with this config (by the
+    manifest; the artifacts' hashes are checked when the stage is reached). Returns the
+    manifest's stage entries (empty for a new run)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(
+            f"run directory {run_dir} is a file: pass --run-dir a new folder or a run directory"
+        )
+    path = run_dir / MANIFEST
+    done = read_manifest(run_dir)["stages"] if path.is_file() else {}
+    for spec in registry:
+        if spec.name not in selected:
+            continue
+        for required in spec.requires:
+            entry = done.get(required) or {}
+            complete = (entry.get("status"), entry.get("fingerprint")) == (
+                "complete",
+                fingerprints[required],
+            )
+            if required not in selected and not complete:
+                raise ConfigError(_missing_requirement(spec.name, required, run_dir))
+    return done
+
+
+def _missing_requirement(stage: str, required: str, run_dir: Path) -> str:
+    return (
+        f"stage {stage!r} needs stage {required!r}, which is not complete with this config in "
+        f"{run_dir}: run it first (lfp-mech run --stages {required},{stage})"
+    )
 
 
 def _check_requirements(
@@ -229,10 +272,7 @@ def _check_requirements(
 ) -> None:
     for required in spec.requires:
         if not _is_complete(run_dir, manifest["stages"].get(required), fingerprints[required]):
-            raise ConfigError(
-                f"stage {spec.name!r} needs stage {required!r}, which is not complete with this "
-                f"config in {run_dir}: run it first (lfp-mech run --stages {required},{spec.name})"
-            )
+            raise ConfigError(_missing_requirement(spec.name, required, run_dir))
 
 
 def _start_stage(

@@ -12,7 +12,7 @@ from typing import Any
 from lfp_mech.errors import ConfigError
 from lfp_mech.runner.config import RunConfig, config_from_dict
 
-__all__ = ["DEFAULT_STAGES", "IRL_PAPER", "PRESETS", "SMOKE", "preset_config"]
+__all__ = ["DEFAULT_STAGES", "IRL_PAPER", "PRESETS", "PRESET_SUMMARIES", "SMOKE", "preset_config"]
 
 IRL_PAPER: dict[str, Any] = {
     "n_train_prompts": 500,
@@ -262,6 +262,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Preset name -> run-config values (the keys of
 [`RunConfig.to_dict`][lfp_mech.runner.config.RunConfig.to_dict])."""
+
+_PAPER = (
+    "the LFP paper's settings (weights from the Hugging Face hub or its cache; sized for a GPU)"
+)
+PRESET_SUMMARIES: dict[str, str] = {
+    "default": "the study on the offline SmolLM2-135M, every stage in ~37 min on 2 CPU cores",
+    "full": "the stages' own larger sizes on SmolLM2-135M (70 GRPO steps, five SAE layers, "
+    "465 completions per Table-6 cell; ~105 min on 2 CPU cores)",
+    "smoke": "a tiny random 2-layer model, every stage in under two minutes (tests, notebooks)",
+    "smoke-l1": "smoke with the paper's L1 dictionaries (small and big, tied and untied, L1 sweep)",
+    "pythia-70m": _PAPER,
+    "pythia-160m": _PAPER,
+    "pythia-410m": _PAPER,
+    "gpt-neo-125m": _PAPER,
+    "gemma-2b-it": _PAPER,
+}
+"""One line per preset for ``lfp-mech presets`` (measured times: docs/budget.md)."""
 
 
 def preset_config(name: str) -> RunConfig:

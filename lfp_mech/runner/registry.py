@@ -40,6 +40,10 @@ class StageSpec:
     uses: tuple[str, ...] = ()
     """Stages whose outputs it reads when they are in the run (optional inputs): their
     fingerprints enter its own, and re-running one re-runs it, but it runs without them."""
+    checks_every_run: bool = False
+    """Its config's ``check_environment`` runs before any stage of a run runs, not only when it
+    will run itself: it checks the other stages' options against what it loads (the model
+    stage: every block index against the model's depth, also when resuming a finished model)."""
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -62,7 +66,7 @@ class StageSpec:
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         "model", "models", "resolve the base model and check HF ↔ TransformerLens parity",
-        "ModelResults", (), _TORCH,
+        "ModelResults", (), _TORCH, checks_every_run=True,
     ),
     StageSpec(
         "rlhf", "rlhf", "RLHF-tune the base model on the reward", "RLHFResults", ("model",),

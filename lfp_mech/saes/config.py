@@ -32,7 +32,7 @@ class SAEConfig(StageConfig):
     section = "saes"
 
     architecture: Literal["topk", "batchtopk", "l1"] = "batchtopk"
-    """``"batchtopk"`` (default): SAE-Lens BatchTopK SAEs, ``k`` active latents per token on
+    """``"batchtopk"`` (the stage's own default, for other presets): SAE-Lens BatchTopK SAEs, ``k`` active latents per token on
     average over a batch while training, saved as JumpReLU SAEs (a per-latent threshold, so a
     token's code does not depend on its batch, and its L0 varies around ``k``); ``"topk"``:
     SAE-Lens TopK SAEs, exactly ``k`` active latents per token (in training and at inference;
@@ -67,7 +67,8 @@ class SAEConfig(StageConfig):
     batch_size: int = 512
     """Activations per step (paper 32; larger is much faster per token on CPU)."""
     training_tokens: int = 400_000
-    """Activations seen per SAE (~5 epochs over 75k stored tokens; ~780 steps at batch 512)."""
+    """Activations seen per SAE (``training_tokens / batch_size`` steps: 400k at batch 512 is
+    ~780 steps, ~8 epochs over the ``default`` preset's 48k stored tokens per layer)."""
     l1_warm_up_fraction: float = 0.05
     """Fraction of the steps over which the L1 coefficient ramps up from 0 (SAE-Lens)."""
     normalize_activations: bool = True
