@@ -18,7 +18,9 @@ time); [`resolve_precision`][lfp_mech.devices.resolve_precision] checks them aga
 (CUDA present, bf16 supported) and resolves ``"auto"``: the runner calls it before any stage runs.
 """
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from lfp_mech.errors import ConfigError
@@ -26,7 +28,7 @@ from lfp_mech.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DTYPES", "check_names", "resolve_precision", "torch_dtype"]
+__all__ = ["DTYPES", "check_names", "resolve_precision", "seeded", "torch_dtype"]
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 """The run-level ``dtype`` values."""
@@ -100,3 +102,16 @@ def torch_dtype(name: "str | torch.dtype | None") -> "torch.dtype | None":
     import torch
 
     return getattr(torch, name)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside: torch's RNGs seeded with ``seed`` (``torch.manual_seed``: the CPU's and every
+    GPU's). After: all of them as they were, the GPUs' included (``fork_rng(devices=[])`` would
+    restore the CPU's only and leave the caller's GPU RNG reseeded)."""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -300,9 +300,12 @@ def test_describe_with_llm_against_fake_server(fake_llm):
 
 def test_llm_client_errors_and_env(fake_llm, monkeypatch):
     with pytest.raises(LfpMechError, match="HTTP 500.*server exploded"):
-        LLMClient(fake_llm, "broken").chat([{"role": "user", "content": "hi"}])
+        LLMClient(fake_llm, "broken", retry_wait=0).chat([{"role": "user", "content": "hi"}])
+    assert len(_FakeChat.requests) == 1 + 3  # a server error is retried 3 times, then raised
     with pytest.raises(LfpMechError, match="cannot reach"):
-        LLMClient("http://127.0.0.1:9/v1", "m", timeout=2).chat([{"role": "user", "content": "x"}])
+        LLMClient("http://127.0.0.1:9/v1", "m", timeout=2, retry_wait=0).chat(
+            [{"role": "user", "content": "x"}]
+        )
     with pytest.raises(ConfigError, match="not an http"):
         LLMClient("localhost:8000", "m")
     for var in ("LFP_MECH_LLM_BASE_URL", "LFP_MECH_LLM_MODEL", "LFP_MECH_LLM_API_KEY"):

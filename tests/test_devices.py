@@ -165,3 +165,17 @@ def test_a_bfloat16_run_on_cpu_runs_its_models_in_bfloat16(tmp_path):
     # captured from a bf16 model: every stored float32 value is exactly a bfloat16 number
     assert torch.equal(acts, acts.bfloat16().float()) and torch.isfinite(acts).all()
     assert acts.abs().sum() > 0
+
+
+def test_seeded_draws_the_same_numbers_and_restores_the_rng():
+    from lfp_mech.devices import seeded
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with seeded(7):
+        first = torch.rand(2)
+    with seeded(7):
+        second = torch.rand(2)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's stream is untouched

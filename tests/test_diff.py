@@ -144,6 +144,22 @@ def test_sae_feature_ablation_keeps_the_error_term():
     assert torch.equal(ablate_sae_features(sae, [])(x), x)
 
 
+def test_edits_read_a_cpu_dictionary_on_the_activations_device():
+    """Dictionaries stay on the CPU; a hook on another device gets a moved copy, once."""
+    from lfp_mech.diff.interventions import on_device
+
+    dictionary = _dictionary(d_model=8, d_dict=6, k=2)
+    assert on_device(dictionary, torch.device("cpu")) is dictionary
+    moved = on_device(dictionary, torch.device("meta"))
+    assert moved is not dictionary and moved.W_dec.device.type == "meta"
+    assert dictionary.W_dec.device.type == "cpu"  # the original is not moved
+    x = torch.randn(2, 3, 8, device="meta")
+    for edit in (ablate_latents(dictionary, [1, 4]), ablate_sae_features(dictionary, [1, 4])):
+        out = edit(x)
+        assert out.device.type == "meta" and out.shape == x.shape
+    assert dictionary.W_dec.device.type == "cpu"
+
+
 def test_dictionary_round_trip(tmp_path):
     d = _dictionary()
     d.save(str(tmp_path / "d.safetensors"))

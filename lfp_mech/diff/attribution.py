@@ -28,10 +28,11 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from lfp_mech.diff.build import CorpusTokens
 from lfp_mech.diff.dictionary import DiffDictionary
-from lfp_mech.diff.interventions import ablate_latents
+from lfp_mech.diff.interventions import ablate_latents, on_device
 from lfp_mech.diff.residual import decoder_layers, replace_output
 
 __all__ = ["KLAttribution", "base_log_probs", "kl_attribution"]
@@ -67,7 +68,8 @@ def base_log_probs(
     device = next(base.parameters()).device
     predicting = _predicting(corpus)
     out = []
-    for start in range(0, corpus.ids.shape[0], batch_size):
+    starts = range(0, corpus.ids.shape[0], batch_size)
+    for start in tqdm(starts, desc="base log-probs", disable=None, leave=False):
         rows = slice(start, start + batch_size)
         ids, mask = corpus.ids[rows].to(device), corpus.mask[rows].to(device)
         with torch.no_grad():
@@ -96,6 +98,7 @@ def kl_attribution(
         raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
     layers = sorted(dictionaries)
     device = next(tuned.parameters()).device
+    placed = {layer: on_device(dictionaries[layer], device) for layer in layers}
     edits = {
         layer: ablate_latents(dictionaries[layer], ids) for layer, ids in (ablated or {}).items()
     }
@@ -106,7 +109,11 @@ def kl_attribution(
     grad_flags = [p.requires_grad for p in tuned.parameters()]
     tuned.requires_grad_(False)  # gradients only w.r.t. the hooked blocks' outputs
     try:
-        for batch, start in enumerate(range(0, corpus.ids.shape[0], batch_size)):
+        starts = enumerate(range(0, corpus.ids.shape[0], batch_size))
+        n_batches = -(-corpus.ids.shape[0] // batch_size)
+        for batch, start in tqdm(
+            starts, total=n_batches, desc="KL attribution", disable=None, leave=False
+        ):
             rows = slice(start, start + batch_size)
             ids, mask = corpus.ids[rows].to(device), corpus.mask[rows].to(device)
             keep = predicting[rows].to(device)
@@ -125,7 +132,7 @@ def kl_attribution(
                     handle.remove()
             kl_sum += float(kl.detach())
             for layer, grad in zip(layers, grads, strict=True):
-                dictionary = dictionaries[layer]
+                dictionary = placed[layer]
                 with torch.no_grad():
                     w_dec = dictionary.W_dec.detach()
                     z = dictionary.encode(read["pre"][layer][mask].to(w_dec.dtype))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from lfp_mech._io import load_tensors, save_tensors
 
@@ -192,7 +193,7 @@ def train_dictionary(
     since_fired = torch.zeros(d_dict)
     dead_after = dead_tokens if dead_tokens is not None else n_train
     losses = []
-    for _ in range(n_epochs):
+    for _ in tqdm(range(n_epochs), desc="diff dictionary epochs", disable=None, leave=False):
         order = torch.randperm(n_train, generator=gen)
         total = 0.0
         for start in range(0, n_train, batch_size):

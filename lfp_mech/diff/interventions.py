@@ -15,7 +15,9 @@ Each builder returns an [`EditFn`][lfp_mech.diff.residual.EditFn] for
 * [`ablate_sae_features`][lfp_mech.diff.interventions.ablate_sae_features] — an SAE-Lens SAE's
   features, ``x ↦ x − Σ_{f∈F} a_f(x) W_dec[f]`` (the LFP probe's features)."""
 
+import copy
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from jaxtyping import Float
@@ -26,6 +28,7 @@ from lfp_mech.diff.residual import EditFn
 from lfp_mech.errors import ConfigError
 
 __all__ = [
+    "on_device",
     "ablate_latents",
     "ablate_sae_features",
     "add_latents",
@@ -33,6 +36,18 @@ __all__ = [
     "latent_vector",
     "project_out",
 ]
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def on_device(module: ModuleT, device: torch.device) -> ModuleT:
+    """``module`` itself when its weights are on ``device``, else a moved copy: the dictionaries
+    train and are scored on the CPU, while the hooks that use them run on the model's device."""
+    weights = next(module.parameters(), None)
+    if weights is None or weights.device == device:
+        return module
+    return copy.deepcopy(module).to(device)
 
 
 def _ids(latents: Sequence[int], d_dict: int) -> Tensor:
@@ -45,14 +60,19 @@ def _ids(latents: Sequence[int], d_dict: int) -> Tensor:
 def ablate_latents(dictionary: DiffDictionary, latents: Sequence[int]) -> EditFn:
     """``x ↦ x − Σ_{f∈F} z_f(x) W_dec[f]`` (no latent: ``x`` unchanged)."""
     ids = _ids(latents, dictionary.d_dict)
-    w_dec = dictionary.W_dec.detach().index_select(0, ids)
+    placed: dict[torch.device, tuple[DiffDictionary, Tensor, Tensor]] = {}  # by x's device
 
     def edit(x: Tensor) -> Tensor:
         if ids.numel() == 0:
             return x
+        if x.device not in placed:
+            local = on_device(dictionary, x.device)
+            local_ids = ids.to(x.device)
+            placed[x.device] = (local, local_ids, local.W_dec.detach().index_select(0, local_ids))
+        local, local_ids, w_dec = placed[x.device]
         with torch.no_grad():
-            z = dictionary.encode(x.to(w_dec.dtype)).index_select(-1, ids.to(x.device))
-            removed = (z @ w_dec.to(x.device)).to(x.dtype)
+            z = local.encode(x.to(w_dec.dtype)).index_select(-1, local_ids)
+            removed = (z @ w_dec).to(x.dtype)
         # subtracted outside no_grad: gradients flow through x (attribution with latents ablated)
         return x - removed
 
@@ -104,13 +124,18 @@ def project_out(direction: Float[Tensor, " d_model"]) -> EditFn:
 def ablate_sae_features(sae: nn.Module, features: Sequence[int]) -> EditFn:
     """``x ↦ x − Σ_{f∈F} a_f(x) W_dec[f]`` for an SAE-Lens SAE (error term kept)."""
     ids = _ids(features, int(sae.W_dec.shape[0]))
-    w_dec = sae.W_dec.detach().index_select(0, ids)
+    placed: dict[torch.device, tuple[nn.Module, Tensor, Tensor]] = {}  # by x's device
 
     def edit(x: Tensor) -> Tensor:
         if ids.numel() == 0:
             return x
+        if x.device not in placed:
+            local = on_device(sae, x.device)
+            local_ids = ids.to(x.device)
+            placed[x.device] = (local, local_ids, local.W_dec.detach().index_select(0, local_ids))
+        local, local_ids, w_dec = placed[x.device]
         with torch.no_grad():
-            a = sae.encode(x.to(w_dec.dtype)).index_select(-1, ids.to(x.device))
-            return x - (a @ w_dec.to(x.device)).to(x.dtype)
+            a = local.encode(x.to(w_dec.dtype)).index_select(-1, local_ids)
+            return x - (a @ w_dec).to(x.dtype)
 
     return edit

@@ -44,7 +44,8 @@ def probe_edits(ctx: StageContext) -> dict[int | str, EditFn] | None:
     loaded = saes.load_saes("small", device=ctx.options.device)
     try:
         chosen = validate.ablated_features.get("task") or validate.feature_choice
-    except (KeyError, LfpMechError):
+    except (KeyError, LfpMechError) as err:
+        logger.info("diff: no task-related feature list in validate (%s): all chosen features", err)
         chosen = validate.feature_choice
     logger.info("diff: LFP-probe control ablates %s", {h: len(i) for h, i in chosen.items()})
     return {

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lfp_mech.divergence.config import DEFAULT_BLOCK_PATTERN
@@ -174,7 +175,7 @@ def behaviour_measures(
     was_training = base_model.training, tuned.training
     base_model.eval(), tuned.eval()
     try:
-        for batch in batches:
+        for batch in tqdm(batches, desc="patching blocks", disable=None, leave=False):
             base_out, base_logits = _forward(base_model, base_mlps, batch)
             tuned_out, tuned_logits = _forward(tuned, tuned_mlps, batch)
             valid = batch.attention_mask.bool().clone()
@@ -183,8 +184,8 @@ def behaviour_measures(
             columns.append(_completion_logprob(tuned_logits, batch))
             for layer in range(n_layers):
                 diff = (tuned_out[layer] - base_out[layer]).double().norm(dim=-1)
-                delta_norm[layer] += diff[valid].sum()
-                base_norm[layer] += base_out[layer].double().norm(dim=-1)[valid].sum()
+                delta_norm[layer] += diff[valid].sum().cpu()  # the totals live on the CPU
+                base_norm[layer] += base_out[layer].double().norm(dim=-1)[valid].sum().cpu()
                 logits = _forward(base_model, base_mlps, batch, patch=(layer, tuned_out[layer]))
                 columns.append(_completion_logprob(logits, batch))
             columns.append(batch.completion_mask[:, 1:].sum(dim=1).double())
@@ -192,7 +193,7 @@ def behaviour_measures(
             n_tokens += int(valid.sum())
     finally:
         base_model.train(was_training[0]), tuned.train(was_training[1])
-    table = torch.cat(rows)
+    table = torch.cat(rows).cpu()  # per-sequence log-probs, for the CIs: on the CPU
     totals = table.sum(dim=0)
     n_completion = int(totals[-1])
     lp_base, lp_tuned, patched = float(totals[0]), float(totals[1]), totals[2:-1]

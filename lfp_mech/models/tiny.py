@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import (
     AutoTokenizer,
     Gemma2Config,
@@ -36,6 +35,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from lfp_mech.devices import seeded
 from lfp_mech.errors import UnknownModelError
 
 __all__ = [
@@ -159,8 +159,7 @@ def build_tiny_model(
     ``seed``; the global torch RNG is left untouched.
     """
     config = tiny_config(name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = _BUILDERS[name][1](config)
     model.name_or_path = name
     return model.eval(), _tokenizer()

@@ -20,6 +20,7 @@ before the forward pass (exact, and ~5% cheaper on the shipped templates), and s
 sorted by length before batching to keep padding small.
 """
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -47,6 +48,8 @@ __all__ = [
     "stop_layer",
     "token_positions",
 ]
+
+logger = logging.getLogger(__name__)
 
 HookSAEs = Mapping[str, SAE | None] | Sequence[SAE]
 """SAEs by hook: ``{hook_name: SAE or None}`` (None = the hook's raw activations) or a sequence
@@ -103,7 +106,8 @@ def concat_features(
         spans: one ``(start, end)`` character span per text (end exclusive), e.g. the
             substituted word of a triple; features are averaged over the tokens it overlaps.
         batch_size: sequences per forward pass.
-        device: torch device for the forward pass.
+        device: torch device for the forward pass (a model elsewhere is moved there, in
+            place: it stays there afterwards).
 
     Returns:
         ``[len(texts), Σ d_sae]`` float32 on CPU (``d_in`` of the hook for raw hooks).
@@ -179,6 +183,7 @@ def collect_feature_sets(
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
     pooled: dict[str, list[Tensor]] = {name: [] for name in ordered}
     if torch.device(device) != torch.device(model.cfg.device):
+        logger.info("probe features: moving the model from %s to %s", model.cfg.device, device)
         model.to(device)
     pad_id = pad_token_id(model)
     batches = range(0, len(order), batch_size)

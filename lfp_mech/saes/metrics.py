@@ -23,6 +23,7 @@ from einops import einsum, rearrange, reduce
 from jaxtyping import Bool, Float, Int
 from sae_lens import SAE
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from lfp_mech.activations.tokenization import tokenize_for_model
 from lfp_mech.errors import ConfigError
@@ -184,7 +185,8 @@ def spliced_ce_losses(
         "sae": {hook: [[] for _ in s] for hook, s in saes.items()},
     }
     count = 0
-    for start in range(0, tokens.shape[0], batch_size):
+    starts = range(0, tokens.shape[0], batch_size)
+    for start in tqdm(starts, desc="CE loss (clean, zero, spliced)", disable=None, leave=False):
         toks = tokens[start : start + batch_size].to(model.cfg.device)
         attn = mask[start : start + batch_size].to(model.cfg.device)
         targets = attn[:, 1:] & attn[:, :-1]

@@ -28,6 +28,7 @@ from sae_lens.training.sae_trainer import SAETrainer
 from torch import Tensor
 
 from lfp_mech.activations.store import ActivationStore
+from lfp_mech.devices import seeded
 from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.saes.artifacts import sae_folder, variant_name
 from lfp_mech.saes.config import SIZES, SAEConfig
@@ -102,8 +103,7 @@ def build_training_sae(
         sparse_cfg = sparse_cfg_cls(
             k=config.k, aux_loss_coefficient=config.aux_loss_coefficient, **common
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
+        with seeded(config.seed):
             return sparse_cls(sparse_cfg)
     sae_cfg = StandardTrainingSAEConfig(
         l1_coefficient=alpha * d_in,
@@ -111,8 +111,7 @@ def build_training_sae(
         **common,
     )
     cls = TiedStandardTrainingSAE if tied else StandardTrainingSAE
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    with seeded(config.seed):
         return cls(sae_cfg)
 
 
@@ -171,8 +170,7 @@ def train_sae(
     start = time.perf_counter()
     info = {"architecture": architecture, "alpha": alpha, "d_in": d_in, "d_sae": d_sae}
     tracker = open_tracker(track, info) if track else Tracker()
-    with tracker, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    with tracker, seeded(config.seed):
         trained = TrackedSAETrainer(trainer_cfg, sae, provider, tracker=tracker).fit()
     seconds = time.perf_counter() - start
     stats = {

@@ -55,7 +55,9 @@ import torch
 from einops import einsum
 from jaxtyping import Float, Int
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from lfp_mech.devices import seeded
 from lfp_mech.errors import ConfigError
 from lfp_mech.hooks import layer_of_hook
 from lfp_mech.models.completions import tensor_digest
@@ -400,11 +402,11 @@ def generate_with_ablation(
     eos = tokenizer.eos_token_id
     outputs: list[str] = []
     with ablate_features(model, ablations or {}, mode=mode, means=means):
-        for b, start in enumerate(range(0, len(prompts), batch_size)):
+        starts = list(enumerate(range(0, len(prompts), batch_size)))
+        for b, start in tqdm(starts, desc="ablated generation", disable=None, leave=False):
             batch = prompts[start : start + batch_size]
             n_prompt = model.to_tokens(batch, padding_side="left").shape[1]
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + b)
+            with seeded(seed + b):
                 tokens = model.generate(
                     batch,
                     max_new_tokens=max_new_tokens,

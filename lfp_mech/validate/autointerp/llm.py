@@ -12,6 +12,7 @@ fine-tuning task. The client is stdlib ``urllib`` (no extra dependency).
 import json
 import logging
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -46,11 +47,20 @@ class LLMClient:
     """A minimal client of an OpenAI-compatible ``/chat/completions`` endpoint (stdlib urllib).
 
     Example: ``LLMClient("http://localhost:8000/v1", "my-model").chat([{"role": "user",
-    "content": "hi"}])``. Local hosts bypass any HTTP proxy of the environment.
+    "content": "hi"}])``. Local hosts bypass any HTTP proxy of the environment. A rate limit,
+    server error or lost connection is retried ``retries`` times, waiting ``retry_wait`` seconds
+    and twice as long each time, so one hiccup does not end a stage that has scanned its corpus.
     """
 
     def __init__(
-        self, base_url: str, model: str, api_key: str | None = None, *, timeout: float | int = 60.0
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout: float | int = 60.0,
+        retries: int = 3,
+        retry_wait: float | int = 2.0,
     ) -> None:
         parsed = urllib.parse.urlparse(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -61,6 +71,7 @@ class LLMClient:
         self.model = model
         self.api_key = api_key
         self.timeout = timeout
+        self.retries, self.retry_wait = retries, retry_wait
         local = parsed.hostname in ("127.0.0.1", "localhost", "::1")
         handlers = [urllib.request.ProxyHandler({})] if local else []
         self._opener = urllib.request.build_opener(*handlers)
@@ -98,6 +109,20 @@ class LLMClient:
         return self._content(self._post(request))
 
     def _post(self, request: urllib.request.Request) -> Any:
+        for attempt in range(self.retries):
+            try:
+                return self._post_once(request)
+            except LfpMechError as err:
+                if not _transient(err.__cause__):
+                    raise
+                wait = self.retry_wait * 2**attempt
+                logger.warning(
+                    "%s; retrying in %.0f s (%d of %d)", err, wait, attempt + 1, self.retries
+                )
+                time.sleep(wait)
+        return self._post_once(request)
+
+    def _post_once(self, request: urllib.request.Request) -> Any:
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 return json.loads(response.read().decode("utf-8"))
@@ -120,6 +145,14 @@ class LLMClient:
             raise LfpMechError(
                 f"LLM endpoint {self.url} returned no choices[0].message.content: {str(data)[:300]}"
             ) from err
+
+
+def _transient(error: BaseException | None) -> bool:
+    """Worth a retry: a rate limit, a server-side error, a timeout or a lost connection (not a
+    bad request, a bad key or an unknown model)."""
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code in (408, 429) or error.code >= 500
+    return isinstance(error, (urllib.error.URLError, TimeoutError, ConnectionError))
 
 
 @dataclass(frozen=True)
