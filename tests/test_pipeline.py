@@ -116,8 +116,11 @@ def test_changed_artifact_reruns_its_stage(tmp_path, toy):
 def test_force_reruns_stage_and_dependents(tmp_path, toy):
     registry, calls, _ = toy
     _run(tmp_path, registry)
+    (tmp_path / "b" / "leftover.txt").write_text("from the first run")
     _run(tmp_path, registry, force=["b"])
     assert calls == Counter(a=1, b=2, c=2)
+    # a complete stage run again starts from an empty folder (an interrupted one resumes)
+    assert not (tmp_path / "b" / "leftover.txt").exists()
 
 
 def test_optional_input_enters_the_fingerprint_but_is_not_required(tmp_path, toy):

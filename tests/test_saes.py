@@ -3,6 +3,8 @@
 The stage and its results class: ``test_saes_stage.py``.
 """
 
+import dataclasses
+import logging
 import math
 
 import pytest
@@ -330,3 +332,18 @@ def test_tensor_batches_cover_every_full_batch_once_per_epoch():
     assert not torch.equal(torch.cat(epoch0), torch.cat(epoch1))
     with pytest.raises(ConfigError, match="fewer than one batch"):
         tensor_batches(acts[:3], _config(batch_size=4, training_tokens=8))
+
+
+def test_train_saes_keeps_what_an_interrupted_run_finished(tmp_path, tiny_model, caplog):
+    texts = [f"A film about {i} brothers, slow and quiet, with a long ending." for i in range(40)]
+    store = capture_activations(tiny_model, texts, [1], tmp_path / "s")
+    config = _config(expansion_factors=(1,), training_tokens=128 * 4)
+    first = train_saes(store, [1], tmp_path / "out", config)
+    weights = first[(1, "small")] / "sae_weights.safetensors"
+    written = weights.stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="lfp_mech.saes.training"):
+        again = train_saes(store, [1], tmp_path / "out", config)
+    assert again == first and weights.stat().st_mtime_ns == written  # kept, not retrained
+    assert "already trained with these inputs" in caplog.text
+    train_saes(store, [1], tmp_path / "out", dataclasses.replace(config, lr=5e-4))
+    assert weights.stat().st_mtime_ns != written  # another option: trained again

@@ -13,8 +13,9 @@ resolved config section (every option, defaults included, with the run's seed, d
 run's model, the versions of lfp_mech and of the packages that change its output, and the
 fingerprints of the stages it requires or uses (optional inputs). So a changed option, a default
 changed in code or a new library version reruns that stage and every stage after it. A killed run
-loses only the stage in progress (its folder is kept, so a stage with its own checkpoints, such
-as RLHF, continues).
+loses only the stage in progress (its folder is kept, so a stage that resumes from its own files,
+such as RLHF's checkpoints or the finished dictionaries of saes, continues); a complete stage run
+again (forced, an artifact changed, an input re-run) starts from an empty folder.
 
 Several processes (``accelerate launch --num_processes N -m lfp_mech run ...``): the data-parallel
 stages ([`StageSpec.parallel`][lfp_mech.runner.registry.StageSpec.parallel], RLHF) run on every
@@ -280,8 +281,10 @@ def _start_stage(
 ) -> None:
     stage_dir = run_dir / spec.name
     previous = manifest["stages"].get(spec.name, {})
-    if previous.get("fingerprint") != fingerprint:
-        # config or code changed: old partial or complete results (and their logs) are stale
+    if previous.get("fingerprint") != fingerprint or previous.get("status") == "complete":
+        # config or code changed: old partial or complete results (and their logs) are stale;
+        # a complete stage run again (forced, an artifact changed, an input re-run) starts
+        # clean too. Only an interrupted stage keeps its folder, to resume from what it finished.
         for stale in (stage_dir, run_dir / TRACKING_DIR / spec.name):
             if stale.exists():
                 shutil.rmtree(stale)

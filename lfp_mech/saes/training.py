@@ -10,6 +10,7 @@ small and a big dictionary per layer of an
 [`tensor_batches`][lfp_mech.saes.training.tensor_batches]); the trainer cycles epochs until it has
 seen its samples."""
 
+import dataclasses
 import logging
 import os
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import sae_lens
 import torch
 from jaxtyping import Float
 from sae_lens.config import LoggingConfig, SAETrainerConfig
@@ -27,6 +29,7 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
 from torch import Tensor
 
+from lfp_mech._io import json_safe, read_json, sha256_json
 from lfp_mech.activations.store import ActivationStore
 from lfp_mech.devices import seeded
 from lfp_mech.errors import ConfigError, LfpMechError
@@ -232,7 +235,10 @@ def train_saes(
 
     Each SAE is saved (atomically) in SAE-Lens format in ``out_dir/L{layer}_{size}/``
     (``cfg.json``, ``sae_weights.safetensors``, plus our ``training.json``), with
-    ``cfg.metadata.hook_name`` set so it splices into a ``HookedSAETransformer``.
+    ``cfg.metadata.hook_name`` set so it splices into a ``HookedSAETransformer``. A folder that
+    already holds the dictionary these inputs train (its ``training.json`` records the same
+    ``resume_key``: options, hook, width and store) is kept, not retrained: an interrupted
+    stage resumes after the last dictionary it finished.
 
     Returns ``{(layer, size): path}``.
     """
@@ -255,6 +261,11 @@ def train_saes(
             variant = variant_name(config.tied)
             logger.info("training %s SAE %s -> %d (%s)", size, hook, d_sae, variant)
             path = out_dir / sae_folder(layer, size)
+            key = _resume_key(config, store, hook, d_sae)
+            if _finished(path, key):
+                logger.info("%s: already trained with these inputs, kept", path)
+                paths[(layer, size)] = path
+                continue
             sae, stats = train_sae(
                 store_batches(store, hook, config),
                 d_in,
@@ -264,9 +275,32 @@ def train_saes(
                 metadata=metadata,
                 track=tracker_name(path),
             )
-            save_sae(sae, path, {**stats, "layer": layer, "size": size, "hook_name": hook})
+            info = {**stats, "layer": layer, "size": size, "hook_name": hook, "resume_key": key}
+            save_sae(sae, path, info)
             paths[(layer, size)] = path
     return paths
+
+
+def _resume_key(config: SAEConfig, store: ActivationStore, hook: str, d_sae: int) -> str:
+    """What a trained dictionary depends on: every option, the hook, the width and the store."""
+    return sha256_json(
+        {
+            "options": json_safe(dataclasses.asdict(config)),
+            "hook": hook,
+            "d_sae": d_sae,
+            "store": json_safe(store.meta),
+            "sae_lens": sae_lens.__version__,
+        }
+    )
+
+
+def _finished(path: Path, key: str) -> bool:
+    """``path`` holds the dictionary of ``key`` as trained (a KL fine-tuned one is not)."""
+    info_path = path / "training.json"
+    if not (info_path.is_file() and (path / "cfg.json").is_file()):
+        return False
+    info = read_json(info_path)
+    return info.get("resume_key") == key and "kl_finetune" not in info
 
 
 def hooks_for_layers(store: ActivationStore, layers: Sequence[int]) -> dict[int, str]:
