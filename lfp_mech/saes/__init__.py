@@ -6,7 +6,7 @@ active latents per token on average, 2 × d_in latents, saved as a JumpReLU SAE;
 field uses today, and, with ``base_model``, the same dictionary on the base model's activations
 on the same tokens (``base/``), so tuned and base features compare like with like. The held-out
 targets are L0 ≤ 64, FVU ≤ 0.25, CE loss recovered ≥ 0.90 and dead latents ≤ 10%
-(``stage.QUALITY_TARGETS``). The paper's L1 SAEs below are ``saes.architecture = "l1"`` (the
+(``summary.QUALITY_TARGETS``). The paper's L1 SAEs below are ``saes.architecture = "l1"`` (the
 paper presets and notebooks 02–03 use them).
 
 The LFP paper (section 3.1, appendix A.2) learns, for each of the 5 most divergent layers, two

@@ -12,12 +12,11 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from jaxtyping import Float
 from sae_lens import SAE
 from torch import Tensor
@@ -29,28 +28,24 @@ from lfp_mech.errors import ConfigError
 from lfp_mech.plotting import save_figure
 from lfp_mech.rlhf.results import RLHFResults
 from lfp_mech.saes.artifacts import (
-    HIGH_MMCS_FILE,
     KL_FINETUNE,
     L1_SWEEP,
     L1_SWEEP_FIGURE,
     METRICS,
-    MMCS_FIGURE,
     TIED_VS_UNTIED,
-    mmcs_stem,
-    sae_folder,
     variant_name,
 )
 from lfp_mech.saes.ce_evaluation import SAEKey, add_ce_losses, ce_check_detail
-from lfp_mech.saes.config import SIZES, SPARSE, SAEConfig
+from lfp_mech.saes.config import SPARSE, SAEConfig
 from lfp_mech.saes.io import load_sae
 from lfp_mech.saes.metrics import (
     TIED_VS_UNTIED_METRICS,
-    mmcs_with_index,
     sae_metrics,
     tied_vs_untied_table,
 )
-from lfp_mech.saes.plots import plot_l1_sweep, plot_mmcs
+from lfp_mech.saes.plots import plot_l1_sweep
 from lfp_mech.saes.pretrained import reuse_pretrained
+from lfp_mech.saes.summary import QUALITY_TARGETS, mmcs_tables, quality, stage_summary
 from lfp_mech.saes.sweep import SWEEP_COLUMNS, l1_sweep
 from lfp_mech.saes.training import hooks_for_layers, train_saes
 from lfp_mech.stage_api import SUMMARY_FILE, StageContext
@@ -85,15 +80,7 @@ MANIFEST_KEYS = (
     "max_small_dead_fraction", "mean_small_l0", "checks", "base",
 )  # fmt: skip
 """The summary keys the stage returns for the run manifest (``summary.json`` has them all)."""
-ALPHA_MEANING = (
-    "loss = mean over elements of (x - x_hat)^2 + alpha * sum_i f_i * ||W_dec[i]||, "
-    "activations rescaled to mean norm sqrt(d_in) while training; SAE-Lens "
-    "l1_coefficient = alpha * d_in"
-)
 
-QUALITY_TARGETS = {"l0": 64.0, "fvu": 0.25, "ce_recovered": 0.90, "dead_fraction": 0.10}
-"""What a dictionary the later stages use must reach on held-out tokens: L0 <= 64, FVU <= 0.25,
-CE loss recovered >= 0.90, dead fraction <= 10% (the ``checks`` of the summary)."""
 BASE_DIR = "base"
 """The base model's dictionaries: ``base/L{layer}_{size}/``."""
 
@@ -194,9 +181,9 @@ def train_and_evaluate(
         columns = ["variant", "n_layers", *TIED_VS_UNTIED_METRICS]
         write_table(out_dir / TIED_VS_UNTIED, comparison, columns)
         summary["tied_vs_untied"] = comparison
-    high = _mmcs_tables(saes, hooks, out_dir, config)
-    summary |= _summary(train, hooks, paths, rows, high, heldout_acts, out_dir, config)
-    summary["base"] = _quality(base_rows, config) if base_rows else None
+    high = mmcs_tables(saes, hooks, out_dir, config)
+    summary |= stage_summary(train, hooks, paths, rows, high, heldout_acts, out_dir, config)
+    summary["base"] = quality(base_rows, config) if base_rows else None
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     for name, ok in summary["checks"].items():
         if not ok:
@@ -307,68 +294,6 @@ def _metric_rows(
     return rows
 
 
-def _mmcs_tables(
-    saes: Mapping[SAEKey, SAE], hooks: Mapping[int, str], out_dir: Path, config: SAEConfig
-) -> dict[str, Any]:
-    """Small↔big MMCS of the main dictionaries of every layer: one table per layer, the figure,
-    and ``high_mmcs_features.json`` (returned)."""
-    high: dict[str, Any] = {}
-    values_by_layer = {}
-    for layer, hook in hooks.items():
-        if ((layer, "big"), config.tied) not in saes:  # reused SAEs with no wider twin
-            continue
-        small, big = saes[((layer, "small"), config.tied)], saes[((layer, "big"), config.tied)]
-        values, index = mmcs_with_index(small, big)
-        values_by_layer[layer] = values
-        order = torch.argsort(values, descending=True)
-        features = zip(order.tolist(), values[order].tolist(), index[order].tolist(), strict=True)
-        write_table(
-            out_dir / mmcs_stem(layer),
-            [{"small_feature": i, "mmcs": v, "big_feature": b} for i, v, b in features],
-        )
-        top = order[: config.mmcs_top_k]
-        high[str(layer)] = {
-            "hook_name": hook,
-            "mean_mmcs": float(values.mean()),
-            "n_above_threshold": int((values >= config.mmcs_threshold).sum()),
-            "threshold": config.mmcs_threshold,
-            "top_features": [int(i) for i in top],
-            "top_mmcs": [round(float(values[i]), 4) for i in top],
-        }
-    write_json(out_dir / HIGH_MMCS_FILE, high)
-    if values_by_layer:
-        figure = plot_mmcs(values_by_layer, threshold=config.mmcs_threshold)
-        save_figure(figure, out_dir / MMCS_FIGURE)
-    return high
-
-
-def _quality(rows: Sequence[Mapping[str, Any]], config: SAEConfig) -> dict[str, Any]:
-    """The worst small main-variant dictionary's L0, FVU, CE recovered and dead fraction, their
-    mean L0, and the [`QUALITY_TARGETS`][lfp_mech.saes.stage.QUALITY_TARGETS] they all meet."""
-    variant = variant_name(config.tied)
-    small = [r for r in rows if r["size"] == "small" and r["variant"] == variant]
-    targets = QUALITY_TARGETS
-    return {
-        "max_small_l0": max(r["l0"] for r in small),
-        "max_small_fvu": max(r["fvu"] for r in small),
-        "min_small_ce_recovered": min(r["ce_recovered"] for r in small),
-        "max_small_delta_lm_loss": max(r["delta_lm_loss"] for r in small),
-        "max_small_dead_fraction": max(r["dead_fraction"] for r in small),
-        "max_small_dense_fraction": max(r["dense_fraction"] for r in small),
-        "mean_small_l0": sum(r["l0"] for r in small) / len(small),
-        "checks": {
-            f"small_l0_le_{targets['l0']:g}": all(r["l0"] <= targets["l0"] for r in small),
-            f"small_fvu_le_{targets['fvu']:g}": all(r["fvu"] <= targets["fvu"] for r in small),
-            f"small_ce_recovered_ge_{targets['ce_recovered']:g}": all(
-                r["ce_recovered"] >= targets["ce_recovered"] for r in small
-            ),
-            f"small_dead_fraction_le_{targets['dead_fraction']:g}": all(
-                r["dead_fraction"] <= targets["dead_fraction"] for r in small
-            ),
-        },
-    }
-
-
 def _kl_finetune(
     paths: Mapping[tuple[int, str], Path],
     model: Any,
@@ -414,50 +339,6 @@ def _base_dictionaries(
         saes = {key: sae for key, (sae, _) in loaded.items()}
         add_ce_losses(rows, base.model, base.heldout, hooks, saes, config)
     return rows
-
-
-def _summary(
-    train: ActivationStore,
-    hooks: Mapping[int, str],
-    paths: Mapping[tuple[int, str], Path],
-    rows: Sequence[Mapping[str, Any]],
-    high: Mapping[str, Any],
-    heldout_acts: Mapping[str, Tensor],
-    out_dir: Path,
-    config: SAEConfig,
-) -> dict[str, Any]:
-    """The stage summary (besides the sweep, the tied-vs-untied table and the timings)."""
-    return {
-        "layers": list(hooks),
-        "hook_names": list(hooks.values()),
-        "n_saes": len(paths),
-        "saes": {sae_folder(*key): str(p.relative_to(out_dir)) for key, p in paths.items()},
-        "sizes": [size for size in SIZES if any(key[1] == size for key in paths)],
-        "variant": variant_name(config.tied),
-        "pretrained": config.pretrained,
-        "architecture": "pretrained" if config.pretrained else config.architecture,
-        "k": config.k if config.architecture in SPARSE and not config.pretrained else None,
-        "alpha": None
-        if config.pretrained or config.architecture in SPARSE
-        else config.l1_coefficient,
-        "sae_lens_l1_coefficient": {
-            hook: config.l1_coefficient * train.d_in_of(hook)
-            for hook in hooks.values()
-            if not config.pretrained and config.architecture == "l1"
-        },
-        "alpha_meaning": ALPHA_MEANING,
-        "train_tokens_in_store": train.n_tokens,
-        "training_tokens_per_sae": 0
-        if config.pretrained
-        else (config.training_tokens // config.batch_size) * config.batch_size,
-        "heldout_tokens": {hook: int(a.shape[0]) for hook, a in heldout_acts.items()},
-        **_quality(rows, config),
-        "mmcs": {
-            layer: {k: v[k] for k in ("mean_mmcs", "n_above_threshold")}
-            for layer, v in high.items()
-        },
-        "config": asdict(config),
-    }
 
 
 @contextlib.contextmanager
