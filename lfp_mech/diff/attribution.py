@@ -98,10 +98,9 @@ def kl_attribution(
         raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
     layers = sorted(dictionaries)
     device = next(tuned.parameters()).device
+    # the dictionaries on the model's device once, for the ablation hooks and the readout
     placed = {layer: on_device(dictionaries[layer], device) for layer in layers}
-    edits = {
-        layer: ablate_latents(dictionaries[layer], ids) for layer, ids in (ablated or {}).items()
-    }
+    edits = {layer: ablate_latents(placed[layer], ids) for layer, ids in (ablated or {}).items()}
     totals = {layer: torch.zeros(dictionaries[layer].d_dict) for layer in layers}
     predicting = _predicting(corpus)
     targets = base_targets or base_log_probs(base, corpus, batch_size=batch_size)
@@ -109,10 +108,9 @@ def kl_attribution(
     grad_flags = [p.requires_grad for p in tuned.parameters()]
     tuned.requires_grad_(False)  # gradients only w.r.t. the hooked blocks' outputs
     try:
-        starts = enumerate(range(0, corpus.ids.shape[0], batch_size))
-        n_batches = -(-corpus.ids.shape[0] // batch_size)
-        for batch, start in tqdm(
-            starts, total=n_batches, desc="KL attribution", disable=None, leave=False
+        starts = range(0, corpus.ids.shape[0], batch_size)
+        for batch, start in enumerate(
+            tqdm(starts, desc="KL attribution", disable=None, leave=False)
         ):
             rows = slice(start, start + batch_size)
             ids, mask = corpus.ids[rows].to(device), corpus.mask[rows].to(device)

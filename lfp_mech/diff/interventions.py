@@ -16,7 +16,7 @@ Each builder returns an [`EditFn`][lfp_mech.diff.residual.EditFn] for
   features, ``x ↦ x − Σ_{f∈F} a_f(x) W_dec[f]`` (the LFP probe's features)."""
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
@@ -50,6 +50,21 @@ def on_device(module: ModuleT, device: torch.device) -> ModuleT:
     return copy.deepcopy(module).to(device)
 
 
+def _placed_rows(
+    module: ModuleT, ids: Tensor
+) -> Callable[[torch.device], tuple[ModuleT, Tensor, Tensor]]:
+    """``at(device) -> (module, ids, W_dec[ids])`` on ``device``, moved there once per device."""
+    placed: dict[torch.device, tuple[ModuleT, Tensor, Tensor]] = {}
+
+    def at(device: torch.device) -> tuple[ModuleT, Tensor, Tensor]:
+        if device not in placed:
+            local, local_ids = on_device(module, device), ids.to(device)
+            placed[device] = (local, local_ids, local.W_dec.detach().index_select(0, local_ids))
+        return placed[device]
+
+    return at
+
+
 def _ids(latents: Sequence[int], d_dict: int) -> Tensor:
     ids = torch.as_tensor(sorted({int(f) for f in latents}), dtype=torch.long)
     if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < d_dict):
@@ -60,16 +75,12 @@ def _ids(latents: Sequence[int], d_dict: int) -> Tensor:
 def ablate_latents(dictionary: DiffDictionary, latents: Sequence[int]) -> EditFn:
     """``x ↦ x − Σ_{f∈F} z_f(x) W_dec[f]`` (no latent: ``x`` unchanged)."""
     ids = _ids(latents, dictionary.d_dict)
-    placed: dict[torch.device, tuple[DiffDictionary, Tensor, Tensor]] = {}  # by x's device
+    at = _placed_rows(dictionary, ids)
 
     def edit(x: Tensor) -> Tensor:
         if ids.numel() == 0:
             return x
-        if x.device not in placed:
-            local = on_device(dictionary, x.device)
-            local_ids = ids.to(x.device)
-            placed[x.device] = (local, local_ids, local.W_dec.detach().index_select(0, local_ids))
-        local, local_ids, w_dec = placed[x.device]
+        local, local_ids, w_dec = at(x.device)
         with torch.no_grad():
             z = local.encode(x.to(w_dec.dtype)).index_select(-1, local_ids)
             removed = (z @ w_dec).to(x.dtype)
@@ -124,16 +135,12 @@ def project_out(direction: Float[Tensor, " d_model"]) -> EditFn:
 def ablate_sae_features(sae: nn.Module, features: Sequence[int]) -> EditFn:
     """``x ↦ x − Σ_{f∈F} a_f(x) W_dec[f]`` for an SAE-Lens SAE (error term kept)."""
     ids = _ids(features, int(sae.W_dec.shape[0]))
-    placed: dict[torch.device, tuple[nn.Module, Tensor, Tensor]] = {}  # by x's device
+    at = _placed_rows(sae, ids)
 
     def edit(x: Tensor) -> Tensor:
         if ids.numel() == 0:
             return x
-        if x.device not in placed:
-            local = on_device(sae, x.device)
-            local_ids = ids.to(x.device)
-            placed[x.device] = (local, local_ids, local.W_dec.detach().index_select(0, local_ids))
-        local, local_ids, w_dec = placed[x.device]
+        local, local_ids, w_dec = at(x.device)
         with torch.no_grad():
             a = local.encode(x.to(w_dec.dtype)).index_select(-1, local_ids)
             return x - (a @ w_dec).to(x.dtype)

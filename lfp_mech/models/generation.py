@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lfp_mech.devices import seeded
 from lfp_mech.models.completions import active_cache
 from lfp_mech.models.hf_hooks import HookSpec, hf_hooks
 from lfp_mech.models.sampling import sample_batch
@@ -146,8 +147,7 @@ def _sample_all(
                     padding=True,
                     padding_side="left",
                 ).to(device)
-                with torch.random.fork_rng(devices=_rng_devices(device)):
-                    torch.manual_seed(seed + start)
+                with seeded(seed + start):
                     new_tokens = sample_batch(
                         model, batch["input_ids"], batch["attention_mask"], **config
                     )
@@ -170,11 +170,3 @@ def _has_registered_hooks(model: torch.nn.Module) -> bool:
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         return True
     return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
-
-
-def _rng_devices(device: str | torch.device) -> list[int]:
-    """CUDA devices whose RNG ``fork_rng`` must save (none on CPU)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]

@@ -1,8 +1,10 @@
 """The ``model`` stage: resolve the base model, load it both ways, check log-prob parity.
 
-Before any weights load it reads the model's HF config and fails with one line if TransformerLens
-cannot hook the architecture or if a stage option names a decoder block the model does not have
-([`check_depths`][lfp_mech.config_base.check_depths]), so such a run stops here, not stages later.
+Before any stage of a run runs, its config's
+[`check_environment`][lfp_mech.models.config.ModelConfig.check_environment] reads the model's HF
+config and fails with one line if TransformerLens cannot hook the architecture or if a stage
+option names a decoder block the model does not have
+([`check_depths`][lfp_mech.config_base.check_depths]): the run stops before anything is written.
 
 Writes ``model.json`` (the model card: architecture, sizes, parity, the MLP-output hooks, the
 run's dtype) and ``summary.json``.
@@ -17,13 +19,10 @@ import math
 from typing import Any
 
 from lfp_mech._io import write_json
-from lfp_mech.config_base import check_depths
 from lfp_mech.devices import torch_dtype
 from lfp_mech.errors import LfpMechError
-from lfp_mech.models.conversion import architecture_of, check_architecture, model_depth
 from lfp_mech.models.loading import (
     hooked_from_hf,
-    load_hf_config,
     load_hf_model,
     logprob_parity,
     parity_tokens,
@@ -35,16 +34,14 @@ logger = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    """Check the model's architecture and the run's block options against its config, then load
-    it as HF and TransformerLens models and record its card and parity."""
+    """Load the model as HF and TransformerLens models and record its card and parity (its
+    architecture and the run's block options were checked before the run started)."""
     name, options = ctx.config.model, ctx.options
-    config = load_hf_config(name)
-    architecture, depth = architecture_of(config), model_depth(config)
-    check_architecture(architecture, name)
-    check_depths(ctx.config.stages, depth, name)
-    logger.info("%s: %s with %d decoder blocks", name, architecture, depth)
     hf_model, tokenizer = load_hf_model(name, seed=ctx.config.seed)
     hooked = hooked_from_hf(hf_model, tokenizer, device=ctx.device)
+    logger.info(
+        "%s: %s with %d decoder blocks", name, hooked.cfg.original_architecture, hooked.cfg.n_layers
+    )
     parity = logprob_parity(hf_model, hooked, parity_tokens(tokenizer))
     if parity > options.parity_tolerance:
         raise LfpMechError(

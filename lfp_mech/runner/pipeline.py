@@ -215,11 +215,7 @@ def _preflight(
     ([`StageSpec.checks_every_run`][lfp_mech.runner.registry.StageSpec.checks_every_run])."""
     pending: set[str] = set()
     for spec in registry:
-        entry = done.get(spec.name) or {}
-        stale = (entry.get("status"), entry.get("fingerprint")) != (
-            "complete",
-            fingerprints[spec.name],
-        )
+        stale = not _recorded_complete(done.get(spec.name), fingerprints[spec.name])
         if spec.name in selected and (
             stale or spec.name in force or any(r in pending for r in spec.reads)
         ):
@@ -251,11 +247,7 @@ def _check_plan(
         if spec.name not in selected:
             continue
         for required in spec.requires:
-            entry = done.get(required) or {}
-            complete = (entry.get("status"), entry.get("fingerprint")) == (
-                "complete",
-                fingerprints[required],
-            )
+            complete = _recorded_complete(done.get(required), fingerprints[required])
             if required not in selected and not complete:
                 raise ConfigError(_missing_requirement(spec.name, required, run_dir))
     return done
@@ -357,8 +349,16 @@ def _artifact_hashes(run_dir: Path, stage_dir: Path) -> dict[str, str]:
     }
 
 
+def _recorded_complete(entry: Mapping[str, Any] | None, fingerprint: str) -> bool:
+    """The manifest says the stage completed with ``fingerprint`` (its artifacts unchecked)."""
+    return bool(entry) and (entry.get("status"), entry.get("fingerprint")) == (
+        "complete",
+        fingerprint,
+    )
+
+
 def _is_complete(run_dir: Path, entry: Mapping[str, Any] | None, fingerprint: str) -> bool:
-    if not entry or entry.get("status") != "complete" or entry.get("fingerprint") != fingerprint:
+    if not _recorded_complete(entry, fingerprint):
         return False
     for relative, digest in entry.get("artifacts", {}).items():
         path = run_dir / relative

@@ -402,8 +402,10 @@ def generate_with_ablation(
     eos = tokenizer.eos_token_id
     outputs: list[str] = []
     with ablate_features(model, ablations or {}, mode=mode, means=means):
-        starts = list(enumerate(range(0, len(prompts), batch_size)))
-        for b, start in tqdm(starts, desc="ablated generation", disable=None, leave=False):
+        starts = range(0, len(prompts), batch_size)
+        for b, start in enumerate(
+            tqdm(starts, desc="ablated generation", disable=None, leave=False)
+        ):
             batch = prompts[start : start + batch_size]
             n_prompt = model.to_tokens(batch, padding_side="left").shape[1]
             with seeded(seed + b):
