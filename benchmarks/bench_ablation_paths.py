@@ -23,7 +23,7 @@ from lfp_mech.models import generation
 from lfp_mech.models.loading import load_model
 from lfp_mech.rewards import vader_reward
 from lfp_mech.rlhf.evaluation import distinct_n
-from lfp_mech.validate.ablation import generate_with_ablation
+from lfp_mech.validate.ablated_generation import generate_with_ablation
 
 
 def interval(values: list[float]) -> tuple[float, float]:

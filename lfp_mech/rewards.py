@@ -198,9 +198,10 @@ def vader_compound(texts: Sequence[str]) -> Float[Tensor, "batch"]:  # noqa: F82
 
 
 def toxicity_prob(
-    texts: Sequence[str], *, backend: ToxicityBackend = "auto"
+    texts: Sequence[str], *, backend: ToxicityBackend = "auto", device: str = "cpu"
 ) -> Float[Tensor, "batch"]:  # noqa: F821
-    """Probability that each text is toxic/offensive, in [0, 1].
+    """Probability that each text is toxic/offensive, in [0, 1] (on the CPU; ``device``: where
+    the RoBERTa classifier runs).
 
     Backends:
 
@@ -218,21 +219,21 @@ def toxicity_prob(
     if not texts:
         return torch.zeros(0, dtype=torch.float32)
     if chosen == "roberta":
-        return _roberta_toxicity(texts)
+        return _roberta_toxicity(texts, device=device)
     from profanity_check import predict_prob
 
     return torch.as_tensor(np.asarray(predict_prob(texts), dtype=np.float32))
 
 
 def toxicity_reward(
-    texts: Sequence[str], *, backend: ToxicityBackend = "auto"
+    texts: Sequence[str], *, backend: ToxicityBackend = "auto", device: str = "cpu"
 ) -> Float[Tensor, "batch"]:  # noqa: F821
     """Non-toxicity reward ``1 - 2 * p_toxic`` in [-1, 1]: +1 clearly harmless, -1 clearly toxic.
 
     ``p_toxic`` is [`toxicity_prob`][lfp_mech.rewards.toxicity_prob] with the same ``backend``
     (offline default: ``alt-profanity-check``). Centring at 0 makes "toxic" and "non-toxic" the two
     signs, as the IRL evaluation binarizes rewards at 0."""
-    return 1.0 - 2.0 * toxicity_prob(texts, backend=backend)
+    return 1.0 - 2.0 * toxicity_prob(texts, backend=backend, device=device)
 
 
 def _resolve_backend(backend: str) -> str:
@@ -261,8 +262,8 @@ def _roberta_cached() -> bool:
     return isinstance(found, str)
 
 
-@functools.lru_cache(maxsize=1)
-def _roberta_classifier() -> tuple[Any, Any]:
+@functools.lru_cache(maxsize=2)
+def _roberta_classifier(device: str = "cpu") -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     local_only = _roberta_cached()
@@ -288,11 +289,13 @@ def _roberta_classifier() -> tuple[Any, Any]:
             "backend='profanity_check' (alt-profanity-check)."
         ) from err
     model.eval()
-    return tokenizer, model
+    return tokenizer, model.to(device)
 
 
-def _roberta_toxicity(texts: list[str], batch_size: int = 32) -> Float[Tensor, "batch"]:  # noqa: F821
-    tokenizer, model = _roberta_classifier()
+def _roberta_toxicity(
+    texts: list[str], batch_size: int = 32, device: str = "cpu"
+) -> Float[Tensor, "batch"]:  # noqa: F821
+    tokenizer, model = _roberta_classifier(device)
     label2id = {k.lower(): v for k, v in model.config.label2id.items()}
     toxic_id = label2id.get("toxic", 1)
     probs = []
@@ -305,8 +308,8 @@ def _roberta_toxicity(texts: list[str], batch_size: int = 32) -> Float[Tensor, "
                 truncation=True,
                 max_length=512,
             )
-            logits = model(**enc).logits
-            probs.append(logits.float().softmax(dim=-1)[:, toxic_id])
+            logits = model(**enc.to(device)).logits
+            probs.append(logits.float().softmax(dim=-1)[:, toxic_id].cpu())
     return torch.cat(probs).to(torch.float32)
 
 
@@ -319,20 +322,29 @@ _REGISTRY: dict[str, RewardFn] = {
 }
 
 
+_RUNS_A_MODEL = frozenset({"toxicity"})
+"""Rewards that take ``device`` (their classifier may run on a GPU)."""
+
+
 def available_rewards() -> list[str]:
     """Names accepted by [`get_reward`][lfp_mech.rewards.get_reward]."""
     return sorted(_REGISTRY)
 
 
-def get_reward(name: str) -> RewardFn:
+def get_reward(name: str, *, device: str = "cpu") -> RewardFn:
     """The reward function registered under ``name``: "vader", "vader_compound" or "toxicity".
+    ``device``: where a reward that runs a model (the toxicity task's RoBERTa classifier) runs
+    it; the stages pass their own ``device``. Rewards are returned on the CPU either way.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones).
     """
     try:
-        return _REGISTRY[name]
+        reward = _REGISTRY[name]
     except KeyError:
         raise ValueError(
             f"unknown reward {name!r}; valid names: {', '.join(available_rewards())}"
         ) from None
+    if name in _RUNS_A_MODEL and device != "cpu":
+        return functools.wraps(reward)(functools.partial(reward, device=device))
+    return reward

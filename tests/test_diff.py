@@ -374,6 +374,16 @@ def _corpus(tok, n: int = 8):
     return tokenize_corpus(tok, prompts, completions, max_len=24)
 
 
+def _random_dictionary(d_model: int, d_dict: int, k: int) -> DiffDictionary:
+    """Small encoder weights (first-order attribution estimates stay close), unit decoder rows."""
+    d = DiffDictionary(d_model, d_dict, k=k)
+    with torch.no_grad():
+        d.W_enc.normal_(0, 0.02)
+        d.W_dec.normal_()
+        d.normalize_decoder()
+    return d
+
+
 @pytest.mark.parametrize("measure", ["kl", "base_cross_entropy"])
 def test_kl_attribution_is_the_first_order_change_of_the_kl_when_a_latent_is_ablated(measure):
     from lfp_mech.diff import kl_attribution
@@ -382,14 +392,7 @@ def test_kl_attribution_is_the_first_order_change_of_the_kl_when_a_latent_is_abl
     corpus = _corpus(tok)
     d_model = base.config.hidden_size
     torch.manual_seed(0)
-    dictionaries = {}
-    for layer in (0, 1):
-        d = DiffDictionary(d_model, 16, k=4)
-        with torch.no_grad():  # small activations: the first-order estimate should be close
-            d.W_enc.normal_(0, 0.02)
-            d.W_dec.normal_()
-            d.normalize_decoder()
-        dictionaries[layer] = d
+    dictionaries = {layer: _random_dictionary(d_model, 16, k=4) for layer in (0, 1)}
     clean = kl_attribution(base, tuned, corpus, dictionaries, measure=measure)
     assert clean.kl > 0 and set(clean.latents) == {0, 1}
     checked = 0
@@ -405,6 +408,29 @@ def test_kl_attribution_is_the_first_order_change_of_the_kl_when_a_latent_is_abl
     assert checked >= 2  # not only vanishing effects were compared
     # the tuned model's parameters keep their gradient flags
     assert all(p.requires_grad for p in tuned.parameters())
+
+
+def test_base_log_probs_over_the_memory_limit_are_recomputed_not_kept(caplog):
+    from lfp_mech.diff import kl_attribution
+    from lfp_mech.diff.attribution import base_targets
+
+    base, tuned, tok, _ = _planted(layer=0)
+    corpus = _corpus(tok, n=5)
+    kept = base_targets(base, corpus, batch_size=2)
+    assert isinstance(kept, list) and len(kept) == 3  # 5 texts in batches of 2
+    with caplog.at_level("INFO", logger="lfp_mech.diff.attribution"):
+        lazy = base_targets(base, corpus, batch_size=2, max_bytes=0)
+    assert not isinstance(lazy, list) and "recomputed at each round" in caplog.text
+    assert len(lazy) == 3 and [t.shape for t in lazy] == [t.shape for t in kept]
+    assert all(torch.equal(a, b) for a, b in zip(lazy, kept, strict=True))
+    with pytest.raises(IndexError):
+        lazy[3]
+    torch.manual_seed(0)
+    d = _random_dictionary(base.config.hidden_size, 8, k=2)
+    a = kl_attribution(base, tuned, corpus, {0: d}, batch_size=2, base_targets=kept)
+    b = kl_attribution(base, tuned, corpus, {0: d}, batch_size=2, base_targets=lazy)
+    assert a.kl == b.kl > 0 and a.latents[0].abs().sum() > 0
+    assert torch.equal(a.latents[0], b.latents[0])
 
 
 def test_greedy_attribution_discounts_a_change_already_removed_at_a_later_block():
@@ -462,11 +488,7 @@ def test_fluency_term_adds_the_base_cross_entropy_attribution_on_the_ablated_pol
     base, tuned, tok, _ = _planted(layer=0)
     corpus, own = _corpus(tok), _corpus(tok, n=4)
     torch.manual_seed(0)
-    d = DiffDictionary(base.config.hidden_size, 8, k=2)
-    with torch.no_grad():
-        d.W_enc.normal_(0, 0.02)
-        d.W_dec.normal_()
-        d.normalize_decoder()
+    d = _random_dictionary(base.config.hidden_size, 8, k=2)
     groups = [LatentGroup(members=(i,), score=0.0, frequency=0.0) for i in range(8)]
     n = torch.zeros(1, dtype=torch.long)
     blocks = {

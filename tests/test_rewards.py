@@ -110,6 +110,36 @@ def test_roberta_backend_offline_names_the_default(monkeypatch: pytest.MonkeyPat
         toxicity_reward(["hello"], backend="roberta")
 
 
+def test_toxicity_classifier_runs_on_the_stage_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import BatchEncoding
+
+    seen: dict[str, object] = {}
+
+    class Classifier(torch.nn.Module):
+        config = type("Config", (), {"label2id": {"neutral": 0, "toxic": 1}})()
+
+        def forward(self, input_ids: torch.Tensor) -> object:
+            seen["device"] = input_ids.device
+            logits = torch.tensor([[0.0, 1.0]] * input_ids.shape[0])  # meta holds no values
+            return type("Output", (), {"logits": logits})()
+
+    def tokenizer(texts: list[str], **_: object) -> BatchEncoding:
+        return BatchEncoding({"input_ids": torch.ones(len(texts), 3, dtype=torch.long)})
+
+    def classifier(device: str = "cpu") -> tuple[object, object]:
+        seen["loaded_on"] = device
+        return tokenizer, Classifier()
+
+    monkeypatch.setattr("lfp_mech.rewards._roberta_classifier", classifier)
+    monkeypatch.setattr("lfp_mech.rewards._resolve_backend", lambda backend: "roberta")
+    reward = get_reward("toxicity", device="meta")
+    got = reward(["one", "two"])
+    assert seen == {"loaded_on": "meta", "device": torch.device("meta")}
+    p_toxic = torch.tensor([0.0, 1.0]).softmax(-1)[1]
+    assert got.device.type == "cpu" and torch.allclose(got, (1 - 2 * p_toxic).expand(2))
+    assert get_reward("toxicity") is toxicity_reward  # the CPU default: the function itself
+
+
 def test_registry() -> None:
     assert available_rewards() == ["toxicity", "vader", "vader_compound"]
     assert get_reward("vader") is vader_reward

@@ -145,6 +145,7 @@ def test_help_lists_every_stage_option(capsys):
     out = capsys.readouterr().out
     assert "--irl.n_seeds" in out and "--rlhf.max_steps" in out and "--run-dir" in out
     assert "--validate.autointerp.k" in out
+    assert out.count("usage:") == 1, out[:2000]  # the command's, not tyro's as well
     assert main(["run", "--help-stage", "irl"]) == 0
     out = capsys.readouterr().out
     assert "--irl.n_seeds" in out and "--rlhf.max_steps" not in out

@@ -21,6 +21,7 @@ the (ablated) policy sampled itself, how unlikely its predictions are for the ba
 per-token term of the base-model perplexity of its text. The greedy ranking can add it as a
 fluency term (``DiffConfig.attribution_fluency``)."""
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,7 +36,15 @@ from lfp_mech.diff.dictionary import DiffDictionary
 from lfp_mech.diff.interventions import ablate_latents, on_device
 from lfp_mech.diff.residual import decoder_layers, replace_output
 
-__all__ = ["KLAttribution", "base_log_probs", "kl_attribution"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BASE_LOG_PROBS_CACHE_BYTES",
+    "KLAttribution",
+    "base_log_probs",
+    "base_targets",
+    "kl_attribution",
+]
 
 Measure = Literal["kl", "base_cross_entropy"]
 MEASURES: tuple[Measure, ...] = ("kl", "base_cross_entropy")
@@ -59,23 +68,70 @@ def _predicting(corpus: CorpusTokens) -> Tensor:
     return keep
 
 
+BASE_LOG_PROBS_CACHE_BYTES = 2 * 1024**3
+"""Largest size of the base model's log-probabilities
+[`base_targets`][lfp_mech.diff.attribution.base_targets] keeps in memory (float32, one row of the
+vocabulary per predicting position: ~0.6 GB for SmolLM2's 49k vocabulary on the default corpus,
+~3 GB at a 256k vocabulary); above it they are recomputed at each round instead."""
+
+
 def base_log_probs(
     base: nn.Module, corpus: CorpusTokens, *, batch_size: int = 16
 ) -> list[Float[Tensor, "n vocab"]]:
     """The base model's next-token log-probabilities at the positions that predict a policy
     token, one tensor per batch of ``batch_size`` texts (on the CPU): computed once, they serve
     every round of the greedy ranking."""
-    device = next(base.parameters()).device
-    predicting = _predicting(corpus)
-    out = []
-    starts = range(0, corpus.ids.shape[0], batch_size)
-    for start in tqdm(starts, desc="base log-probs", disable=None, leave=False):
-        rows = slice(start, start + batch_size)
-        ids, mask = corpus.ids[rows].to(device), corpus.mask[rows].to(device)
+    batches = _RecomputedLogProbs(base, corpus, batch_size)
+    return [
+        batches[b]
+        for b in tqdm(range(len(batches)), desc="base log-probs", disable=None, leave=False)
+    ]
+
+
+def base_targets(
+    base: nn.Module,
+    corpus: CorpusTokens,
+    *,
+    batch_size: int = 16,
+    max_bytes: int = BASE_LOG_PROBS_CACHE_BYTES,
+) -> Sequence[Float[Tensor, "n vocab"]]:
+    """[`base_log_probs`][lfp_mech.diff.attribution.base_log_probs] computed once and kept, when
+    they fit in ``max_bytes``; else a sequence that runs the base model for a batch each time it
+    is read (one more base forward pass per batch and round, no memory held)."""
+    batches = _RecomputedLogProbs(base, corpus, batch_size)
+    size = int(_predicting(corpus).sum()) * batches.vocab_size * 4
+    if size <= max_bytes:
+        return base_log_probs(base, corpus, batch_size=batch_size)
+    logger.info(
+        "diff attribution: the base model's log-probs would take %.1f GB (> %.1f GB): "
+        "recomputed at each round instead of kept",
+        size / 1024**3,
+        max_bytes / 1024**3,
+    )
+    return batches
+
+
+class _RecomputedLogProbs(Sequence[Tensor]):
+    """Batch ``b`` of [`base_log_probs`][lfp_mech.diff.attribution.base_log_probs], computed
+    when read."""
+
+    def __init__(self, base: nn.Module, corpus: CorpusTokens, batch_size: int) -> None:
+        self.base, self.corpus, self.batch_size = base, corpus, batch_size
+        self.predicting = _predicting(corpus)
+        self.vocab_size = int(base.get_output_embeddings().weight.shape[0])
+
+    def __len__(self) -> int:
+        return -(-self.corpus.ids.shape[0] // self.batch_size)
+
+    def __getitem__(self, batch: int) -> Float[Tensor, "n vocab"]:  # type: ignore[override]
+        if not 0 <= batch < len(self):
+            raise IndexError(batch)
+        device = next(self.base.parameters()).device
+        rows = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+        ids, mask = self.corpus.ids[rows].to(device), self.corpus.mask[rows].to(device)
         with torch.no_grad():
-            logits = base(input_ids=ids, attention_mask=mask).logits
-        out.append(logits.float().log_softmax(-1)[predicting[rows].to(device)].cpu())
-    return out
+            logits = self.base(input_ids=ids, attention_mask=mask).logits
+        return logits.float().log_softmax(-1)[self.predicting[rows].to(device)].cpu()
 
 
 def kl_attribution(
@@ -91,8 +147,9 @@ def kl_attribution(
 ) -> KLAttribution:
     """``a_f`` for every latent of every block of ``dictionaries`` (see the module docstring),
     with the ``ablated`` latents (by block) ablated in the tuned model throughout.
-    ``base_targets``: [`base_log_probs`][lfp_mech.diff.attribution.base_log_probs] of the same
-    corpus and ``batch_size``, if already computed (the base model is then not run).
+    ``base_targets``: [`base_targets`][lfp_mech.diff.attribution.base_targets] (or
+    [`base_log_probs`][lfp_mech.diff.attribution.base_log_probs]) of the same corpus and
+    ``batch_size``, if already computed.
     ``measure``: ``"kl"`` (``KL(p_base ‖ p_tuned)``) or ``"base_cross_entropy"`` (module docstring)."""
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
@@ -103,7 +160,11 @@ def kl_attribution(
     edits = {layer: ablate_latents(placed[layer], ids) for layer, ids in (ablated or {}).items()}
     totals = {layer: torch.zeros(dictionaries[layer].d_dict) for layer in layers}
     predicting = _predicting(corpus)
-    targets = base_targets or base_log_probs(base, corpus, batch_size=batch_size)
+    targets = (
+        base_targets
+        if base_targets is not None
+        else base_log_probs(base, corpus, batch_size=batch_size)
+    )
     kl_sum = 0.0
     grad_flags = [p.requires_grad for p in tuned.parameters()]
     tuned.requires_grad_(False)  # gradients only w.r.t. the hooked blocks' outputs

@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from lfp_mech.diff.attribution import base_log_probs, kl_attribution
+from lfp_mech.diff.attribution import base_targets, kl_attribution
 from lfp_mech.diff.build import (
     CorpusTokens,
     DiffFeatures,
@@ -186,7 +186,7 @@ def attribution_ranking(
     kl: dict[int, float] = {}
     dictionaries = {layer: block.dictionary for layer, block in blocks.items()}
     n_features = sum(len(block.groups) for block in blocks.values())
-    targets = base_log_probs(base, corpus)
+    targets = base_targets(base, corpus)
     for picks in [*rounds, None]:
         ablated = BlockDiff(dict(blocks), []).latents(chosen)
         attribution = kl_attribution(

@@ -73,7 +73,7 @@ def run_task(
     out_dir.mkdir(parents=True, exist_ok=True)
     texts = _demonstrations(base, expert, spec, out_dir, config)
     demos, other = texts.demos, texts.heldout
-    true_reward = get_reward(spec.reward)
+    true_reward = get_reward(spec.reward, device=config.device)
     # Every choice on the validation split: the readout / lr grid, then each seed's epoch and
     # threshold and the selected run inside run_seeds; the held-out texts are scored once.
     chosen, grid = select_on_validation(
@@ -198,7 +198,7 @@ def sampled_negatives(
         batch_size=config.gen_batch_size, seed=config.seed + offset, device=config.device,
     )  # fmt: skip
     texts = _unique_texts(p + c for p, c in zip(repeated, completions, strict=True))
-    rewards = get_reward(spec.reward)(texts)
+    rewards = get_reward(spec.reward, device=config.device)(texts)
     negatives = [t for t, r in zip(texts, rewards.tolist(), strict=True) if r < 0]
     logger.info("%d of %d sampled texts have a negative true reward", len(negatives), len(texts))
     return negatives[:n]

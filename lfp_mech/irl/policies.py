@@ -67,7 +67,7 @@ def evaluate_policies(
 
     spec = get_task(task)
     cfg = rlhf_config if rlhf_config is not None else rlhf.RLHFConfig(task=spec.name)
-    true_reward = get_reward(spec.reward)
+    true_reward = get_reward(spec.reward, device=cfg.device)
     evals = [
         rlhf.evaluate_policy(
             policy,
@@ -96,7 +96,7 @@ def evaluate_policies(
             row["irl_reward_mean"] = float(irl_scores.mean())
             row["irl_vs_true_spearman"] = _spearman(irl_scores, np.asarray(ev.rewards))
         if spec.report_toxicity:
-            row["toxicity_mean"] = float(toxicity_prob(texts).mean())
+            row["toxicity_mean"] = float(toxicity_prob(texts, device=cfg.device).mean())
     if len(evals) == 3:
         rows[2] |= gain_ratio(*(np.asarray(ev.rewards, dtype=float) for ev in evals))
     write_table(out_dir / stem, rows)
@@ -165,7 +165,9 @@ def irl_rlhf(
 
     out_dir = Path(out_dir)
     rm = load_reward_model(reward_model_dir, device=device)
-    monitored = MonitoredReward(reward_model_fn(rm), get_reward(get_task(task).reward))
+    monitored = MonitoredReward(
+        reward_model_fn(rm), get_reward(get_task(task).reward, device=rlhf_config.device)
+    )
     policy_dir = Path(train_policy(base, monitored, list(prompts), rlhf_config, out_dir))
     if monitored.rows:  # empty when a finished policy was reused
         write_table(out_dir / TRUE_ALONG_TRAINING_STEM, monitored.rows)
@@ -270,7 +272,11 @@ def run_irl_rlhf(
     if true_policy_steps != steps:
         true_policy = str(
             train_policy(
-                base, get_reward(get_task(task).reward), prompts, cfg, out_dir / MATCHED_DIR
+                base,
+                get_reward(get_task(task).reward, device=cfg.device),
+                prompts,
+                cfg,
+                out_dir / MATCHED_DIR,
             )
         )
     result = irl_rlhf(

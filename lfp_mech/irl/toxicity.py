@@ -58,7 +58,8 @@ def train_expert(base: ModelLike, out_dir: Path, config: IRLConfig) -> Path:
 
     prompts = load_prompts(task_spec(config).prompt_set, "train")  # type: ignore[arg-type]
     rlhf_config = expert_rlhf_config(config)
-    return Path(train_policy(base, get_reward(TASK), prompts, rlhf_config, out_dir))
+    reward = get_reward(TASK, device=config.device)
+    return Path(train_policy(base, reward, prompts, rlhf_config, out_dir))
 
 
 def run_toxicity_task(base: ModelLike, out_dir: Path, config: IRLConfig) -> dict[str, Any]:

@@ -20,7 +20,7 @@ def task_reward(config: RLHFConfig) -> RewardLike:
     ([`lfp_mech.rewards.get_reward`][lfp_mech.rewards.get_reward])."""
     from lfp_mech.rewards import get_reward
 
-    return get_reward(TASKS[config.task]["reward"])
+    return get_reward(TASKS[config.task]["reward"], device=config.device)
 
 
 def task_prompts(config: RLHFConfig, split: str) -> list[str]:

@@ -4,6 +4,7 @@
 import argparse
 import contextlib
 import dataclasses
+import io
 import os
 import re
 import sys
@@ -85,7 +86,8 @@ def print_help(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     sys.stdout.write(
         "\nConfig options (also settable with --set KEY=VALUE and in the TOML file):\n"
     )
-    _tyro_help(RunConfig, base, f"lfp-mech {args.command}")
+    # the command's usage line is above; tyro's own ("[-h] [OPTIONS]") would be a second one
+    sys.stdout.write(_without_usage(_tyro_help_text(RunConfig, base, f"lfp-mech {args.command}")))
 
 
 def _stage_help(stage: str, base: RunConfig) -> None:
@@ -97,11 +99,17 @@ def _stage_help(stage: str, base: RunConfig) -> None:
         f"{stage}_options",
         [(stage, type(section), dataclasses.field(default_factory=lambda: section))],
     )
-    _tyro_help(wrapper, None, f"lfp-mech run --help-stage {stage}")
+    sys.stdout.write(_tyro_help_text(wrapper, None, f"lfp-mech run --help-stage {stage}"))
 
 
-def _tyro_help(cls: type, default: object, prog: str) -> None:
-    with _plain_help_text(), contextlib.suppress(SystemExit):
+def _tyro_help_text(cls: type, default: object, prog: str) -> str:
+    """tyro's help for ``cls`` (it prints and exits; captured here)."""
+    output = io.StringIO()
+    with (
+        _plain_help_text(),
+        contextlib.redirect_stdout(output),
+        contextlib.suppress(SystemExit),
+    ):
         tyro.cli(
             cls,
             args=["--help"],
@@ -110,6 +118,14 @@ def _tyro_help(cls: type, default: object, prog: str) -> None:
             use_underscores=True,
             config=(tyro.conf.FlagConversionOff,),
         )
+    return output.getvalue()
+
+
+def _without_usage(help_text: str) -> str:
+    """``help_text`` less its leading ``usage:`` paragraph."""
+    if not help_text.lstrip().startswith("usage:"):
+        return help_text
+    return help_text.lstrip().split("\n\n", 1)[-1]
 
 
 _MKDOCS_LINK = re.compile(r"\[`([^`]+)`\]\[[^\]]*\]")

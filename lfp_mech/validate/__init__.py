@@ -20,8 +20,9 @@ Modules:
 
 * [`ablation`][lfp_mech.validate.ablation] —
   [`ablate_features`][lfp_mech.validate.ablation.ablate_features] (the hook),
-  [`feature_means`][lfp_mech.validate.ablation.feature_means],
-  [`generate_with_ablation`][lfp_mech.validate.ablation.generate_with_ablation];
+  [`feature_means`][lfp_mech.validate.ablation.feature_means];
+* [`ablated_generation`][lfp_mech.validate.ablated_generation] —
+  [`generate_with_ablation`][lfp_mech.validate.ablated_generation.generate_with_ablation];
 * [`controls`][lfp_mech.validate.controls] —
   [`matched_random_features`][lfp_mech.validate.controls.matched_random_features];
 * [`frequency`][lfp_mech.validate.frequency] — Table 7:
@@ -63,7 +64,7 @@ __getattr__, __dir__ = lazy_exports(
         "standardized_weights": "features",
         "feature_means": "ablation",
         "frequency_rows": "frequency",
-        "generate_with_ablation": "ablation",
+        "generate_with_ablation": "ablated_generation",
         "matched_random_features": "controls",
         # feature descriptions
         "ActivatingExample": "autointerp.scan",

@@ -21,6 +21,7 @@ from torch import Tensor
 from lfp_mech._io import save_tensors, write_json, write_table
 from lfp_mech.errors import ConfigError
 from lfp_mech.models.coerce import ModelLike, as_hooked_model
+from lfp_mech.rewards import get_reward
 from lfp_mech.saes.io import SAELike, load_saes
 from lfp_mech.stage_api import SUMMARY_FILE, StageContext
 from lfp_mech.validate.artifacts import (
@@ -198,7 +199,7 @@ def _table6(
         models,
         saes,
         ablated,
-        config.reward,
+        get_reward(config.reward, device=config.device),
         truncate_prompts(models["tuned"], prompts, config.prefix_tokens),
         n_completions=config.n_completions,
         freqs={h: described.scans[h].frequency for h in ablated},

@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from lfp_mech.errors import ConfigError
-from lfp_mech.validate.ablation import generate_with_ablation
+from lfp_mech.validate.ablated_generation import generate_with_ablation
 from lfp_mech.validate.controls import matched_random_features
 from lfp_mech.validate.feature_ids import FeatureIds, as_id_list
 
