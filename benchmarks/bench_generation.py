@@ -16,7 +16,7 @@ side by side, interleaved:
   ``HF generate``'s tokens);
 * ``lfp_mech ablated``: the shared path with an SAE-feature ablation on ``--layers``'
   ``hook_mlp_out`` (``x - (acts[..., F] - 0) @ W_dec[F]``, error term kept: validate's
-  ``_ablate``), random SAE-Lens TopK SAEs (``k`` = 64; the saes stage's default BatchTopK is
+  ``ablate_activation``), random SAE-Lens TopK SAEs (``k`` = 64; the saes stage's default BatchTopK is
   saved as a JumpReLU SAE, whose encoder skips the top-k) of width ``--sae-width`` x d_model,
   ``--n-features`` features each;
 * ``lfp_mech steered``: a vector added to ``blocks.{mid}.hook_resid_post``;
@@ -59,7 +59,7 @@ from lfp_mech.models.sampling import sample_batch
 def ablation_hooks(d_model: int, layers: list[int], width: int, n_features: int) -> list:
     from sae_lens import TopKSAE, TopKSAEConfig
 
-    from lfp_mech.validate.ablation import _ablate, _ablation_of
+    from lfp_mech.validate.ablation import ablate_activation, ablation_of
 
     hooks = []
     generator = torch.Generator().manual_seed(0)
@@ -67,8 +67,8 @@ def ablation_hooks(d_model: int, layers: list[int], width: int, n_features: int)
         torch.manual_seed(layer)
         sae = TopKSAE(TopKSAEConfig(d_in=d_model, d_sae=width * d_model, k=64)).eval()
         ids = torch.randperm(width * d_model, generator=generator)[:n_features]
-        spec = _ablation_of(f"blocks.{layer}.hook_mlp_out", sae, ids)  # validate's zero mode
-        hooks.append((spec.hook_name, lambda x, spec=spec: _ablate(x, spec)))
+        spec = ablation_of(f"blocks.{layer}.hook_mlp_out", sae, ids)  # validate's zero mode
+        hooks.append((spec.hook_name, lambda x, spec=spec: ablate_activation(x, spec)))
     return hooks
 
 

@@ -188,7 +188,7 @@ def test_generation_runs_on_the_hf_twin_with_the_same_ablation(arch):
     from lfp_mech import load_model
     from lfp_mech.models.generation import generate_texts, hf_twin
     from lfp_mech.models.hf_hooks import decoder_layers, hf_hooks
-    from lfp_mech.validate.ablation import _ablate, _resolve
+    from lfp_mech.validate.ablation import ablate_activation, resolve_ablations
 
     model = load_model(arch)
     hf, tok = hf_twin(model)
@@ -202,10 +202,10 @@ def test_generation_runs_on_the_hf_twin_with_the_same_ablation(arch):
     sae = make_sae(gain=4.0)
     strong = {HOOK: (sae, list(range(128)))}
     tokens = model.to_tokens(TEXTS)
-    (spec,) = _resolve(model, strong, None, "zero", None)
+    (spec,) = resolve_ablations(model, strong, None, "zero", None)
     with torch.no_grad(), ablate_features(model, strong):
         theirs = model(tokens).log_softmax(-1)
-    with torch.no_grad(), hf_hooks(hf, [(HOOK, lambda x: _ablate(x, spec))]):
+    with torch.no_grad(), hf_hooks(hf, [(HOOK, lambda x: ablate_activation(x, spec))]):
         ours = hf(tokens).logits.log_softmax(-1)
     assert (ours - theirs).abs().max() < 1e-3
     with torch.no_grad():
@@ -225,6 +225,6 @@ def test_generation_runs_on_the_hf_twin_with_the_same_ablation(arch):
         max_new_tokens=8,
         batch_size=2,
         seed=5,
-        hooks=[(HOOK, lambda x: _ablate(x, spec))],
+        hooks=[(HOOK, lambda x: ablate_activation(x, spec))],
     )
     assert ablated == hooked != clean

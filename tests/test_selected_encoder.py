@@ -14,7 +14,7 @@ from sae_lens import (
     TopKSAEConfig,
 )
 
-from lfp_mech.validate.ablation import _ablate
+from lfp_mech.validate.ablation import ablate_activation
 from lfp_mech.validate.selected_encoder import selected_encoder
 
 D_IN, D_SAE = 64, 96  # D_IN: the d_model of the tiny_model fixture
@@ -88,15 +88,15 @@ def test_rescaled_topk_ablation_of_every_feature_removes_the_reconstruction(tiny
     """A TopK SAE with rescale_acts_by_decoder_norm encodes a_f·||W_dec[f]|| and decodes with unit
     rows: ablating all features must remove exactly decode(encode(x)) − b_dec, on the fast path and
     on the sae.encode fallback."""
-    from lfp_mech.validate.ablation import _resolve
+    from lfp_mech.validate.ablation import resolve_ablations
 
     sae = _sae("topk", rescale_acts_by_decoder_norm=True)
     hook = "blocks.0.hook_mlp_out"
-    (spec,) = _resolve(tiny_model, {hook: (sae, range(D_SAE))}, None, "zero", None)
+    (spec,) = resolve_ablations(tiny_model, {hook: (sae, range(D_SAE))}, None, "zero", None)
     if not fast:
         spec = dataclasses.replace(spec, encode_selected=None)  # the sae.encode fallback
     assert (spec.encode_selected is not None) == fast
     x = torch.randn(4, 6, D_IN)
     with torch.no_grad():
         expected = x - (sae.decode(sae.encode(x)) - sae.b_dec)
-        torch.testing.assert_close(_ablate(x, spec), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ablate_activation(x, spec), expected, rtol=1e-4, atol=1e-4)

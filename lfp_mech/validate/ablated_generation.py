@@ -18,10 +18,10 @@ from lfp_mech.errors import ConfigError
 from lfp_mech.models.generation import generate_texts, hf_twin
 from lfp_mech.validate.ablation import (
     AblationSpec,
-    _ablate,
-    _ablation_id,
-    _resolve,
+    ablate_activation,
     ablate_features,
+    ablation_cache_id,
+    resolve_ablations,
 )
 
 __all__ = ["generate_with_ablation"]
@@ -118,8 +118,8 @@ def _generate_hf(
     """[`generate_with_ablation`][lfp_mech.validate.ablated_generation.generate_with_ablation] on the HF
     model ``model`` was loaded from: the same ablation as torch hooks, the shared sampling path
     ([`generate_texts`][lfp_mech.models.generation.generate_texts])."""
-    specs = _resolve(model, ablations or {}, None, mode, means)
-    hooks = [(spec.hook_name, partial(_ablate, spec=spec)) for spec in specs]
+    specs = resolve_ablations(model, ablations or {}, None, mode, means)
+    hooks = [(spec.hook_name, partial(ablate_activation, spec=spec)) for spec in specs]
     hf_model, tokenizer = twin
     texts, _ = generate_texts(
         hf_model,
@@ -133,6 +133,6 @@ def _generate_hf(
         device=next(hf_model.parameters()).device,
         desc="generate (ablated)" if ablations else "generate",
         hooks=hooks,
-        hooks_id=_ablation_id(specs),
+        hooks_id=ablation_cache_id(specs),
     )
     return texts

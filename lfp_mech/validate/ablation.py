@@ -72,7 +72,7 @@ AblationSpec = Mapping[str, tuple[nn.Module, FeatureIds]]
 
 
 @dataclass(frozen=True)
-class _Ablation:
+class ResolvedAblation:
     """One hook's ablation, validated and with the selected decoder rows gathered once."""
 
     hook_name: str
@@ -114,20 +114,22 @@ def ablate_features(
             hook's width, unsupported SAE, mean mode without means, bad mode. (``ConfigError``
             is a ``ValueError``.) All checks run before any hook is installed.
     """
-    specs = _resolve(model, ablations, feature_ids, mode, means)
+    specs = resolve_ablations(model, ablations, feature_ids, mode, means)
     fwd_hooks = [(spec.hook_name, _make_hook(spec)) for spec in specs]
     with model.hooks(fwd_hooks=fwd_hooks):
         yield model
 
 
-def _make_hook(spec: _Ablation) -> Callable[[Tensor, Any], Tensor]:
+def _make_hook(spec: ResolvedAblation) -> Callable[[Tensor, Any], Tensor]:
     def hook(activation: Tensor, hook: Any) -> Tensor:  # noqa: ARG001 - TL passes the HookPoint
-        return _ablate(activation, spec)
+        return ablate_activation(activation, spec)
 
     return hook
 
 
-def _ablate(x: Float[Tensor, "*batch d_in"], spec: _Ablation) -> Float[Tensor, "*batch d_in"]:
+def ablate_activation(
+    x: Float[Tensor, "*batch d_in"], spec: ResolvedAblation
+) -> Float[Tensor, "*batch d_in"]:
     """``x − (z[..., F] − m_F) @ W_dec[F]`` with ``z = sae.encode(x)`` (F empty: ``x`` itself)."""
     if spec.feature_ids.numel() == 0:
         return x
@@ -144,7 +146,7 @@ def _ablate(x: Float[Tensor, "*batch d_in"], spec: _Ablation) -> Float[Tensor, "
     return x - delta.to(device=x.device, dtype=x.dtype)
 
 
-def _ablation_id(specs: list[_Ablation]) -> str:
+def ablation_cache_id(specs: list[ResolvedAblation]) -> str:
     """What identifies an ablation for the completion cache: hook, SAE weights, features, m_f."""
     parts = [
         f"{spec.hook_name}:{tensor_digest(spec.sae.named_parameters())}:"
@@ -155,13 +157,17 @@ def _ablation_id(specs: list[_Ablation]) -> str:
     return "sae_ablation|" + "|".join(parts)
 
 
-def _resolve(
+def resolve_ablations(
     model: nn.Module,
     ablations: AblationSpec | nn.Module,
     feature_ids: FeatureIds | None,
     mode: str,
     means: Mapping[str, Tensor] | Tensor | None,
-) -> list[_Ablation]:
+) -> list[ResolvedAblation]:
+    """The arguments of [`ablate_features`][lfp_mech.validate.ablation.ablate_features] checked
+    (every check before any hook exists) and resolved into one
+    [`ResolvedAblation`][lfp_mech.validate.ablation.ResolvedAblation] per hook, which
+    [`ablate_activation`][lfp_mech.validate.ablation.ablate_activation] applies."""
     if mode not in ("zero", "mean"):
         raise ConfigError(f"ablation mode must be 'zero' or 'mean', got {mode!r}")
     if isinstance(ablations, nn.Module):
@@ -206,7 +212,7 @@ def _validate_one(
     entry: tuple[nn.Module, FeatureIds],
     mode: str,
     mean: Tensor | None,
-) -> _Ablation:
+) -> ResolvedAblation:
     hook_dict = model.hook_dict
     if hook_name not in hook_dict:
         close = difflib.get_close_matches(hook_name, list(hook_dict), n=3, cutoff=0.5)
@@ -224,16 +230,16 @@ def _validate_one(
             f"SAE d_in={d_in} does not match the width of {hook_name!r} ({width}); use an SAE "
             "trained on this hook of this model"
         )
-    return _ablation_of(hook_name, sae, raw_ids, mode, mean)
+    return ablation_of(hook_name, sae, raw_ids, mode, mean)
 
 
-def _ablation_of(
+def ablation_of(
     hook_name: str,
     sae: nn.Module,
     raw_ids: FeatureIds,
     mode: str = "zero",
     mean: Tensor | None = None,
-) -> _Ablation:
+) -> ResolvedAblation:
     """The ablation of ``raw_ids`` of ``sae`` at ``hook_name``, without a model: the checks of
     the SAE and the ids, and the decoder rows, offsets, input scale and selected encoder
     gathered once (the hook and its width are ``_validate_one``'s to check)."""
@@ -259,7 +265,7 @@ def _ablation_of(
             )
         offsets = mean.detach().to(w_dec.device, w_dec.dtype).index_select(0, ids)
     scale = _input_scale(sae)
-    return _Ablation(hook_name, sae, ids, w_dec, offsets, scale, selected_encoder(sae, ids))
+    return ResolvedAblation(hook_name, sae, ids, w_dec, offsets, scale, selected_encoder(sae, ids))
 
 
 _WIDTH_RULES: tuple[tuple[str, str], ...] = (
