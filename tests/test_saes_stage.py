@@ -138,7 +138,10 @@ def test_stage_errors_name_the_problem(run_dir, tmp_path):
         saes_stage.run(_context(run_dir, _config()))
 
 
-@pytest.mark.parametrize(("architecture", "saved_as"), [(None, "JumpReLUSAE"), ("topk", "TopKSAE")])
+@pytest.mark.parametrize(
+    ("architecture", "saved_as"),
+    [(None, "JumpReLUSAE"), ("topk", "TopKSAE"), ("matching_pursuit", "MatchingPursuitSAE")],
+)
 def test_sparse_default_trains_dictionaries_of_tuned_and_base_model(
     tiny_hf, tiny_model, tmp_path, architecture, saved_as
 ):
@@ -187,10 +190,14 @@ def test_sparse_default_trains_dictionaries_of_tuned_and_base_model(
     assert (metrics["ce_recovered_minus_random_error_ci_low"] <= gain + 1e-9).all()
     assert (gain <= metrics["ce_recovered_minus_random_error_ci_high"] + 1e-9).all()
     assert metrics["dense_fraction"].between(0, 1).all() and (metrics["l0"] > 0).all()
-    # TopK: exactly k per token at inference too; BatchTopK: a learned threshold (its running
-    # estimate still rising after 30 steps, so more than k but far from dense)
-    limit = config.k if architecture == "topk" else 4 * 64 / 2
+    # TopK: exactly k per token at inference too; matching pursuit: at most k greedy steps;
+    # BatchTopK: a learned threshold (its running estimate still rising after 30 steps, so more
+    # than k but far from dense)
+    limit = 4 * 64 / 2 if architecture == "batchtopk" else config.k
     assert (metrics["l0"] <= limit).all()
+    if architecture == "matching_pursuit":  # the tied encoder: W_enc is W_dec transposed
+        assert torch.equal(tuned[HOOKS[0]].W_enc, tuned[HOOKS[0]].W_dec.T)
+        assert (metrics["fvu"] < 1).all()  # it learned to reconstruct
     # the base rows are measured on the base model: another clean CE than the tuned policy's
     clean = metrics.groupby("model")["ce_clean"].first()
     assert clean["base"] != pytest.approx(clean["tuned"])
@@ -210,6 +217,8 @@ def test_sparse_options_are_checked():
         SAEConfig(tied=True)
     with pytest.raises(ConfigError, match="saes.k"):
         SAEConfig(k=0)
+    with pytest.raises(ConfigError, match="saes.kl_finetune_texts"):
+        SAEConfig(architecture="matching_pursuit", kl_finetune_texts=100)
     with pytest.raises(ConfigError, match="expansion_factors"):
         SAEConfig(expansion_factors=(4, 8, 16))
     run_config = RunConfig(

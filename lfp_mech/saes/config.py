@@ -9,12 +9,13 @@ __all__ = ["ARCHITECTURES", "DEFAULT_ALPHA", "PAPER_ALPHA", "SAEConfig", "SIZES"
 
 SIZES = ("small", "big")
 """The two dictionaries per layer (paper: n and 2n features)."""
-ARCHITECTURES = ("topk", "batchtopk", "l1")
+ARCHITECTURES = ("topk", "batchtopk", "matching_pursuit", "l1")
 """The dictionaries the stage trains: SAE-Lens TopK or BatchTopK (the default) SAEs with a hard
-sparsity constraint (``k`` latents per token, on average over the batch for BatchTopK), or the
-paper's ReLU SAEs with an L1 penalty (``"l1"``, tied or untied)."""
-SPARSE = ("topk", "batchtopk")
-"""The architectures with a hard sparsity constraint (no α, no tied decoder)."""
+sparsity constraint (``k`` latents per token, on average over the batch for BatchTopK),
+SAE-Lens matching-pursuit SAEs (at most ``k`` greedy steps per token), or the paper's ReLU SAEs
+with an L1 penalty (``"l1"``, tied or untied)."""
+SPARSE = ("topk", "batchtopk", "matching_pursuit")
+"""The architectures with a hard sparsity constraint (no α, no tied/untied choice)."""
 DEFAULT_ALPHA = 6e-4
 """α for SmolLM2's MLP outputs (per-element-MSE units, see [`lfp_mech.saes`][lfp_mech.saes]): the
 largest α of the calibration grid that keeps every layer at FVU <= 0.3 and CE loss recovered >= 70%
@@ -31,16 +32,22 @@ class SAEConfig(StageConfig):
 
     section = "saes"
 
-    architecture: Literal["topk", "batchtopk", "l1"] = "batchtopk"
+    architecture: Literal["topk", "batchtopk", "matching_pursuit", "l1"] = "batchtopk"
     """``"batchtopk"`` (the stage's own default, for other presets): SAE-Lens BatchTopK SAEs, ``k`` active latents per token on
     average over a batch while training, saved as JumpReLU SAEs (a per-latent threshold, so a
     token's code does not depend on its batch, and its L0 varies around ``k``); ``"topk"``:
     SAE-Lens TopK SAEs, exactly ``k`` active latents per token (in training and at inference;
     the ``default`` preset's, chosen on validation texts at 4 x d_in latents and 48k tokens);
-    ``"l1"``: the paper's ReLU SAEs with an L1 penalty ``l1_coefficient`` (tied or untied; the
-    paper presets and the L1-sweep / tied-vs-untied notebooks use it)."""
+    ``"matching_pursuit"``: SAE-Lens matching-pursuit SAEs (Costa et al. 2025), which encode a
+    token greedily — the latent whose decoder row best matches the residual, its coefficient,
+    the residual updated, ``k`` times at most — with the encoder tied to the decoder, so L0 is
+    at most ``k``; about 8x slower to train than TopK on a CPU (an option, measured in the SAE
+    tutorial; the KL fine-tune does not apply to it); ``"l1"``: the paper's ReLU SAEs with an L1
+    penalty ``l1_coefficient`` (tied or untied; the paper presets and the L1-sweep /
+    tied-vs-untied notebooks use it)."""
     k: int = 64
-    """Active latents per token of the TopK/BatchTopK dictionaries (ignored for ``"l1"``)."""
+    """Active latents per token of the TopK/BatchTopK dictionaries, the most greedy steps per
+    token of the matching-pursuit ones (ignored for ``"l1"``)."""
     aux_loss_coefficient: float = 1.0
     """Weight of SAE-Lens's auxiliary loss that makes dead latents reconstruct the residual
     (TopK/BatchTopK). Gao et al. 2024 use 1/32 over billions of tokens; over the few hundred
@@ -157,6 +164,12 @@ class SAEConfig(StageConfig):
                 f"saes.architecture=l1, or tied=false and compare_untied=false for "
                 f"{self.architecture}",
             )
+        self.require(
+            not (self.architecture == "matching_pursuit" and self.kl_finetune_texts > 0),
+            "kl_finetune_texts",
+            "the KL fine-tune folds the decoder's move into an untied encoder; matching-pursuit "
+            "SAEs tie the two: set saes.kl_finetune_texts=0 or another architecture",
+        )
         self.require_positive("k")
         self.k, self.aux_loss_coefficient = int(self.k), float(self.aux_loss_coefficient)
         self.require_at_least(0, "aux_loss_coefficient")

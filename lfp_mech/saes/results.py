@@ -74,8 +74,8 @@ class SAEsResults(StageResults):
 
     @property
     def architecture(self) -> str:
-        """``"batchtopk"``, ``"topk"``, ``"l1"`` (``"pretrained"`` when reused; runs older
-        than the option: ``"l1"``)."""
+        """``"batchtopk"``, ``"topk"``, ``"matching_pursuit"``, ``"l1"`` (``"pretrained"`` when
+        reused; runs older than the option: ``"l1"``)."""
         return str(self.summary.get("architecture", "l1"))
 
     def sae_dirs(

@@ -23,6 +23,10 @@ import torch
 from jaxtyping import Float
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens.saes.matching_pursuit_sae import (
+    MatchingPursuitTrainingSAE,
+    MatchingPursuitTrainingSAEConfig,
+)
 from sae_lens.saes.sae import SAEMetadata, TrainingSAE, TrainStepOutput
 from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
@@ -76,7 +80,8 @@ def build_training_sae(
     """A fresh SAE-Lens training SAE of ``architecture`` (default ``config.architecture``).
 
     ``"batchtopk"``/``"topk"``: SAE-Lens's BatchTopK/TopK SAE with ``config.k`` latents and
-    its dead-latent auxiliary loss (``config.aux_loss_coefficient``); ``"l1"``: the standard ReLU
+    its dead-latent auxiliary loss (``config.aux_loss_coefficient``); ``"matching_pursuit"``:
+    SAE-Lens's matching-pursuit SAE with at most ``config.k`` greedy steps per token; ``"l1"``: the standard ReLU
     SAE (tied or untied) with α converted to SAE-Lens units, ``l1_coefficient = α · d_in`` (see
     [`lfp_mech.saes`][lfp_mech.saes] for what α means). The initialisation is seeded with
     ``config.seed``."""
@@ -96,6 +101,19 @@ def build_training_sae(
         decoder_init_norm=config.decoder_init_norm,
         metadata=SAEMetadata(**dict(metadata or {})),
     )
+    if architecture == "matching_pursuit":
+        if not 1 <= config.k <= d_sae:
+            raise ConfigError(f"saes.k = {config.k}: must be between 1 and d_sae ({d_sae})")
+        # no residual threshold: every token takes up to k greedy steps (fewer only when a
+        # step picks a latent it already holds); SAE-Lens requires unit-norm decoder rows
+        mp_cfg = MatchingPursuitTrainingSAEConfig(
+            residual_threshold=0.0,
+            max_iterations=config.k,
+            stop_on_duplicate_support=True,
+            **(common | {"decoder_init_norm": 1.0}),
+        )
+        with seeded(config.seed):
+            return MatchingPursuitTrainingSAE(mp_cfg)
     if architecture != "l1":
         if not 1 <= config.k <= d_sae:
             raise ConfigError(f"saes.k = {config.k}: must be between 1 and d_sae ({d_sae})")
