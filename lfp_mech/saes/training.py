@@ -81,8 +81,8 @@ def build_training_sae(
 
     ``"batchtopk"``/``"topk"``: SAE-Lens's BatchTopK/TopK SAE with ``config.k`` latents and
     its dead-latent auxiliary loss (``config.aux_loss_coefficient``); ``"matching_pursuit"``:
-    SAE-Lens's matching-pursuit SAE with at most ``config.k`` greedy steps per token; ``"l1"``: the standard ReLU
-    SAE (tied or untied) with α converted to SAE-Lens units, ``l1_coefficient = α · d_in`` (see
+    SAE-Lens's matching-pursuit SAE with at most ``config.k`` greedy steps per token; ``"l1"``:
+    the standard ReLU SAE (tied or untied) with α converted to SAE-Lens units, ``l1_coefficient = α · d_in`` (see
     [`lfp_mech.saes`][lfp_mech.saes] for what α means). The initialisation is seeded with
     ``config.seed``."""
     architecture = architecture or config.architecture
@@ -101,9 +101,9 @@ def build_training_sae(
         decoder_init_norm=config.decoder_init_norm,
         metadata=SAEMetadata(**dict(metadata or {})),
     )
+    if architecture != "l1" and not 1 <= config.k <= d_sae:
+        raise ConfigError(f"saes.k = {config.k}: must be between 1 and d_sae ({d_sae})")
     if architecture == "matching_pursuit":
-        if not 1 <= config.k <= d_sae:
-            raise ConfigError(f"saes.k = {config.k}: must be between 1 and d_sae ({d_sae})")
         # no residual threshold: every token takes up to k greedy steps (fewer only when a
         # step picks a latent it already holds); SAE-Lens requires unit-norm decoder rows
         mp_cfg = MatchingPursuitTrainingSAEConfig(
@@ -115,8 +115,6 @@ def build_training_sae(
         with seeded(config.seed):
             return MatchingPursuitTrainingSAE(mp_cfg)
     if architecture != "l1":
-        if not 1 <= config.k <= d_sae:
-            raise ConfigError(f"saes.k = {config.k}: must be between 1 and d_sae ({d_sae})")
         sparse_cls = BatchTopKTrainingSAE if architecture == "batchtopk" else TopKTrainingSAE
         sparse_cfg_cls = (
             BatchTopKTrainingSAEConfig if architecture == "batchtopk" else TopKTrainingSAEConfig
