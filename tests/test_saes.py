@@ -347,3 +347,29 @@ def test_train_saes_keeps_what_an_interrupted_run_finished(tmp_path, tiny_model,
     assert "already trained with these inputs" in caplog.text
     train_saes(store, [1], tmp_path / "out", dataclasses.replace(config, lr=5e-4))
     assert weights.stat().st_mtime_ns != written  # another option: trained again
+
+
+def test_incremental_matching_pursuit_chooses_sae_lens_latents_and_trains():
+    from sae_lens.saes.matching_pursuit_sae import _encode_matching_pursuit
+
+    from lfp_mech.saes.matching_pursuit import gram_matching_pursuit
+
+    g = torch.Generator().manual_seed(0)
+    w_dec = torch.nn.functional.normalize(torch.randn(256, 32, generator=g), dim=1)
+    x = 3 * torch.randn(512, 32, generator=g)
+    ours = gram_matching_pursuit(x, w_dec, 16)
+    theirs = _encode_matching_pursuit(x, w_dec, 0.0, 16, True)
+    same = ((ours != 0) == (theirs != 0)).all(dim=1)
+    assert same.float().mean() >= 0.99  # float32 near-ties may go the other way
+    torch.testing.assert_close(ours[same], theirs[same], rtol=1e-4, atol=1e-4)
+    assert ((ours != 0).sum(dim=1) <= 16).all() and (ours >= 0).all()
+    # the coefficients carry the gradient to the decoder, as SAE-Lens's do
+    w = w_dec.clone().requires_grad_(True)
+    gram_matching_pursuit(x, w, 16).sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+
+    config = _config(architecture="matching_pursuit", tied=False, expansion_factors=(2,), k=4)
+    sae, stats = train_sae(_batches(_sparse_data(), 128), D_IN, 2 * D_IN, config, tied=False)
+    assert type(sae).__name__ == "GramMatchingPursuitTrainingSAE" and stats["k"] == 4
+    metrics = sae_metrics(sae, _sparse_data(n=512, seed=1))
+    assert metrics["l0"] <= 4 and metrics["fvu"] < 0.5

@@ -50,6 +50,9 @@ Modules:
   options; ``DEFAULT_ALPHA``.
 * [`tied`][lfp_mech.saes.tied] —
   [`TiedStandardTrainingSAE`][lfp_mech.saes.tied.TiedStandardTrainingSAE].
+* [`matching_pursuit`][lfp_mech.saes.matching_pursuit] —
+  [`GramMatchingPursuitTrainingSAE`][lfp_mech.saes.matching_pursuit.GramMatchingPursuitTrainingSAE],
+  the incremental encoder matching-pursuit dictionaries train with.
 * [`training`][lfp_mech.saes.training] —
   [`build_training_sae`][lfp_mech.saes.training.build_training_sae],
   [`train_sae`][lfp_mech.saes.training.train_sae],

@@ -41,8 +41,9 @@ class SAEConfig(StageConfig):
     ``"matching_pursuit"``: SAE-Lens matching-pursuit SAEs (Costa et al. 2025), which encode a
     token greedily — the latent whose decoder row best matches the residual, its coefficient,
     the residual updated, ``k`` times at most — with the encoder tied to the decoder, so L0 is
-    at most ``k``; about 8x slower to train than TopK on a CPU (an option, measured in the SAE
-    tutorial; the KL fine-tune does not apply to it); ``"l1"``: the paper's ReLU SAEs with an L1
+    at most ``k``; trained with an incremental encoder, ~1.5x TopK's time per dictionary at half
+    its activations on a CPU (an option, measured in the SAE tutorial; the KL fine-tune does not
+    apply to it); ``"l1"``: the paper's ReLU SAEs with an L1
     penalty ``l1_coefficient`` (tied or untied; the paper presets and the L1-sweep /
     tied-vs-untied notebooks use it)."""
     k: int = 64

@@ -23,10 +23,7 @@ import torch
 from jaxtyping import Float
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
-from sae_lens.saes.matching_pursuit_sae import (
-    MatchingPursuitTrainingSAE,
-    MatchingPursuitTrainingSAEConfig,
-)
+from sae_lens.saes.matching_pursuit_sae import MatchingPursuitTrainingSAEConfig
 from sae_lens.saes.sae import SAEMetadata, TrainingSAE, TrainStepOutput
 from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
@@ -40,6 +37,7 @@ from lfp_mech.errors import ConfigError, LfpMechError
 from lfp_mech.saes.artifacts import sae_folder, variant_name
 from lfp_mech.saes.config import SIZES, SAEConfig
 from lfp_mech.saes.io import save_sae
+from lfp_mech.saes.matching_pursuit import GramMatchingPursuitTrainingSAE
 from lfp_mech.saes.tied import TiedStandardTrainingSAE
 from lfp_mech.tracking import Tracker, open_tracker, tracker_name
 
@@ -81,7 +79,8 @@ def build_training_sae(
 
     ``"batchtopk"``/``"topk"``: SAE-Lens's BatchTopK/TopK SAE with ``config.k`` latents and
     its dead-latent auxiliary loss (``config.aux_loss_coefficient``); ``"matching_pursuit"``:
-    SAE-Lens's matching-pursuit SAE with at most ``config.k`` greedy steps per token; ``"l1"``:
+    SAE-Lens's matching-pursuit SAE with at most ``config.k`` greedy steps per token (trained
+    with the incremental encoder of [`matching_pursuit`][lfp_mech.saes.matching_pursuit]); ``"l1"``:
     the standard ReLU SAE (tied or untied) with α converted to SAE-Lens units, ``l1_coefficient = α · d_in`` (see
     [`lfp_mech.saes`][lfp_mech.saes] for what α means). The initialisation is seeded with
     ``config.seed``."""
@@ -113,7 +112,7 @@ def build_training_sae(
             **(common | {"decoder_init_norm": 1.0}),
         )
         with seeded(config.seed):
-            return MatchingPursuitTrainingSAE(mp_cfg)
+            return GramMatchingPursuitTrainingSAE(mp_cfg)
     if architecture != "l1":
         sparse_cls = BatchTopKTrainingSAE if architecture == "batchtopk" else TopKTrainingSAE
         sparse_cfg_cls = (
