@@ -81,7 +81,11 @@ def base_log_probs(
     """The base model's next-token log-probabilities at the positions that predict a policy
     token, one tensor per batch of ``batch_size`` texts (on the CPU): computed once, they serve
     every round of the greedy ranking."""
-    batches = _RecomputedLogProbs(base, corpus, batch_size)
+    return _kept(_RecomputedLogProbs(base, corpus, batch_size))
+
+
+def _kept(batches: "_RecomputedLogProbs") -> list[Float[Tensor, "n vocab"]]:
+    """Every batch of ``batches`` computed now."""
     return [
         batches[b]
         for b in tqdm(range(len(batches)), desc="base log-probs", disable=None, leave=False)
@@ -99,9 +103,9 @@ def base_targets(
     they fit in ``max_bytes``; else a sequence that runs the base model for a batch each time it
     is read (one more base forward pass per batch and round, no memory held)."""
     batches = _RecomputedLogProbs(base, corpus, batch_size)
-    size = int(_predicting(corpus).sum()) * batches.vocab_size * 4
+    size = int(batches.predicting.sum()) * batches.vocab_size * 4
     if size <= max_bytes:
-        return base_log_probs(base, corpus, batch_size=batch_size)
+        return _kept(batches)
     logger.info(
         "diff attribution: the base model's log-probs would take %.1f GB (> %.1f GB): "
         "recomputed at each round instead of kept",

@@ -80,10 +80,10 @@ def build_training_sae(
     ``"batchtopk"``/``"topk"``: SAE-Lens's BatchTopK/TopK SAE with ``config.k`` latents and
     its dead-latent auxiliary loss (``config.aux_loss_coefficient``); ``"matching_pursuit"``:
     SAE-Lens's matching-pursuit SAE with at most ``config.k`` greedy steps per token (trained
-    with the incremental encoder of [`matching_pursuit`][lfp_mech.saes.matching_pursuit]); ``"l1"``:
-    the standard ReLU SAE (tied or untied) with α converted to SAE-Lens units, ``l1_coefficient = α · d_in`` (see
-    [`lfp_mech.saes`][lfp_mech.saes] for what α means). The initialisation is seeded with
-    ``config.seed``."""
+    with the incremental encoder of [`matching_pursuit`][lfp_mech.saes.matching_pursuit]);
+    ``"l1"``: the standard ReLU SAE (tied or untied) with α converted to SAE-Lens units,
+    ``l1_coefficient = α · d_in`` (see [`lfp_mech.saes`][lfp_mech.saes] for what α means). The
+    initialisation is seeded with ``config.seed``."""
     architecture = architecture or config.architecture
     common: dict[str, Any] = dict(
         d_in=d_in,
@@ -102,35 +102,32 @@ def build_training_sae(
     )
     if architecture != "l1" and not 1 <= config.k <= d_sae:
         raise ConfigError(f"saes.k = {config.k}: must be between 1 and d_sae ({d_sae})")
+    sae_cls: type[TrainingSAE[Any]]
     if architecture == "matching_pursuit":
         # no residual threshold: every token takes up to k greedy steps (fewer only when a
         # step picks a latent it already holds); SAE-Lens requires unit-norm decoder rows
-        mp_cfg = MatchingPursuitTrainingSAEConfig(
+        sae_cls = GramMatchingPursuitTrainingSAE
+        sae_cfg: Any = MatchingPursuitTrainingSAEConfig(
             residual_threshold=0.0,
             max_iterations=config.k,
             stop_on_duplicate_support=True,
             **(common | {"decoder_init_norm": 1.0}),
         )
-        with seeded(config.seed):
-            return GramMatchingPursuitTrainingSAE(mp_cfg)
-    if architecture != "l1":
-        sparse_cls = BatchTopKTrainingSAE if architecture == "batchtopk" else TopKTrainingSAE
-        sparse_cfg_cls = (
-            BatchTopKTrainingSAEConfig if architecture == "batchtopk" else TopKTrainingSAEConfig
-        )
-        sparse_cfg = sparse_cfg_cls(
+    elif architecture != "l1":
+        batch = architecture == "batchtopk"
+        sae_cls = BatchTopKTrainingSAE if batch else TopKTrainingSAE
+        sae_cfg = (BatchTopKTrainingSAEConfig if batch else TopKTrainingSAEConfig)(
             k=config.k, aux_loss_coefficient=config.aux_loss_coefficient, **common
         )
-        with seeded(config.seed):
-            return sparse_cls(sparse_cfg)
-    sae_cfg = StandardTrainingSAEConfig(
-        l1_coefficient=alpha * d_in,
-        l1_warm_up_steps=int(config.l1_warm_up_fraction * n_steps),
-        **common,
-    )
-    cls = TiedStandardTrainingSAE if tied else StandardTrainingSAE
+    else:
+        sae_cls = TiedStandardTrainingSAE if tied else StandardTrainingSAE
+        sae_cfg = StandardTrainingSAEConfig(
+            l1_coefficient=alpha * d_in,
+            l1_warm_up_steps=int(config.l1_warm_up_fraction * n_steps),
+            **common,
+        )
     with seeded(config.seed):
-        return cls(sae_cfg)
+        return sae_cls(sae_cfg)
 
 
 def train_sae(
