@@ -32,15 +32,14 @@
 # ## The run
 #
 # `run_for_notebooks("smoke-l1")` returns the run this notebook reads, a `Run` (what
-# `lfp_mech.load_run(path)` returns). The default study trains sparse TopK dictionaries, which
-# have no L1 coefficient and no tied decoder: this notebook needs a run with the paper's L1
-# SAEs (`saes.architecture = "l1"`, as the paper presets such as `pythia-70m` set). Set the
-# environment variable `LFP_MECH_RUN_DIR` to such a finished run directory (relative to the
-# repository root or absolute) to read a real run. Without it the notebook computes the
-# **smoke-l1** preset (the smoke preset with the paper's L1 dictionaries) into
-# `runs/smoke-l1` (a tiny random 2-layer model, a minute or two the first time; later notebooks
-# resume it from disk). Smoke numbers only show that the code runs: they mean nothing about the
-# method.
+# `lfp_mech.load_run(path)` returns). The default study trains sparse matching-pursuit dictionaries,
+# with no L1 coefficient and no tied/untied pair: this notebook needs a run with the paper's L1 SAEs
+# (`saes.architecture = "l1"`, as the paper presets such as `pythia-70m` set). Set the environment
+# variable `LFP_MECH_RUN_DIR` to such a finished run directory (relative to the repository root or
+# absolute) to read a real run. Without it the notebook computes the **smoke-l1** preset (the smoke
+# preset with the paper's L1 dictionaries) into `runs/smoke-l1` (a tiny random 2-layer model, a
+# minute or two the first time; later notebooks resume it from disk). Smoke numbers only show that
+# the code runs: they mean nothing about the method.
 
 # %%
 import pandas as pd

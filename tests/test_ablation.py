@@ -39,8 +39,25 @@ def test_no_features_ablated_leaves_logits_unchanged(loud_model):
     assert (clean - mean).abs().max().item() <= 1e-5
 
 
-def test_patched_activation_is_x_minus_selected_decoder_contributions(loud_model):
-    sae = make_sae(gain=3.0)
+def _matching_pursuit_sae():
+    """A random matching-pursuit dictionary as lfp_mech loads one (its incremental encoder)."""
+    from sae_lens.saes.matching_pursuit_sae import MatchingPursuitSAEConfig
+
+    from lfp_mech.saes import GramMatchingPursuitSAE
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        cfg = MatchingPursuitSAEConfig(d_in=64, d_sae=128, residual_threshold=0.0, max_iterations=8)
+        sae = GramMatchingPursuitSAE(cfg)
+        with torch.no_grad():
+            sae.W_dec.copy_(torch.nn.functional.normalize(torch.randn(128, 64), dim=1))
+    sae.cfg.metadata.hook_name = HOOK
+    return sae
+
+
+@pytest.mark.parametrize("kind", ["relu", "matching_pursuit"])
+def test_patched_activation_is_x_minus_selected_decoder_contributions(loud_model, kind):
+    sae = make_sae(gain=3.0) if kind == "relu" else _matching_pursuit_sae()
     feats = [3, 17, 17, 40, 99]  # duplicates are ignored
     tokens = loud_model.to_tokens(TEXTS)  # a padded batch
     seen: dict = {}

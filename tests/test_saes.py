@@ -363,13 +363,62 @@ def test_incremental_matching_pursuit_chooses_sae_lens_latents_and_trains():
     assert same.float().mean() >= 0.99  # float32 near-ties may go the other way
     torch.testing.assert_close(ours[same], theirs[same], rtol=1e-4, atol=1e-4)
     assert ((ours != 0).sum(dim=1) <= 16).all() and (ours >= 0).all()
-    # the coefficients carry the gradient to the decoder, as SAE-Lens's do
-    w = w_dec.clone().requires_grad_(True)
-    gram_matching_pursuit(x, w, 16).sum().backward()
-    assert w.grad is not None and w.grad.abs().sum() > 0
+    # the coefficients carry the gradient to the decoder, SAE-Lens's gradient where the latents
+    # agree (tokens with a near-tie left out of both)
+    grads = []
+    for encode in (
+        gram_matching_pursuit,
+        lambda x, w, k: _encode_matching_pursuit(x, w, 0.0, k, True),
+    ):
+        w = w_dec.clone().requires_grad_(True)
+        x_in = x[same].clone().requires_grad_(True)
+        codes = encode(x_in, w, 16)
+        ((x_in - codes @ w) ** 2).sum().backward()
+        grads.append((w.grad, x_in.grad))
+    assert grads[0][0].abs().sum() > 0
+    # the hand-written backward pass against finite differences (float64, choices stable)
+    w64 = torch.nn.functional.normalize(torch.randn(40, 8, generator=g, dtype=torch.float64), dim=1)
+    x64 = 3 * torch.randn(6, 8, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda x, w: gram_matching_pursuit(x, w, 5),
+        (x64.requires_grad_(True), w64.requires_grad_(True)),
+        eps=1e-6,
+        atol=1e-5,
+    )
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-3)
 
     config = _config(architecture="matching_pursuit", tied=False, expansion_factors=(2,), k=4)
     sae, stats = train_sae(_batches(_sparse_data(), 128), D_IN, 2 * D_IN, config, tied=False)
     assert type(sae).__name__ == "GramMatchingPursuitTrainingSAE" and stats["k"] == 4
     metrics = sae_metrics(sae, _sparse_data(n=512, seed=1))
     assert metrics["l0"] <= 4 and metrics["fvu"] < 0.5
+
+
+def test_loaded_matching_pursuit_dictionary_encodes_like_sae_lens(tmp_path):
+    from sae_lens.saes.matching_pursuit_sae import MatchingPursuitSAE
+
+    from lfp_mech.saes.matching_pursuit import GramMatchingPursuitSAE
+
+    config = _config(architecture="matching_pursuit", tied=False, expansion_factors=(2,), k=4)
+    sae, _ = train_sae(_batches(_sparse_data(), 128), D_IN, 2 * D_IN, config, tied=False)
+    path = save_sae(sae, tmp_path / "mp", {})
+    exact, fast = SAE.load_from_disk(str(path)).eval(), load_sae(path)
+    assert type(exact) is MatchingPursuitSAE and type(fast) is GramMatchingPursuitSAE
+    assert not fast.training and torch.equal(fast.W_dec, exact.W_dec)
+    x = _sparse_data(n=512, seed=1).reshape(8, 64, D_IN)  # [batch, pos, d_in], as in a hook
+    with torch.no_grad():
+        theirs, ours = exact.encode(x), fast.encode(x)
+        one_at_a_time = torch.stack([fast.encode(x[:, p]) for p in range(x.shape[1])], dim=1)
+    assert ours.shape == theirs.shape == (8, 64, 2 * D_IN)
+    same = ((ours != 0) == (theirs != 0)).all(dim=-1)
+    assert same.float().mean() >= 0.99
+    torch.testing.assert_close(ours[same], theirs[same], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(one_at_a_time, ours, rtol=1e-5, atol=1e-6)
+    # the kept Gram matrix follows the decoder: changed weights encode like SAE-Lens again
+    with torch.no_grad():
+        for model in (fast, exact):
+            model.W_dec.mul_(-1)
+        again = fast.encode(x)
+        agree = ((again != 0) == (exact.encode(x) != 0)).all(dim=-1).float().mean()
+    assert agree >= 0.99 and not torch.equal(again, ours)

@@ -197,6 +197,8 @@ def test_sparse_default_trains_dictionaries_of_tuned_and_base_model(
     assert (metrics["l0"] <= limit).all()
     if architecture == "matching_pursuit":  # the tied encoder: W_enc is W_dec transposed
         assert torch.equal(tuned[HOOKS[0]].W_enc, tuned[HOOKS[0]].W_dec.T)
+        # loaded with the incremental encoder (SAE-Lens's class, its encoder replaced)
+        assert type(tuned[HOOKS[0]]).__name__ == "GramMatchingPursuitSAE"
         assert (metrics["fvu"] < 1).all()  # it learned to reconstruct
     # the base rows are measured on the base model: another clean CE than the tuned policy's
     clean = metrics.groupby("model")["ce_clean"].first()

@@ -81,6 +81,11 @@ def test_declines_what_it_cannot_reproduce():
     assert selected_encoder(hooked, IDS) is None
     hooked.hook_sae_acts_post.remove_hooks()
     assert selected_encoder(hooked, IDS) is not None
+    # a matching-pursuit code is chosen greedily over every latent: no per-feature shortcut
+    from sae_lens.saes.matching_pursuit_sae import MatchingPursuitSAE, MatchingPursuitSAEConfig
+
+    pursuit = MatchingPursuitSAE(MatchingPursuitSAEConfig(d_in=D_IN, d_sae=D_SAE))
+    assert selected_encoder(pursuit, IDS) is None
 
 
 @pytest.mark.parametrize("fast", [True, False])

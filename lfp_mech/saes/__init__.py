@@ -51,8 +51,9 @@ Modules:
 * [`tied`][lfp_mech.saes.tied] —
   [`TiedStandardTrainingSAE`][lfp_mech.saes.tied.TiedStandardTrainingSAE].
 * [`matching_pursuit`][lfp_mech.saes.matching_pursuit] —
-  [`GramMatchingPursuitTrainingSAE`][lfp_mech.saes.matching_pursuit.GramMatchingPursuitTrainingSAE],
-  the incremental encoder matching-pursuit dictionaries train with.
+  [`GramMatchingPursuitTrainingSAE`][lfp_mech.saes.matching_pursuit.GramMatchingPursuitTrainingSAE]
+  and [`GramMatchingPursuitSAE`][lfp_mech.saes.matching_pursuit.GramMatchingPursuitSAE], the
+  incremental encoder matching-pursuit dictionaries train and are read with.
 * [`training`][lfp_mech.saes.training] —
   [`build_training_sae`][lfp_mech.saes.training.build_training_sae],
   [`train_sae`][lfp_mech.saes.training.train_sae],
@@ -92,6 +93,7 @@ __getattr__, __dir__ = lazy_exports(
         "SIZES": "config",
         "SAEConfig": "config",
         "TiedStandardTrainingSAE": "tied",
+        "GramMatchingPursuitSAE": "matching_pursuit",
         "build_training_sae": "training",
         "train_sae": "training",
         "train_saes": "training",
@@ -123,6 +125,7 @@ __getattr__, __dir__ = lazy_exports(
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "GramMatchingPursuitSAE",
     "PAPER_ALPHA",
     "SIZES",
     "SAEConfig",

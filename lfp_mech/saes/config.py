@@ -33,19 +33,18 @@ class SAEConfig(StageConfig):
     section = "saes"
 
     architecture: Literal["topk", "batchtopk", "matching_pursuit", "l1"] = "batchtopk"
-    """``"batchtopk"`` (the stage's own default, for other presets): SAE-Lens BatchTopK SAEs, ``k`` active latents per token on
-    average over a batch while training, saved as JumpReLU SAEs (a per-latent threshold, so a
-    token's code does not depend on its batch, and its L0 varies around ``k``); ``"topk"``:
-    SAE-Lens TopK SAEs, exactly ``k`` active latents per token (in training and at inference;
-    the ``default`` preset's, chosen on validation texts at 4 x d_in latents and 48k tokens);
-    ``"matching_pursuit"``: SAE-Lens matching-pursuit SAEs (Costa et al. 2025), which encode a
-    token greedily — the latent whose decoder row best matches the residual, its coefficient,
-    the residual updated, ``k`` times at most — with the encoder tied to the decoder, so L0 is
-    at most ``k``; trained with an incremental encoder, ~1.5x TopK's time per dictionary at half
-    its activations on a CPU (an option, measured in the SAE tutorial; the KL fine-tune does not
-    apply to it); ``"l1"``: the paper's ReLU SAEs with an L1
-    penalty ``l1_coefficient`` (tied or untied; the paper presets and the L1-sweep /
-    tied-vs-untied notebooks use it)."""
+    """``"batchtopk"`` (the stage's own default, for other presets): SAE-Lens BatchTopK SAEs,
+    ``k`` active latents per token on average over a batch while training, saved as JumpReLU
+    SAEs (a per-latent threshold, so a token's code does not depend on its batch, and its L0
+    varies around ``k``); ``"topk"``: SAE-Lens TopK SAEs, exactly ``k`` active latents per token
+    (in training and at inference); ``"matching_pursuit"`` (the ``default`` preset's, chosen on
+    validation texts at 4 x d_in latents and 400k activations): SAE-Lens matching-pursuit SAEs
+    (Costa et al. 2025), which encode a token greedily — the latent whose decoder row best
+    matches the residual, its coefficient, the residual updated, ``k`` times at most — with the
+    encoder tied to the decoder, so L0 is at most ``k``; trained and read with an incremental
+    encoder, ~1.3x TopK's time per dictionary on a CPU (the KL fine-tune does not apply to it);
+    ``"l1"``: the paper's ReLU SAEs with an L1 penalty ``l1_coefficient`` (tied or untied; the
+    paper presets and the L1-sweep / tied-vs-untied notebooks use it)."""
     k: int = 64
     """Active latents per token of the TopK/BatchTopK dictionaries, the most greedy steps per
     token of the matching-pursuit ones (ignored for ``"l1"``)."""

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from sae_lens import SAE
+from sae_lens.saes.matching_pursuit_sae import MatchingPursuitSAE
 from torch import nn
 
 from lfp_mech._io import atomic_dir, write_json
 from lfp_mech.errors import ConfigError, LfpMechError
+from lfp_mech.saes.matching_pursuit import GramMatchingPursuitSAE
 
 __all__ = ["SAELike", "load_sae", "load_saes", "save_sae"]
 
@@ -34,14 +36,20 @@ def save_sae(sae: Any, path: str | os.PathLike[str], info: Mapping[str, Any]) ->
 
 
 def load_sae(path: str | os.PathLike[str], device: str = "cpu") -> SAE:
-    """Load an SAE folder (eval mode) with ``sae_lens.SAE.load_from_disk``."""
+    """Load an SAE folder (eval mode) with ``sae_lens.SAE.load_from_disk``; a matching-pursuit
+    dictionary comes back as [`GramMatchingPursuitSAE`][lfp_mech.saes.matching_pursuit.GramMatchingPursuitSAE]
+    (the same weights, SAE-Lens's encoding up to float near-ties, without recomputing every
+    match at every step)."""
     path = Path(path)
     if not (path / "cfg.json").is_file():
         raise LfpMechError(
             f"{path} is not an SAE folder (no cfg.json): run the saes stage, or pass the folder "
             "of an SAE-Lens SAE"
         )
-    return SAE.load_from_disk(str(path), device=device).eval()
+    sae = SAE.load_from_disk(str(path), device=device).eval()
+    if type(sae) is MatchingPursuitSAE:
+        return GramMatchingPursuitSAE.from_sae(sae)
+    return sae
 
 
 def load_saes(

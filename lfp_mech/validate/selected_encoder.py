@@ -40,6 +40,8 @@ def selected_encoder(sae: nn.Module, feature_ids: Int[Tensor, " n_sel"]) -> Sele
     b_dec_in = sae.b_dec.detach() * float(sae.cfg.apply_b_dec_to_input)
     if type(sae) is TopKSAE and isinstance(sae.activation_fn, TopK):
         return _topk(sae, ids, b_dec_in)
+    if type(sae) not in (JumpReLUSAE, StandardSAE):  # e.g. matching pursuit: no b_enc at all
+        return None
     w_enc = sae.W_enc.detach().index_select(1, ids).contiguous()
     b_enc = sae.b_enc.detach().index_select(0, ids)
     relu = isinstance(getattr(sae, "activation_fn", None), nn.ReLU)  # SAE-Lens's default
