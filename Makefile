@@ -53,7 +53,7 @@ notebooks: install  ## execute every notebook on runs/default; outputs saved int
 	$(BIN)/jupytext --quiet --sync $(NOTEBOOKS)
 	LFP_MECH_RUN_DIR=runs/default TQDM_DISABLE=1 $(BIN)/jupyter nbconvert --to notebook \
 		--execute --inplace --ExecutePreprocessor.timeout=3600 $(RUN_NOTEBOOKS:.py=.ipynb)
-	@# the paper's L1 dictionaries (L1 sweep, tied vs untied): the default has TopK SAEs, so
+	@# the paper's L1 dictionaries (L1 sweep, tied vs untied): the default has matching-pursuit SAEs, so
 	@# these two read the smoke-l1 run they compute (LFP_MECH_RUN_DIR=<an L1 run> for a real one)
 	TQDM_DISABLE=1 $(BIN)/jupyter nbconvert --to notebook \
 		--execute --inplace --ExecutePreprocessor.timeout=3600 $(L1_NOTEBOOKS:.py=.ipynb)
