@@ -376,6 +376,8 @@ def test_incremental_matching_pursuit_chooses_sae_lens_latents_and_trains():
         ((x_in - codes @ w) ** 2).sum().backward()
         grads.append((w.grad, x_in.grad))
     assert grads[0][0].abs().sum() > 0
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-3)
     # the hand-written backward pass against finite differences (float64, choices stable)
     w64 = torch.nn.functional.normalize(torch.randn(40, 8, generator=g, dtype=torch.float64), dim=1)
     x64 = 3 * torch.randn(6, 8, generator=g, dtype=torch.float64)
@@ -385,8 +387,6 @@ def test_incremental_matching_pursuit_chooses_sae_lens_latents_and_trains():
         eps=1e-6,
         atol=1e-5,
     )
-    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-3, atol=1e-3)
-    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-3)
 
     config = _config(architecture="matching_pursuit", tied=False, expansion_factors=(2,), k=4)
     sae, stats = train_sae(_batches(_sparse_data(), 128), D_IN, 2 * D_IN, config, tied=False)

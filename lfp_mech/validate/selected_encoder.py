@@ -40,17 +40,15 @@ def selected_encoder(sae: nn.Module, feature_ids: Int[Tensor, " n_sel"]) -> Sele
     b_dec_in = sae.b_dec.detach() * float(sae.cfg.apply_b_dec_to_input)
     if type(sae) is TopKSAE and isinstance(sae.activation_fn, TopK):
         return _topk(sae, ids, b_dec_in)
-    if type(sae) not in (JumpReLUSAE, StandardSAE):  # e.g. matching pursuit: no b_enc at all
-        return None
+    relu = isinstance(getattr(sae, "activation_fn", None), nn.ReLU)  # SAE-Lens's default
+    if type(sae) not in (JumpReLUSAE, StandardSAE) or not relu:
+        return None  # e.g. matching pursuit: a greedy code over every latent, and no b_enc
     w_enc = sae.W_enc.detach().index_select(1, ids).contiguous()
     b_enc = sae.b_enc.detach().index_select(0, ids)
-    relu = isinstance(getattr(sae, "activation_fn", None), nn.ReLU)  # SAE-Lens's default
-    if type(sae) is JumpReLUSAE and relu:
+    if type(sae) is JumpReLUSAE:
         threshold = sae.threshold.detach().index_select(0, ids)
         return lambda x: _jumprelu(_sae_in(x, sae.dtype, b_dec_in) @ w_enc + b_enc, threshold)
-    if type(sae) is StandardSAE and relu:
-        return lambda x: torch.relu(_sae_in(x, sae.dtype, b_dec_in) @ w_enc + b_enc)
-    return None
+    return lambda x: torch.relu(_sae_in(x, sae.dtype, b_dec_in) @ w_enc + b_enc)
 
 
 def _plain_encoder(sae: nn.Module) -> bool:
